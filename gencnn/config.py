@@ -1,0 +1,23 @@
+"""Configuration in one place: where things live, overridable by environment."""
+import os
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def shared_dir():
+    """The read-only test/CI data folder (GENCNN_SHARED, default ../shared)."""
+    return os.environ.get("GENCNN_SHARED",
+                          os.path.join(os.path.dirname(REPO_ROOT), "shared"))
+
+
+def data_dir():
+    """Where tools write LMDBs and downloads (GENCNN_DATA, default ./data)."""
+    return os.environ.get("GENCNN_DATA", os.path.join(REPO_ROOT, "data"))
+
+
+def caffe_binary():
+    """The `caffe` tool: $CAFFE_BIN/caffe when env.sh is sourced, else PATH."""
+    caffe_bin = os.environ.get("CAFFE_BIN")
+    if caffe_bin and os.path.exists(os.path.join(caffe_bin, "caffe")):
+        return os.path.join(caffe_bin, "caffe")
+    return "caffe"

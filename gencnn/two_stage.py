@@ -1,0 +1,425 @@
+"""Two-stage training: GG pre-training, then DG fine-tuning (paper section 4.1).
+
+Stage 1 runs the first solver (e.g. GenerativeLossLayer, base_lr 0.01) up to
+the switch; stage 2 starts a second solver (SoftmaxWithLoss, base_lr 0.003)
+from the stage-1 weights at the switch and runs to the end of the schedule.
+The switch is a fixed epoch (the paper: 16 of 25 for LeNet, 45 of 70 for
+ImageNet), or the first epoch whose mean effective sample size of the
+generative importance weights falls below a threshold (section 3.2: switch
+once the weights become skewed). With no stage 2 it is a plain training run
+with the same logging, testing and resuming.
+
+Epochs are counted in iterations of the training LMDB: epoch e ends at
+iteration ceil(e * entries / batch_size). After every epoch, and at the end of
+each stage, the model is tested on the whole test set (test_iter x test batch).
+
+Resuming: every `checkpoint_every` iterations the solver state is snapshotted
+and state.json (atomically replaced) records it together with the history.
+`resume=True` restores the newest checkpoint of whichever stage was running,
+truncates the per-iteration log to it, and replays the data layer's cursor
+(Caffe does not save it) so the resumed run sees the same batches as an
+uninterrupted one.
+"""
+import json
+import math
+import os
+import shutil
+import time
+
+import numpy as np
+
+import caffe
+from caffe.proto import caffe_pb2
+from gencnn import solver_io
+from gencnn.cli import UserError
+from gencnn.lmdb_io import lmdb_count
+
+
+def parse_switch(text):
+    """'16' / 'epoch:16' -> ('epoch', 16.0); 'ess:0.3' -> ('ess', 0.3)."""
+    kind, _, value = text.rpartition(":")
+    kind = kind or "epoch"
+    if kind not in ("epoch", "ess"):
+        raise UserError("--switch must be EPOCH, epoch:EPOCH or ess:THRESHOLD, got %r" % text)
+    try:
+        number = float(value)
+    except ValueError:
+        raise UserError("--switch %r: %r is not a number" % (text, value))
+    if kind == "ess" and not 0.0 < number <= 1.0:
+        raise UserError("--switch ess:T needs 0 < T <= 1, got %g" % number)
+    return kind, number
+
+
+class Stage(object):
+    """One solver of the schedule, with its net and data facts."""
+
+    def __init__(self, index, solver_path):
+        self.index = index
+        self.solver_path = solver_path
+        self.param = solver_io.read_solver(solver_path)
+        self.net_path = solver_io.solver_net_path(self.param, os.getcwd())
+        self.net = solver_io.read_net(self.net_path)
+        data = solver_io.train_data_layer(self.net)
+        self.source = data.data_param.source
+        self.batch_size = data.data_param.batch_size
+        if not os.path.isdir(self.source):
+            raise UserError("%s: training LMDB %s does not exist (see tools/get_mnist.py)"
+                            % (self.net_path, self.source))
+        self.train_size = lmdb_count(self.source)
+        self.epoch_iters = self.train_size / float(self.batch_size)
+        # Caffe's LMDB cursor wraps around: the batch sequence repeats with this period.
+        self.data_period = self.train_size // math.gcd(self.train_size, self.batch_size)
+        if not self.param.test_iter:
+            raise UserError("%s has no test_iter: cannot test each epoch" % solver_path)
+
+
+class TwoStageRunner(object):
+    def __init__(self, stage1, out_dir, stage2=None, switch=None, seed=None, weights=None,
+                 start_epoch=0.0, keep_epochs=(), checkpoint_every=100, progress=True):
+        self.stages = [Stage(1, stage1)]
+        self.out_dir = os.path.abspath(out_dir)
+        self.seed = seed
+        self.weights = weights
+        self.start_epoch = float(start_epoch)
+        self.keep_epochs = set(int(e) for e in keep_epochs)
+        self.checkpoint_every = int(checkpoint_every)
+        self.progress = progress
+        first = self.stages[0]
+        self.epoch_iters = first.epoch_iters
+        self.total_iters = first.param.max_iter     # the whole schedule
+        self.switch = switch
+        if weights and not os.path.isfile(weights):
+            raise UserError("--weights %s does not exist" % weights)
+        if self.checkpoint_every < 1:
+            raise UserError("--checkpoint-every must be >= 1")
+        if stage2:
+            self.stages.append(Stage(2, stage2))
+            self._check_stage2()
+        elif switch:
+            raise UserError("a switch needs --stage2")
+
+    # ------------------------------------------------------------- checks
+    def _check_stage2(self):
+        first, second = self.stages
+        if self.switch is None:
+            raise UserError("--stage2 needs --switch-epoch E or --switch ess:T")
+        kind, value = self.switch
+        total_epochs = self.start_epoch + self.total_iters / self.epoch_iters
+        if kind == "epoch" and not self.start_epoch < value < total_epochs:
+            raise UserError("switch epoch %g must lie between %g and the %g epochs of %s"
+                            % (value, self.start_epoch, total_epochs, first.solver_path))
+        if kind == "ess":
+            tops = {top for layer in first.net.layer for top in layer.top}
+            if "ess" not in tops:
+                raise UserError("--switch ess:T needs the stage-1 net %s to output 'ess' "
+                                "(GenerativeLossLayer's second top)" % first.net_path)
+        a, b = solver_io.learned_layers(first.net), solver_io.learned_layers(second.net)
+        if a != b:
+            missing = sorted(set(a.items()) ^ set(b.items()))
+            raise UserError("stage-2 net %s does not match stage 1's learned layers: %s"
+                            % (second.net_path, ", ".join("%s (%s)" % m for m in missing)))
+        if second.batch_size != first.batch_size or second.source != first.source:
+            raise UserError("stage 2 must train on the same data as stage 1")
+
+    def switch_iter(self):
+        kind, value = self.switch
+        if kind == "epoch":
+            return self.epoch_end(value)
+        return None        # decided while training
+
+    def epoch_end(self, epoch):
+        """Global iteration at which (absolute) epoch `epoch` ends."""
+        return int(math.ceil((epoch - self.start_epoch) * self.epoch_iters - 1e-9))
+
+    # --------------------------------------------------------------- files
+    def path(self, *parts):
+        return os.path.join(self.out_dir, *parts)
+
+    def _write_json(self, name, obj):
+        tmp = self.path(name + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=True)
+        os.replace(tmp, self.path(name))
+
+    def log(self, message):
+        line = "%s %s" % (time.strftime("%Y-%m-%d %H:%M:%S"), message)
+        with open(self.path("two_stage.log"), "a") as f:
+            f.write(line + "\n")
+        if self._bar is not None:
+            self._bar.write(line)
+        else:
+            print(line, flush=True)
+
+    # ------------------------------------------------------------- solvers
+    def _make_solver(self, stage, stage_iters):
+        param = caffe_pb2.SolverParameter()
+        param.CopyFrom(stage.param)
+        param.net = stage.net_path
+        param.max_iter = stage_iters
+        # Testing and snapshots are driven from here: epochs are fractional.
+        param.test_interval = 2 ** 30
+        param.test_initialization = False
+        param.snapshot = 0
+        param.snapshot_after_train = False
+        param.snapshot_prefix = self.path("snapshots", "stage%d" % stage.index)
+        if self.seed is not None:
+            param.random_seed = self.seed
+        solver_file = self.path("stage%d_solver.prototxt" % stage.index)
+        with open(solver_file, "w") as f:
+            f.write(str(param))
+        solver = caffe.get_solver(solver_file)
+        return solver, param
+
+    def _skip_batches(self, solver, count):
+        """Advance the train net's Data layers by `count` batches (replay the cursor)."""
+        names = [name for name, layer in zip(solver.net._layer_names, solver.net.layers)
+                 if layer.type == "Data"]
+        for _ in range(count):
+            for name in names:
+                solver.net.forward(start=name, end=name)
+
+    def _test(self, solver, stage):
+        net = solver.test_nets[0]
+        net.share_with(solver.net)
+        totals = {}
+        for _ in range(stage.param.test_iter[0]):
+            outputs = net.forward()
+            for key, value in outputs.items():
+                totals[key] = totals.get(key, 0.0) + float(np.asarray(value).ravel()[0])
+        means = {k: v / stage.param.test_iter[0] for k, v in totals.items()}
+        if "accuracy" not in means:
+            raise UserError("test net of %s has no 'accuracy' output" % stage.solver_path)
+        return means
+
+    # -------------------------------------------------------------- state
+    def _fresh_state(self):
+        return {"stage": 1, "stage_iter": 0, "global_iter": 0, "solverstate": None,
+                "init_weights": self.weights, "switch_iter": None, "switch_reason": None,
+                "done": False, "config": self.describe(),
+                "history": {"stage1": [], "stage2": []}}
+
+    def describe(self):
+        return {"stages": [s.solver_path for s in self.stages], "seed": self.seed,
+                "switch": list(self.switch) if self.switch else None,
+                "start_epoch": self.start_epoch, "epoch_iters": self.epoch_iters,
+                "total_iters": self.total_iters, "train_size": self.stages[0].train_size,
+                "batch_size": self.stages[0].batch_size}
+
+    def _checkpoint(self, solver, state, keep=False):
+        solver.snapshot()
+        prefix = self.path("snapshots", "stage%d_iter_%d" % (state["stage"], solver.iter))
+        previous = state.get("solverstate")
+        state["solverstate"] = prefix + ".solverstate"
+        state["stage_iter"] = solver.iter
+        self._write_json("state.json", state)
+        if previous and previous != state["solverstate"] and previous not in state.get("kept", []):
+            for ext in (".solverstate", ".caffemodel"):
+                path = previous[: -len(".solverstate")] + ext
+                if os.path.exists(path):
+                    os.remove(path)
+        if keep:
+            state.setdefault("kept", []).append(state["solverstate"])
+            self._write_json("state.json", state)
+        return prefix + ".caffemodel"
+
+    # ---------------------------------------------------------------- run
+    def run(self, resume=False):
+        self._bar = None
+        os.makedirs(self.path("snapshots"), exist_ok=True)
+        state_file = self.path("state.json")
+        if resume:
+            if not os.path.exists(state_file):
+                raise UserError("nothing to resume in %s (no state.json)" % self.out_dir)
+            state = json.load(open(state_file))
+            if state["config"]["stages"] != [s.solver_path for s in self.stages]:
+                raise UserError("%s was started with other solvers: %s"
+                                % (self.out_dir, state["config"]["stages"]))
+            if state["done"]:
+                self.log("already finished; nothing to resume")
+                return state
+        else:
+            if os.path.exists(state_file):
+                raise UserError("%s already holds a run: use --resume or another --out"
+                                % self.out_dir)
+            state = self._fresh_state()
+            self._write_json("state.json", state)
+        if self.progress:
+            from tqdm import tqdm
+            self._bar = tqdm(total=self.total_iters, initial=state["global_iter"],
+                             unit="it", dynamic_ncols=True, mininterval=1.0)
+        try:
+            while not state["done"]:
+                self._run_stage(self.stages[state["stage"] - 1], state)
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+        self.write_outputs(state)
+        return state
+
+    def _stage_iters(self, stage, state):
+        if stage.index == 1:
+            switch = state["switch_iter"] or (self.switch_iter() if self.switch else None)
+            return switch if switch else self.total_iters
+        return self.total_iters - state["switch_iter"]
+
+    def _run_stage(self, stage, state):
+        offset = 0 if stage.index == 1 else state["switch_iter"]
+        # For an ESS switch stage 1 may run to the end; the switch cuts it short.
+        stage_iters = self._stage_iters(stage, state)
+        solver, param = self._make_solver(stage, stage_iters)
+        iters_log = self.path("iterations_stage%d.tsv" % stage.index)
+        if state["solverstate"] and state["stage"] == stage.index:
+            solver.restore(str(state["solverstate"]))
+            self._skip_batches(solver, solver.iter % stage.data_period)
+            self._truncate_tsv(iters_log, solver.iter)
+            self.log("resumed stage %d at iteration %d" % (stage.index, solver.iter))
+        else:
+            weights = state["init_weights"] if stage.index == 1 else state["switch_weights"]
+            if weights:
+                solver.net.copy_from(str(weights))
+                for net in solver.test_nets:
+                    net.copy_from(str(weights))
+            self.log("stage %d: %s (%s), %d iterations%s"
+                     % (stage.index, stage.solver_path, os.path.basename(stage.net_path),
+                        stage_iters, ", from %s" % weights if weights else ""))
+            open(iters_log, "w").close()
+        history = state["history"]["stage%d" % stage.index]
+        epoch_losses, epoch_ess = self._epoch_sums(iters_log, history)
+        has_ess = "ess" in solver.net.outputs
+        with open(iters_log, "a") as tsv:
+            while solver.iter < stage_iters:
+                solver.step(1)
+                it = solver.iter
+                loss = float(solver.net.blobs["loss"].data.ravel()[0])
+                ess = float(solver.net.blobs["ess"].data.ravel()[0]) if has_ess else float("nan")
+                tsv.write("%d\t%.7g\t%.7g\n" % (it, loss, ess))
+                tsv.flush()   # what is logged has happened, even after a kill -9
+                epoch_losses.append(loss)
+                epoch_ess.append(ess)
+                global_iter = offset + it
+                if self._bar is not None:
+                    self._bar.update(1)
+                epoch = self.start_epoch + global_iter / self.epoch_iters
+                at_epoch_end = global_iter == self.epoch_end(math.floor(epoch + 1e-9)) \
+                    and global_iter > 0
+                last = it == stage_iters
+                switched = False
+                if at_epoch_end or last:
+                    tsv.flush()
+                    record = self._epoch_record(solver, stage, global_iter, epoch,
+                                                epoch_losses, epoch_ess, last)
+                    history.append(record)
+                    epoch_losses, epoch_ess = [], []
+                    if stage.index == 1 and self.switch and self.switch[0] == "ess" \
+                            and record["train_ess"] < self.switch[1] and not last:
+                        switched = True
+                        state["switch_reason"] = "ess %.4f < %g at epoch %g" % (
+                            record["train_ess"], self.switch[1], round(epoch, 3))
+                state["global_iter"] = global_iter
+                kept_epoch = at_epoch_end and int(round(epoch)) in self.keep_epochs
+                if it % self.checkpoint_every == 0 or at_epoch_end or last or switched:
+                    tsv.flush()
+                    model = self._checkpoint(solver, state, keep=kept_epoch or last or switched)
+                    if kept_epoch:
+                        self._keep_copy(model, "epoch%d.caffemodel" % int(round(epoch)))
+                if switched:
+                    break
+        final_model = self.path("snapshots", "stage%d_iter_%d.caffemodel"
+                                % (stage.index, solver.iter))
+        self._keep_copy(final_model, "stage%d_final.caffemodel" % stage.index)
+        if stage.index == 1 and len(self.stages) == 2:
+            state["switch_iter"] = offset + solver.iter
+            state["switch_weights"] = self.path("stage1_final.caffemodel")
+            state["switch_reason"] = state["switch_reason"] or "epoch %g" % self.switch[1]
+            state["stage"], state["solverstate"], state["stage_iter"] = 2, None, 0
+            self.log("switch at iteration %d (%s)" % (state["switch_iter"], state["switch_reason"]))
+        else:
+            state["done"] = True
+        self._write_json("state.json", state)
+        del solver  # release the data reader before another solver opens the LMDB
+
+    def _keep_copy(self, model, name):
+        tmp = self.path(name + ".tmp")
+        shutil.copyfile(model, tmp)
+        os.replace(tmp, self.path(name))
+
+    def _epoch_record(self, solver, stage, global_iter, epoch, losses, ess, last):
+        results = self._test(solver, stage)
+        record = {"stage": stage.index, "iter": global_iter, "stage_iter": solver.iter,
+                  "epoch": round(epoch, 4), "train_loss": float(np.mean(losses)),
+                  "train_ess": float(np.nanmean(ess)) if not np.all(np.isnan(ess)) else None,
+                  "test_accuracy": results["accuracy"],
+                  "test_error_pct": 100.0 * (1.0 - results["accuracy"]),
+                  "test_loss": results.get("loss"), "final": bool(last)}
+        self.log("stage %d epoch %.2f iter %d: train loss %.4f%s | test error %.2f%% loss %s"
+                 % (stage.index, epoch, global_iter, record["train_loss"],
+                    "" if record["train_ess"] is None else " ess %.3f" % record["train_ess"],
+                    record["test_error_pct"],
+                    "-" if record["test_loss"] is None else "%.4f" % record["test_loss"]))
+        if self._bar is not None:
+            self._bar.set_postfix(stage=stage.index, epoch="%.1f" % epoch,
+                                  loss="%.4f" % record["train_loss"],
+                                  test_err="%.2f%%" % record["test_error_pct"])
+        return record
+
+    @staticmethod
+    def _truncate_tsv(path, last_iter):
+        if not os.path.exists(path):
+            return
+        keep = [line for line in open(path) if line.strip() and int(line.split("\t")[0]) <= last_iter]
+        with open(path + ".tmp", "w") as f:
+            f.writelines(keep)
+        os.replace(path + ".tmp", path)
+
+    @staticmethod
+    def _epoch_sums(path, history):
+        """Losses and ESS of the iterations since the last recorded epoch."""
+        done = history[-1]["stage_iter"] if history else 0
+        losses, ess = [], []
+        if os.path.exists(path):
+            for line in open(path):
+                it, loss, e = line.rstrip("\n").split("\t")
+                if int(it) > done:
+                    losses.append(float(loss))
+                    ess.append(float(e))
+        return losses, ess
+
+    # ------------------------------------------------------------ outputs
+    def write_outputs(self, state):
+        result = {"config": state["config"], "switch_iter": state["switch_iter"],
+                  "switch_reason": state["switch_reason"], "stages": state["history"]}
+        finals = [r for r in state["history"]["stage2"] or state["history"]["stage1"] if r["final"]]
+        result["final_test_error_pct"] = finals[-1]["test_error_pct"] if finals else None
+        self._write_json("history.json", result)
+        plot_curves({"run": state["history"]}, self.path("curves.png"))
+        self.log("done: final test error %.2f%%" % result["final_test_error_pct"])
+
+
+def plot_curves(runs, path, title=None):
+    """Test error and train loss per epoch; runs = {label: {"stage1": [...], "stage2": [...]}}."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax_err, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, history in runs.items():
+        for key, style in (("stage1", "-"), ("stage2", "--")):
+            records = history.get(key) or []
+            if not records:
+                continue
+            epochs = [r["epoch"] for r in records]
+            name = label if key == "stage1" else "%s (stage 2)" % label
+            ax_err.plot(epochs, [r["test_error_pct"] for r in records], style, label=name)
+            ax_loss.plot(epochs, [r["train_loss"] for r in records], style, label=name)
+    ax_err.set(xlabel="epoch", ylabel="test error (%)", yscale="log")
+    ax_loss.set(xlabel="epoch", ylabel="train loss (epoch mean)")
+    ax_err.legend(fontsize=8)
+    ax_err.grid(True, which="both", alpha=0.3)
+    ax_loss.grid(True, alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)

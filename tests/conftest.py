@@ -1,0 +1,35 @@
+"""Shared test helpers: real pycaffe, the real `caffe` binary, ../shared data."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+os.environ.setdefault("GLOG_minloglevel", "2")   # quiet pycaffe net construction
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for sub in ("", "python_layers"):
+    path = os.path.join(REPO, sub)
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+from gencnn import config  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def shared_dir():
+    path = config.shared_dir()
+    if not os.path.isdir(path):
+        pytest.fail("test data folder %s not found: set GENCNN_SHARED" % path)
+    return path
+
+
+def run_caffe(args, cwd, timeout=600, check=True):
+    """Run the real `caffe` tool with INFO logging; returns (returncode, log text)."""
+    env = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1")
+    proc = subprocess.run([config.caffe_binary()] + list(args), cwd=cwd, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError("caffe %s failed (%d):\n%s"
+                             % (" ".join(args), proc.returncode, proc.stdout[-3000:]))
+    return proc.returncode, proc.stdout

@@ -1,0 +1,245 @@
+"""MNIST data tool and tools/two_stage.py on a 2,000-image subset, real Caffe."""
+import gzip
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import caffe
+from gencnn import netgen
+from gencnn.config import REPO_ROOT
+from gencnn.lmdb_io import lmdb_count, read_lmdb
+
+TOOLS = os.path.join(REPO_ROOT, "tools")
+ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+
+
+def tool(name, *args, check=True, cwd=None):
+    proc = subprocess.run([sys.executable, os.path.join(TOOLS, name)] + list(map(str, args)),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                          cwd=cwd, env=ENV)
+    if check and proc.returncode != 0:
+        raise AssertionError("%s failed (%d): %s" % (name, proc.returncode, proc.stderr[-3000:]))
+    return proc
+
+
+def one_line_error(proc):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+# ------------------------------------------------------------------ data tool
+@pytest.fixture(scope="module")
+def subset(tmp_path_factory, shared_dir):
+    out = tmp_path_factory.mktemp("mnist")
+    tool("get_mnist.py", "--from", os.path.join(shared_dir, "data", "mnist"), "--out", out,
+         "--train-limit", 2000, "--test-limit", 500)
+    return out
+
+
+def test_data_tool_writes_verified_lmdbs(subset, shared_dir):
+    train = str(subset / "mnist_train_lmdb")
+    assert lmdb_count(train) == 2000 and lmdb_count(str(subset / "mnist_test_lmdb")) == 500
+    images, labels = zip(*read_lmdb(train, limit=2000))
+    assert images[0].shape == (1, 28, 28) and images[0].dtype == np.uint8
+    # Labels and pixels are those of the IDX files, in order.
+    with gzip.open(os.path.join(shared_dir, "data/mnist/train-labels-idx1-ubyte.gz")) as f:
+        idx_labels = np.frombuffer(f.read(), np.uint8, offset=8)[:2000]
+    with gzip.open(os.path.join(shared_dir, "data/mnist/train-images-idx3-ubyte.gz")) as f:
+        idx_first = np.frombuffer(f.read(16 + 784), np.uint8, offset=16)
+    assert list(labels) == idx_labels.tolist()
+    assert np.array_equal(images[0].ravel(), idx_first)
+    # A second run finds the LMDBs and does nothing.
+    before = os.path.getmtime(os.path.join(train, "data.mdb"))
+    proc = tool("get_mnist.py", "--from", os.path.join(shared_dir, "data", "mnist"), "--out",
+                subset, "--train-limit", 2000, "--test-limit", 500)
+    assert "already" in proc.stdout
+    assert os.path.getmtime(os.path.join(train, "data.mdb")) == before
+
+
+def _copy_idx(shared_dir, dest):
+    os.makedirs(dest)
+    for name in os.listdir(os.path.join(shared_dir, "data", "mnist")):
+        if name.endswith(".gz"):
+            shutil.copy(os.path.join(shared_dir, "data", "mnist", name), dest)
+
+
+@pytest.mark.parametrize("damage", ["missing_dir", "truncated", "bad_magic", "bad_count"])
+def test_data_tool_bad_input(tmp_path, shared_dir, damage):
+    src, out = tmp_path / "idx", tmp_path / "out"
+    if damage != "missing_dir":
+        _copy_idx(shared_dir, str(src))
+        path = src / "t10k-labels-idx1-ubyte.gz"
+        raw = bytearray(gzip.open(str(path)).read())
+        if damage == "truncated":
+            raw = raw[:5000]
+        elif damage == "bad_magic":
+            raw[3] = 0x07
+        else:
+            raw[7] = 0x11
+        path.unlink()
+        (src / "t10k-labels-idx1-ubyte").write_bytes(bytes(raw))
+    message = one_line_error(tool("get_mnist.py", "--from", src, "--out", out, check=False))
+    expected = {"missing_dir": "does not exist", "truncated": "truncated",
+                "bad_magic": "magic", "bad_count": "items"}[damage]
+    assert expected in message
+    assert not out.exists() or not any(out.iterdir())
+
+
+# --------------------------------------------------------------- two_stage.py
+@pytest.fixture(scope="module")
+def small_solvers(subset, tmp_path_factory):
+    """LeNet nets/solvers of the repository, pointed at the subset, shortened."""
+    root = tmp_path_factory.mktemp("solvers")
+    for loss in ("dg", "gg"):
+        (root / ("lenet_%s.prototxt" % loss)).write_text(netgen.train_test_net(
+            netgen.LENET, loss, train_source=str(subset / "mnist_train_lmdb"),
+            test_source=str(subset / "mnist_test_lmdb")))
+    paths = {}
+    for name, net, iters in (("dg", "dg", 250), ("gg", "gg", 250), ("gg_dg", "dg", 250 - 94)):
+        text = netgen.SOLVERS["lenet_" + name]
+        text = re.sub(r'net: ".*"', 'net: "%s"' % (root / ("lenet_%s.prototxt" % net)), text)
+        text = re.sub(r"max_iter: \d+", "max_iter: %d" % iters, text)
+        text = re.sub(r"test_iter: \d+", "test_iter: 5", text)   # 5 x 100 = the 500 test images
+        paths[name] = root / ("solver_%s.prototxt" % name)
+        paths[name].write_text(text)
+    return paths
+
+
+def history(out):
+    return json.load(open(os.path.join(str(out), "history.json")))
+
+
+def final_error(out):
+    return history(out)["final_test_error_pct"]
+
+
+def test_dg_gg_and_gg_dg_learn(small_solvers, tmp_path):
+    """A few hundred iterations of each: loss falls, accuracy far above chance."""
+    runs = {"dg": ["--stage1", small_solvers["dg"]],
+            "gg": ["--stage1", small_solvers["gg"]],
+            "gg_dg": ["--stage1", small_solvers["gg"], "--stage2", small_solvers["gg_dg"],
+                      "--switch-epoch", 3]}
+    for name, args in runs.items():
+        tool("two_stage.py", *(args + ["--out", tmp_path / name, "--seed", 1, "--no-progress"]))
+        stages = history(tmp_path / name)["stages"]
+        first = stages["stage1"]
+        assert first[-1]["train_loss"] < first[0]["train_loss"] - 0.3, (name, first)
+        assert final_error(tmp_path / name) < 30.0, name        # chance: 90 %
+    gg_dg = history(tmp_path / "gg_dg")
+    assert gg_dg["switch_iter"] == 94                            # ceil(3 * 2000 / 64)
+    assert gg_dg["stages"]["stage2"][-1]["iter"] == 250
+    assert gg_dg["stages"]["stage1"][-1]["final"] and gg_dg["stages"]["stage2"][-1]["final"]
+
+    # Stage 2 really starts from the stage-1 weights: its first DG loss is the
+    # DG loss of the stage-1 model on the first batch, not ~2.3 from scratch.
+    first_loss = float(open(str(tmp_path / "gg_dg" / "iterations_stage2.tsv")).readline().split()[1])
+    net = caffe.Net(str(small_solvers["dg"].parent / "lenet_dg.prototxt"), caffe.TRAIN,
+                    weights=str(tmp_path / "gg_dg" / "stage1_final.caffemodel"))
+    expected = float(net.forward()["loss"])
+    del net   # (one live net per LMDB: see below)
+    assert first_loss == pytest.approx(expected, rel=1e-4)
+    scratch = float(open(str(tmp_path / "dg" / "iterations_stage1.tsv")).readline().split()[1])
+    assert scratch > 2.0 and abs(first_loss - scratch) > 0.3
+
+
+def test_ess_switch(small_solvers, tmp_path):
+    out = tmp_path / "ess"
+    tool("two_stage.py", "--stage1", small_solvers["gg"], "--stage2", small_solvers["gg_dg"],
+         "--switch", "ess:0.2", "--out", out, "--seed", 1, "--no-progress")
+    result = history(out)
+    ess = [r["train_ess"] for r in result["stages"]["stage1"]]
+    assert ess[-1] < 0.2 and all(e >= 0.2 for e in ess[:-1]), ess
+    assert result["switch_iter"] == result["stages"]["stage1"][-1]["iter"]
+    assert result["stages"]["stage2"][-1]["iter"] == 250
+
+
+def _kill_when(proc, tsv, iteration, timeout=300):
+    start = time.time()
+    while time.time() - start < timeout:
+        if os.path.exists(tsv):
+            lines = open(tsv).read().splitlines()
+            if len(lines) >= iteration:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return
+        time.sleep(0.05)
+    raise AssertionError("run did not reach iteration %d" % iteration)
+
+
+def test_resume_after_kill_matches_uninterrupted_run(small_solvers, tmp_path):
+    args = ["--stage1", small_solvers["gg"], "--stage2", small_solvers["gg_dg"],
+            "--switch-epoch", 3, "--seed", 2, "--checkpoint-every", 10, "--no-progress"]
+    tool("two_stage.py", *(args + ["--out", tmp_path / "whole"]))
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, os.path.join(TOOLS, "two_stage.py")] + list(map(str, args)) + \
+        ["--out", str(out)]
+    # Kill once in stage 1 and once in stage 2, resuming each time.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    _kill_when(proc, str(out / "iterations_stage1.tsv"), 55)
+    state = json.load(open(str(out / "state.json")))
+    assert state["stage"] == 1 and 50 <= state["stage_iter"] < 94
+    proc = subprocess.Popen(cmd + ["--resume"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=ENV)
+    _kill_when(proc, str(out / "iterations_stage2.tsv"), 73)
+    tool("two_stage.py", *(list(map(str, args)) + ["--out", out, "--resume"]))
+
+    log = open(str(out / "two_stage.log")).read()
+    assert len(re.findall(r"resumed stage 1 at iteration (50|60)\n", log)) == 1
+    assert len(re.findall(r"resumed stage 2 at iteration (70|80)\n", log)) == 1
+    for stage in (1, 2):   # the per-iteration log continues: every iteration exactly once
+        iters = [int(l.split()[0]) for l in open(str(out / ("iterations_stage%d.tsv" % stage)))]
+        assert iters == list(range(1, len(iters) + 1))
+    # Deploy nets: this Caffe's DataReader deadlocks when two live nets in one
+    # process read the same LMDB, and the comparison needs no data anyway.
+    deploy = os.path.join(REPO_ROOT, "prototxt", "lenet_deploy.prototxt")
+    whole = caffe.Net(deploy, caffe.TEST, weights=str(tmp_path / "whole" / "stage2_final.caffemodel"))
+    resumed = caffe.Net(deploy, caffe.TEST, weights=str(out / "stage2_final.caffemodel"))
+    for name in whole.params:
+        for a, b in zip(whole.params[name], resumed.params[name]):
+            assert np.array_equal(a.data, b.data), name
+    assert final_error(out) == final_error(tmp_path / "whole")
+
+
+def test_bad_input_fails_before_training(small_solvers, tmp_path, subset):
+    out = tmp_path / "never"
+    cases = {
+        "missing solver": ["--stage1", tmp_path / "nope.prototxt"],
+        "switch too late": ["--stage1", small_solvers["gg"], "--stage2", small_solvers["gg_dg"],
+                            "--switch-epoch", 8],
+        "bad ess": ["--stage1", small_solvers["gg"], "--stage2", small_solvers["gg_dg"],
+                    "--switch", "ess:2"],
+    }
+    # A stage-2 net whose layers are named differently.
+    renamed = small_solvers["dg"].parent / "renamed_dg.prototxt"
+    renamed.write_text(open(str(small_solvers["dg"].parent / "lenet_dg.prototxt")).read()
+                       .replace('"ip2"', '"fc2"'))
+    bad_stage2 = tmp_path / "bad_stage2.prototxt"
+    bad_stage2.write_text(re.sub(r'net: ".*"', 'net: "%s"' % renamed,
+                                 small_solvers["gg_dg"].read_text()))
+    cases["layer names"] = ["--stage1", small_solvers["gg"], "--stage2", bad_stage2,
+                            "--switch-epoch", 3]
+    # A net whose LMDB is missing.
+    no_data = tmp_path / "no_data.prototxt"
+    no_data.write_text(netgen.train_test_net(netgen.LENET, "dg", train_source="/nonexistent_lmdb",
+                                             test_source="/nonexistent_lmdb"))
+    no_data_solver = tmp_path / "no_data_solver.prototxt"
+    no_data_solver.write_text(re.sub(r'net: ".*"', 'net: "%s"' % no_data,
+                                     small_solvers["dg"].read_text()))
+    cases["missing lmdb"] = ["--stage1", no_data_solver]
+    expected = {"missing solver": "does not exist", "switch too late": "switch epoch",
+                "bad ess": "ess", "layer names": "fc2", "missing lmdb": "LMDB"}
+    for name, args in cases.items():
+        message = one_line_error(tool("two_stage.py", *(args + ["--out", out]), check=False))
+        assert expected[name] in message, (name, message)
+        assert not out.exists(), name

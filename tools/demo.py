@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""make demo: the main job end to end on the default data, nothing to type.
+
+MNIST -> LMDBs -> a short GG+DG LeNet run (GG pre-training, then DG
+fine-tuning from its weights) -> test error next to the paper's -> HMC samples
+of the trained net's ip2 units as a PNG grid -> results/demo/summary.md.
+The paper's schedule is 25 epochs (16 GG + 9 DG); the demo runs
+--gg-epochs + --dg-epochs (default 2 + 1, a few minutes on 2 cores).
+"""
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+import _init_paths  # noqa: F401
+from gencnn import cli, config
+
+PAPER = {"DG": 1.03, "GG": 0.85, "GG+DG": 0.78}   # Table 1, test error %, 25 epochs
+
+
+def run(args):
+    print("+ " + " ".join(args), flush=True)
+    status = subprocess.call([sys.executable] + args, cwd=config.REPO_ROOT)
+    if status != 0:
+        raise cli.UserError("step failed: %s" % " ".join(args))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=os.path.join(config.REPO_ROOT, "results", "demo"),
+                        help="output directory (default: %(default)s)")
+    parser.add_argument("--gg-epochs", type=int, default=2, help="GG epochs (default %(default)s)")
+    parser.add_argument("--dg-epochs", type=int, default=1, help="DG epochs (default %(default)s)")
+    parser.add_argument("--hmc-chains", type=int, default=8,
+                        help="HMC chains per ip2 unit (default %(default)s)")
+    args = parser.parse_args(argv)
+    if args.gg_epochs < 1 or args.dg_epochs < 1:
+        raise cli.UserError("--gg-epochs and --dg-epochs must be >= 1")
+    from gencnn import solver_io
+    import json
+    start = time.time()
+    os.makedirs(args.out, exist_ok=True)
+
+    # 1. MNIST -> LMDBs (offline from the test data folder when it is there).
+    get = ["tools/get_mnist.py"]
+    local = os.path.join(config.shared_dir(), "data", "mnist")
+    if os.path.isdir(local):
+        get += ["--from", local]
+    run(get)
+
+    # 2. A short GG+DG run with the paper's solvers, shortened.
+    epoch_iters = 60000 / 64.0
+    total = int(-(-(args.gg_epochs + args.dg_epochs) * epoch_iters // 1))
+    stage1 = solver_io.write_solver_variant(
+        "solvers/lenet_gg.prototxt", os.path.join(args.out, "lenet_gg_short.prototxt"),
+        max_iter=total)
+    stage2 = solver_io.write_solver_variant(
+        "solvers/lenet_gg_dg.prototxt", os.path.join(args.out, "lenet_gg_dg_short.prototxt"),
+        max_iter=total - int(-(-args.gg_epochs * epoch_iters // 1)))
+    train_dir = os.path.join(args.out, "gg_dg")
+    resume = ["--resume"] if os.path.exists(os.path.join(train_dir, "state.json")) else []
+    run(["tools/two_stage.py", "--stage1", stage1, "--stage2", stage2,
+         "--switch-epoch", str(args.gg_epochs), "--out", train_dir, "--seed", "1"] + resume)
+    history = json.load(open(os.path.join(train_dir, "history.json")))
+    error = history["final_test_error_pct"]
+    gg_error = [r for r in history["stages"]["stage1"] if r["final"]][-1]["test_error_pct"]
+
+    # 3. HMC samples of the ip2 units of the trained net.
+    weights = os.path.join(train_dir, "stage2_final.caffemodel")
+    hmc_dir = os.path.join(args.out, "hmc")
+    hmc = ["tools/hmc_visualize.py", "--model", "prototxt/lenet_deploy.prototxt",
+           "--weights", weights, "--blob", "ip2", "--unit", "all", "--preset", "lenet",
+           "--num-chains", str(args.hmc_chains), "--seed", "1", "--out", hmc_dir]
+    hmc_ok = os.path.exists(os.path.join(config.REPO_ROOT, "tools", "hmc_visualize.py"))
+    if hmc_ok:
+        run(hmc)
+
+    # 4. Summary.
+    lines = ["# gencnn demo", "",
+             "LeNet on MNIST: %d GG epochs, then %d DG epochs from those weights "
+             "(the paper: 16 + 9)." % (args.gg_epochs, args.dg_epochs), "",
+             "| | test error % |", "|---|---|",
+             "| this demo, after GG (epoch %d) | %.2f |" % (args.gg_epochs, gg_error),
+             "| this demo, GG+DG (epoch %d) | %.2f |" % (args.gg_epochs + args.dg_epochs, error)]
+    lines += ["| paper Table 1, %s (25 epochs) | %.2f |" % (k, v) for k, v in PAPER.items()]
+    lines += ["", "Curves: `gg_dg/curves.png`."]
+    if hmc_ok:
+        lines += ["HMC samples of ip2 units 0-9: `hmc/grid.png`."]
+    lines += ["", "Wall time: %.0f s." % (time.time() - start)]
+    summary = os.path.join(args.out, "summary.md")
+    with open(summary + ".tmp", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(summary + ".tmp", summary)
+    print("\n".join(lines))
+    print("\nwritten: %s" % summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
