@@ -151,3 +151,14 @@ def test_cifar10_solvers_scale_the_protocol():
     assert gg_dg.net.endswith("_dg.prototxt") and gg.net.endswith("_gg.prototxt")
     for s in (dg, gg, gg_dg):             # the last test falls on max_iter
         assert s.max_iter % s.test_interval == 0 and s.test_iter[0] * 100 == 10000
+
+
+@pytest.mark.parametrize("rel", [r for r in netgen.all_files() if r.startswith("solvers/")])
+def test_solver_snapshot_folder_exists(rel):
+    """`caffe train -solver solvers/X.prototxt` from the repo root aborts when
+    the snapshot_prefix folder is missing: each one ships in the repository."""
+    solver = caffe_pb2.SolverParameter()
+    text_format.Merge(open(os.path.join(REPO_ROOT, rel)).read(), solver)
+    folder = os.path.dirname(os.path.join(REPO_ROOT, solver.snapshot_prefix))
+    assert os.path.isdir(folder), folder
+    assert os.path.exists(os.path.join(folder, ".gitignore")), "add %s/.gitignore" % folder
