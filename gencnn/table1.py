@@ -17,7 +17,6 @@ import time
 import numpy as np
 
 from gencnn import config
-from gencnn.two_stage import plot_curves
 
 PAPER = {"DG": 1.03, "GG": 0.85, "GG+DG": 0.78}
 SWITCH_EPOCH = 16
@@ -127,10 +126,44 @@ class Table1(object):
                 if os.path.exists(src):
                     shutil.copyfile(src, os.path.join(keep, f))
         if runs:
-            plot_curves(runs, os.path.join(results_dir, "table1_curves.png"),
-                        "LeNet on MNIST: DG, GG, GG+DG (switch at epoch 16)")
+            plot_table1(runs, os.path.join(results_dir, "table1_curves.png"))
         _write(os.path.join(results_dir, "table1.md"), markdown(table))
         return table
+
+
+COLORS = {"DG": "tab:blue", "GG": "tab:orange", "GG+DG": "tab:green"}
+
+
+def plot_table1(runs, path):
+    """Test error per epoch, one colour per approach; and GG's ESS per epoch."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax_err, ax_ess) = plt.subplots(1, 2, figsize=(11, 4))
+    labelled = set()
+    for name, stages in sorted(runs.items()):
+        approach = {"dg": "DG", "gg": "GG", "gg_dg": "GG+DG"}[name.rsplit("_seed", 1)[0]]
+        records = stages["stage1"] + stages.get("stage2", [])
+        ax_err.plot([r["epoch"] for r in records], [r["test_error_pct"] for r in records],
+                    color=COLORS[approach], alpha=0.8,
+                    label=None if approach in labelled else approach)
+        labelled.add(approach)
+        if approach == "GG":
+            ax_ess.plot([r["epoch"] for r in records], [r["train_ess"] for r in records],
+                        color=COLORS["GG"], alpha=0.8)
+    ax_err.set(xlabel="epoch", ylabel="test error (%)", yscale="log",
+               title="LeNet on MNIST, one line per seed")
+    ax_err.axvline(SWITCH_EPOCH, color="gray", linestyle=":", linewidth=1)
+    ax_err.legend()
+    ax_err.grid(True, which="both", alpha=0.3)
+    ax_ess.set(xlabel="epoch", ylabel="ESS / batch (epoch mean)",
+               title="GG: effective sample size of the importance weights")
+    ax_ess.grid(True, alpha=0.3)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
 
 
 def _wall_seconds(run_dir):
