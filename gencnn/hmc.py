@@ -1,0 +1,600 @@
+"""Hamiltonian Monte Carlo for the generative visualization of a CNN node.
+
+Section 3.4 of Dai, Lu & Wu (ICLR 2015): a node y of a trained net with score
+f_y(x) defines
+
+    p_y(x) = exp(f_y(x)) q(x) / Z_y,    q(x) = N(mu, sigma^2 I)          (eq. 1)
+
+so p_y(x) is proportional to exp(-U(x)) with the potential energy
+
+    U(x) = -f_y(x) + |x - mu|^2 / (2 sigma^2).
+
+The paper takes mu = 0 and sigma = 1; section 3.4 also suggests a q fitted to
+the training images (their mean and marginal variance), which `fit_reference`
+computes. x is sampled by HMC (Neal, 2011): draw a momentum phi, run L leapfrog
+steps (eq. 11-13), accept or reject the end point by Metropolis.
+
+The mass convention, made explicit because the paper's numbers depend on it.
+With mass_convention="paper" (the default), `mass` is the paper's m:
+
+    K(phi) = |phi|^2 / (2 m),   phi ~ N(0, m I),   x += eps * phi / m   (eq. 12)
+
+With mass_convention="inverse", `mass` is the inverse mass (a velocity
+variance): K(phi) = m |phi|^2 / 2, phi ~ N(0, I / m), x += eps * m * phi.
+Either way the sampler only sees inv_mass = 1/m (paper) or m (inverse), and a
+run with mass m and step eps moves x exactly like a unit-mass run with step
+eps * sqrt(inv_mass). The paper's LeNet setting (eps 0.1, m 0.01) is thus an
+effective unit-mass step of 1.0 read literally, or 0.01 read as inverse.
+
+All chains share one Caffe net: its input blob holds N chains, and each
+leapfrog step costs one forward (up to the node's layer) and one backward
+(from that layer down to the input) for all chains together.
+"""
+import math
+import os
+import tempfile
+import warnings
+
+import numpy as np
+from google.protobuf import text_format
+
+os.environ.setdefault("GLOG_minloglevel", "2")   # quiet net construction
+import caffe  # noqa: E402
+from caffe.proto import caffe_pb2  # noqa: E402
+
+# |Delta H| above this (or a non-finite H) marks a divergent trajectory.
+DIVERGENCE_THRESHOLD = 1000.0
+# A chain this many reference standard deviations from q's mean in some
+# pixel has diverged (q's density there is exp(-5e7)); it is not evaluated.
+FAR_FROM_Q = 1e4
+
+# Layers whose parameter blobs get a gradient unless lr_mult is 0, with their
+# number of parameter blobs. HMC only needs df/dx, so freezing them lets Caffe
+# skip the weight gradients (and their accumulation across calls); on LeNet
+# this saved little (bench/hmc_speed.py: 45 vs 46 ms per step, 64 chains).
+_PARAM_BLOBS = {
+    "Convolution": lambda l: 1 + int(l.convolution_param.bias_term),
+    "Deconvolution": lambda l: 1 + int(l.convolution_param.bias_term),
+    "InnerProduct": lambda l: 1 + int(l.inner_product_param.bias_term),
+    "Scale": lambda l: 1 + int(l.scale_param.bias_term),
+    "Bias": lambda l: 1,
+    "PReLU": lambda l: 1,
+    "Embed": lambda l: 1 + int(l.embed_param.bias_term),
+}
+
+
+# ---------------------------------------------------------------------------
+# The net: load it ready for df/dx
+# ---------------------------------------------------------------------------
+
+def read_net_param(model):
+    """NetParameter of a prototxt; ValueError with a one-line reason if unreadable."""
+    if not os.path.isfile(model):
+        raise ValueError("prototxt not found: %s" % model)
+    net_param = caffe_pb2.NetParameter()
+    try:
+        with open(model) as f:
+            text_format.Merge(f.read(), net_param)
+    except text_format.ParseError as err:
+        raise ValueError("cannot parse prototxt %s: %s" % (model, err))
+    return net_param
+
+
+def prepare_net_param(net_param, freeze_weights=True):
+    """Copy of `net_param` ready for sampling: force_backward on, so Caffe
+    computes the data diff whatever the prototxt says, and weights frozen
+    (lr_mult 0) so backward skips the parameter gradients."""
+    prepared = caffe_pb2.NetParameter()
+    prepared.CopyFrom(net_param)
+    prepared.force_backward = True
+    for layer in prepared.layer if freeze_weights else ():
+        count = _PARAM_BLOBS.get(layer.type)
+        if count is None:
+            continue
+        while len(layer.param) < count(layer):
+            layer.param.add()
+        for spec in layer.param:
+            spec.lr_mult = 0
+            spec.decay_mult = 0
+    return prepared
+
+
+def truncate_net_param(net_param, blob):
+    """Copy of `net_param` with only the layers `blob` depends on, up to its
+    last writer: what a node of that blob needs, and a net that can take an
+    input of another size (no InnerProduct above the node to object)."""
+    layers = list(net_param.layer)
+    last = max(i for i, layer in enumerate(layers) if blob in layer.top)
+    needed, keep = {blob}, []
+    for i in range(last, -1, -1):
+        layer = layers[i]
+        if needed & set(layer.top):
+            keep.append(i)
+            needed |= set(layer.bottom)
+    truncated = caffe_pb2.NetParameter()
+    truncated.CopyFrom(net_param)
+    del truncated.layer[:]
+    truncated.layer.extend(layers[i] for i in sorted(keep))
+    return truncated
+
+
+def load_net(model, weights=None, num_chains=1, input_blob=None, freeze_weights=True):
+    """caffe.Net in TEST phase from a prototxt (path or NetParameter), with
+    force_backward set, frozen weights and the input reshaped to `num_chains`.
+
+    The prototxt is rewritten through caffe_pb2/text_format into a temporary
+    file, so the user's file needs neither force_backward nor anything else.
+    """
+    net_param = read_net_param(model) if isinstance(model, str) else model
+    if weights is not None and not os.path.isfile(weights):
+        raise ValueError("weights not found: %s" % weights)
+    fd, path = tempfile.mkstemp(suffix=".prototxt", prefix="gencnn_hmc_")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text_format.MessageToString(prepare_net_param(net_param, freeze_weights)))
+        if weights is None:
+            net = caffe.Net(path, caffe.TEST)
+        else:
+            net = caffe.Net(path, caffe.TEST, weights=weights)
+    finally:
+        os.remove(path)
+    input_blob = input_blob or net.inputs[0]
+    shape = list(net.blobs[input_blob].data.shape)
+    net.blobs[input_blob].reshape(num_chains, *shape[1:])
+    net.reshape()
+    return net
+
+
+def visible_blobs(net):
+    """Blob names a user may ask for: not the inputs, nor the Split copies
+    Caffe inserts."""
+    return [name for name in net.blobs if "_split_" not in name and name not in net.inputs]
+
+
+# ---------------------------------------------------------------------------
+# The score f_y(x) of one node, and its gradient from pycaffe
+# ---------------------------------------------------------------------------
+
+class NodeScore(object):
+    """f_y(x) and df_y/dx for a node (blob, unit[, position]) of a net.
+
+    For a blob N x C (or N x C x 1 x 1) the node is channel `unit`; for a
+    convolutional blob N x C x H x W it is channel `unit` at `position`
+    (y, x), by default the centre of the map. `units` may be one unit or one
+    per chain, so different nodes can share the net in one batch.
+
+    The forward pass stops at the layer that produces the blob and the
+    backward pass starts there: layers above it (a Softmax, a loss) never
+    run, so they can neither cost time nor overwrite the diff we set.
+    """
+
+    def __init__(self, net, blob, units, position=None, input_blob=None):
+        self.net = net
+        self.input_blob = input_blob or net.inputs[0]
+        if blob not in net.blobs or "_split_" in blob:
+            raise ValueError("unknown blob '%s'; valid blobs: %s"
+                             % (blob, ", ".join(visible_blobs(net))))
+        if blob == self.input_blob:
+            raise ValueError("blob '%s' is the net's input, not a node" % blob)
+        self.blob = blob
+        self.layer = self._producer(blob)
+        shape = net.blobs[blob].data.shape
+        self.num_chains = net.blobs[self.input_blob].data.shape[0]
+        channels = shape[1] if len(shape) > 1 else 1
+        self.units = np.broadcast_to(np.asarray(units, dtype=int), (self.num_chains,)).copy()
+        bad = [int(u) for u in self.units if not 0 <= u < channels]
+        if bad:
+            raise ValueError("unit %d out of range: blob '%s' has %d channels (0..%d)"
+                             % (bad[0], blob, channels, channels - 1))
+        spatial = tuple(shape[2:])
+        self.is_conv = int(np.prod(spatial)) > 1
+        if not self.is_conv:
+            if position is not None and any(p != 0 for p in position):
+                raise ValueError("blob '%s' has no spatial map (shape %s); drop --position"
+                                 % (blob, "x".join(map(str, shape[1:]))))
+            self.position = (0,) * len(spatial)
+        else:
+            if position is None:
+                position = tuple(s // 2 for s in spatial)
+            position = tuple(int(p) for p in position)
+            if len(position) != len(spatial) or any(
+                    not 0 <= p < s for p, s in zip(position, spatial)):
+                raise ValueError("position %s out of range: blob '%s' is %s (positions 0..%s)"
+                                 % (",".join(map(str, position)), blob,
+                                    "x".join(map(str, spatial)),
+                                    ",".join(str(s - 1) for s in spatial)))
+            self.position = position
+        self._index = (np.arange(self.num_chains), self.units) + tuple(
+            np.full(self.num_chains, p) for p in self.position)
+
+    def _producer(self, blob):
+        """Name of the last layer writing `blob` (an in-place ReLU after a
+        convolution: the node is the rectified value)."""
+        producer = None
+        for name in self.net._layer_names:
+            if blob in self.net.top_names[name]:
+                producer = name
+        return producer
+
+    def __call__(self, x):
+        """(f_y(x) per chain, df_y/dx) for x of shape N x input shape; NaN for
+        the chains whose x is not finite."""
+        net = self.net
+        finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if not finite.all():
+            # Never hand Caffe a NaN: its max pooling keeps the argmax mask at
+            # -1 for an all-NaN window, and the backward pass then writes
+            # before the start of the diff (heap corruption, an abort later).
+            x = np.where(finite.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0)
+        net.blobs[self.input_blob].data[...] = x
+        net.forward(end=self.layer)
+        top = net.blobs[self.blob]
+        f = top.data[self._index].astype(np.float64)
+        # One-hot top diff: chain n asks for d top[n, unit_n, pos] / d x_n.
+        top.diff[...] = 0
+        top.diff[self._index] = 1
+        net.backward(start=self.layer)
+        grad = net.blobs[self.input_blob].diff.astype(np.float64)
+        f[~finite] = np.nan
+        grad[~finite] = np.nan
+        return f, grad
+
+
+# ---------------------------------------------------------------------------
+# Reference distribution q
+# ---------------------------------------------------------------------------
+
+def fit_reference(images, per_pixel=False, min_std=1e-2):
+    """(mean, std) of a Gaussian q fitted to images (M x input shape).
+
+    per_pixel=False: one mean and one marginal std over all pixels, the
+    "white noise with the images' marginal variance" of section 3.4.
+    per_pixel=True: the mean image and each pixel's std (floored at
+    `min_std`, since MNIST's border pixels never vary).
+    """
+    images = np.asarray(images, dtype=np.float64)
+    if per_pixel:
+        return images.mean(axis=0), np.maximum(images.std(axis=0), min_std)
+    return float(images.mean()), float(images.std())
+
+
+# ---------------------------------------------------------------------------
+# HMC
+# ---------------------------------------------------------------------------
+
+class DualAveraging(object):
+    """Step-size adaptation by dual averaging (Hoffman & Gelman, 2014,
+    Algorithm 5): pushes the mean acceptance probability toward `target`.
+
+    The statistic fed each iteration is the acceptance probability averaged
+    over all chains, far less noisy than one chain's, so gamma defaults to
+    0.2 rather than Stan's 0.05: with 0.05 the step kept oscillating by 3x
+    around the answer and the frozen step accepted 95-97 % for a target of
+    0.7 (100-dim Gaussian, 100 chains).
+
+    The step frozen for sampling, `final_step`, is the geometric mean of the
+    iterates of the second half of the adaptation, not the paper's
+    t^-kappa-weighted average of all of them: with the short warm-ups used
+    here (50-150 iterations) that average still leans on the first iterates,
+    which can be orders of magnitude off.
+    """
+
+    def __init__(self, step_size, target=0.7, gamma=0.2, t0=10.0):
+        self.mu = math.log(10.0 * step_size)     # bias the steps toward larger ones
+        self.target, self.gamma, self.t0 = target, gamma, t0
+        self.t = 0
+        self.error_sum = 0.0          # H-bar_t: averaged (target - acceptance)
+        self.log_steps = []
+
+    def update(self, accept_prob):
+        """Feed one iteration's mean acceptance probability; returns the next step."""
+        self.t += 1
+        eta = 1.0 / (self.t + self.t0)
+        self.error_sum = (1 - eta) * self.error_sum + eta * (self.target - accept_prob)
+        log_step = self.mu - math.sqrt(self.t) / self.gamma * self.error_sum
+        self.log_steps.append(log_step)
+        return math.exp(log_step)
+
+    @property
+    def final_step(self):
+        second_half = self.log_steps[len(self.log_steps) // 2:]
+        return math.exp(sum(second_half) / len(second_half))
+
+
+class HMCSampler(object):
+    """HMC on U(x) = -f_y(x) / T + |x - mu|^2 / (2 sigma^2), one chain per row of x.
+
+    score:   callable x -> (f_y(x) per chain, df_y/dx), e.g. a NodeScore.
+    mass:    the particle mass in `mass_convention` ("paper": K = |phi|^2/2m;
+             "inverse": mass is 1/m); see the module docstring.
+    sigma, ref_mean: the reference q = N(ref_mean, sigma^2), scalars or
+             arrays broadcastable to one chain's input shape.
+    temperature: T, 1 in the paper; T < 1 sharpens p_y toward the modes of
+             f_y - |x - mu|^2 / (2 sigma^2 T) (an extension, off by default).
+    """
+
+    def __init__(self, score, step_size=0.1, leapfrog_steps=50, mass=0.01,
+                 mass_convention="paper", sigma=1.0, ref_mean=0.0, seed=0,
+                 temperature=1.0, warn=warnings.warn):
+        if mass_convention not in ("paper", "inverse"):
+            raise ValueError("mass_convention must be 'paper' or 'inverse'")
+        for name, value in (("step size", step_size), ("mass", mass)):
+            if not value > 0:
+                raise ValueError("%s must be positive, got %s" % (name, value))
+        if not np.all(np.asarray(sigma) > 0):
+            raise ValueError("sigma must be positive")
+        if not temperature > 0:
+            raise ValueError("temperature must be positive, got %s" % temperature)
+        if int(leapfrog_steps) < 1:
+            raise ValueError("leapfrog steps must be >= 1, got %s" % leapfrog_steps)
+        self.score = score
+        self.step_size = float(step_size)
+        self.leapfrog_steps = int(leapfrog_steps)
+        self.mass, self.mass_convention = float(mass), mass_convention
+        self.inv_mass = 1.0 / mass if mass_convention == "paper" else float(mass)
+        self.sigma = np.asarray(sigma, dtype=np.float64)
+        self.ref_mean = np.asarray(ref_mean, dtype=np.float64)
+        self.temperature = float(temperature)
+        self.rng = np.random.RandomState(seed)
+        self.warn = warn
+        self.evaluations = 0           # forward+backward passes (all chains)
+
+    # -- energies ----------------------------------------------------------
+    def _sum(self, a):
+        """Sum over every axis but the chain axis."""
+        return a.reshape(a.shape[0], -1).sum(axis=1)
+
+    def potential_energy(self, x, f):
+        """U(x) = -f_y(x) / T + |x - mu|^2 / (2 sigma^2), per chain."""
+        return -f / self.temperature + self._sum((x - self.ref_mean) ** 2
+                                                 / (2 * self.sigma ** 2))
+
+    def grad_potential(self, x, dfdx):
+        """dU/dx = -(df_y/dx) / T + (x - mu) / sigma^2."""
+        return -dfdx / self.temperature + (x - self.ref_mean) / self.sigma ** 2
+
+    def kinetic_energy(self, phi):
+        """K(phi) = |phi|^2 / (2m) = inv_mass |phi|^2 / 2, per chain."""
+        return 0.5 * self.inv_mass * self._sum(phi ** 2)
+
+    def sample_momentum(self, shape):
+        """phi ~ N(0, m I) = N(0, I / inv_mass)."""
+        return self.rng.standard_normal(shape) / math.sqrt(self.inv_mass)
+
+    def evaluate(self, x):
+        """(f_y(x), dU/dx) from one forward + backward for all chains.
+
+        A chain more than FAR_FROM_Q reference standard deviations out (or
+        not finite) has diverged: it gets NaN, and is rejected at the end of
+        its trajectory, instead of being fed to the net, where float32 would
+        overflow into inf and NaN.
+        """
+        self.evaluations += 1
+        with np.errstate(all="ignore"):
+            distance = (np.abs(x - self.ref_mean) / self.sigma).reshape(len(x), -1).max(axis=1)
+        far = ~(distance <= FAR_FROM_Q)
+        if far.any():
+            x = np.where(far.reshape((-1,) + (1,) * (x.ndim - 1)), np.nan, x)
+        f, dfdx = self.score(x)
+        return f, self.grad_potential(x, dfdx)
+
+    def initial_state(self, shape):
+        """x ~ q, as the paper initializes its chains."""
+        return self.ref_mean + self.sigma * self.rng.standard_normal(shape)
+
+    # -- dynamics ----------------------------------------------------------
+    def leapfrog(self, x, phi, grad, step_size, steps):
+        """`steps` leapfrog steps (eq. 11-13) from (x, phi) with dU/dx(x) = grad.
+
+        The two half kicks between consecutive steps are merged into one
+        full kick, so each step costs a single gradient evaluation.
+        Returns (x, phi, f_y(x), grad) at the end point.
+        """
+        phi = phi - 0.5 * step_size * grad                          # eq. 11
+        for step in range(steps):
+            x = x + step_size * self.inv_mass * phi                  # eq. 12
+            f, grad = self.evaluate(x)
+            kick = step_size if step < steps - 1 else 0.5 * step_size
+            phi = phi - kick * grad                                  # eq. 13 (+ next eq. 11)
+        return x, phi, f, grad
+
+    def transition(self, x, f, grad, step_size):
+        """One HMC iteration for all chains: momentum, leapfrog, Metropolis.
+
+        Returns the new (x, f, grad) and per-chain accepted, accept_prob,
+        delta_H, divergent.
+        """
+        phi = self.sample_momentum(x.shape)
+        h0 = self.potential_energy(x, f) + self.kinetic_energy(phi)
+        with np.errstate(all="ignore"):   # a divergent chain may overflow
+            x1, phi1, f1, grad1 = self.leapfrog(x, phi, grad, step_size, self.leapfrog_steps)
+            h1 = self.potential_energy(x1, f1) + self.kinetic_energy(phi1)
+            delta_h = h1 - h0
+            divergent = ~np.isfinite(delta_h) | (np.abs(delta_h) > DIVERGENCE_THRESHOLD)
+            accept_prob = np.where(divergent, 0.0, np.minimum(1.0, np.exp(-delta_h)))
+        accepted = self.rng.uniform(size=len(f)) < accept_prob
+        keep = accepted.reshape((-1,) + (1,) * (x.ndim - 1))
+        return (np.where(keep, x1, x), np.where(accepted, f1, f), np.where(keep, grad1, grad),
+                accepted, accept_prob, delta_h, divergent)
+
+    def sample(self, x0, iters, adapt=0, target_accept=0.7, callback=None,
+               snapshot_iters=(), snapshot_chain=0):
+        """Run `adapt` warm-up iterations (dual-averaging step size, then
+        frozen) and `iters` sampling iterations from x0 (N x input shape).
+
+        Returns a dict of per-iteration diagnostics (arrays (adapt+iters) x N:
+        f, sq_norm = |x|^2, accepted, accept_prob, delta_h, divergent; step
+        sizes per iteration), the final states `samples`, their average over
+        the sampling iterations `chain_mean`, and `snapshots` of chain
+        `snapshot_chain` at iterations `snapshot_iters` (0 = the start).
+        callback(it, diagnostics) is called after every iteration.
+        """
+        x = np.array(x0, dtype=np.float64)
+        total, n = adapt + iters, x.shape[0]
+        out = {key: np.zeros((total, n)) for key in ("f", "sq_norm", "accept_prob", "delta_h")}
+        out["accepted"] = np.zeros((total, n), dtype=bool)
+        out["divergent"] = np.zeros((total, n), dtype=bool)
+        out["step_size"] = np.zeros(total)
+        snapshot_iters = sorted(set(int(i) for i in snapshot_iters))
+        snapshots = {}
+        f, grad = self.evaluate(x)
+        if 0 in snapshot_iters:
+            snapshots[0] = x[snapshot_chain].copy()
+        adapter = DualAveraging(self.step_size, target_accept) if adapt > 0 else None
+        step_size = self.step_size
+        chain_sum = np.zeros_like(x)
+        for it in range(total):
+            x, f, grad, accepted, accept_prob, delta_h, divergent = \
+                self.transition(x, f, grad, step_size)
+            out["step_size"][it] = step_size
+            out["f"][it], out["sq_norm"][it] = f, self._sum(x ** 2)
+            out["accepted"][it], out["accept_prob"][it] = accepted, accept_prob
+            out["delta_h"][it], out["divergent"][it] = delta_h, divergent
+            if divergent.any():
+                self.warn("HMC iteration %d: %d of %d chains diverged (|dH| > %g or "
+                          "non-finite), rejected" % (it + 1, divergent.sum(), n,
+                                                    DIVERGENCE_THRESHOLD))
+            if adapter is not None and it < adapt:
+                step_size = adapter.update(float(accept_prob.mean()))
+                if it == adapt - 1:
+                    step_size = adapter.final_step   # frozen from here on
+            if it >= adapt:
+                chain_sum += x
+            if it + 1 in snapshot_iters:
+                snapshots[it + 1] = x[snapshot_chain].copy()
+            if callback is not None:
+                callback(it, out)
+        out["samples"] = x
+        out["chain_mean"] = chain_sum / max(iters, 1)
+        out["final_step_size"] = step_size
+        out["snapshot_iters"] = np.array(sorted(snapshots), dtype=int)
+        out["snapshots"] = np.array([snapshots[i] for i in sorted(snapshots)])
+        return out
+
+
+# ---------------------------------------------------------------------------
+# Receptive field of a convolutional node (for display crops)
+# ---------------------------------------------------------------------------
+
+def _window(layer):
+    """(kernel, stride, pad, dilation) per spatial axis of a Convolution or
+    Pooling layer, or None for a layer that keeps positions; 'global' for
+    global pooling."""
+    def pair(param, name, hw, default):
+        """(h, w) as Caffe reads them: hw_h/hw_w when set, else the repeated
+        (convolution) or single (pooling) field `name`, else the default."""
+        if param.HasField(hw + "_h"):
+            return getattr(param, hw + "_h"), getattr(param, hw + "_w")
+        value = getattr(param, name)
+        if not isinstance(value, int):                  # repeated field
+            value = list(value)[0] if len(value) else default
+        elif not param.HasField(name):
+            value = default
+        return value, value
+    if layer.type == "Convolution":
+        p = layer.convolution_param
+        dilation = list(p.dilation)[0] if len(p.dilation) else 1
+        return (pair(p, "kernel_size", "kernel", 1), pair(p, "stride", "stride", 1),
+                pair(p, "pad", "pad", 0), (dilation, dilation))
+    if layer.type == "Pooling":
+        p = layer.pooling_param
+        if p.global_pooling:
+            return "global"
+        return (pair(p, "kernel_size", "kernel", 1), pair(p, "stride", "stride", 1),
+                pair(p, "pad", "pad", 0), (1, 1))
+    if layer.type == "LRN" and layer.lrn_param.norm_region == caffe_pb2.LRNParameter.WITHIN_CHANNEL:
+        size = layer.lrn_param.local_size
+        return (size, size), (1, 1), ((size - 1) // 2,) * 2, (1, 1)
+    if layer.type in ("ReLU", "Dropout", "LRN", "BatchNorm", "Scale", "Bias", "PReLU", "ELU",
+                      "Sigmoid", "TanH", "Power", "AbsVal", "BNLL", "Eltwise", "Concat",
+                      "Split", "Input", "Softmax"):
+        return None
+    return "unknown"
+
+
+def blob_fields(net_param, input_shape):
+    """Per blob, per spatial axis, (start, jump, size): position i of the blob
+    sees input pixels start + i * jump ... + size - 1 (start < 0 where the
+    field reaches into padding). None for blobs this cannot model.
+
+    A window of kernel k, stride s, pad p, dilation d maps (start, jump, size)
+    to (start - p jump, jump s, size + (k-1) d jump); branches joined by
+    Concat/Eltwise take the widest view; global pooling sees everything.
+    """
+    height, width = input_shape[-2:]
+    fields = {name: ((0, 1, 1), (0, 1, 1)) for name in net_param.input}
+    for layer in net_param.layer:
+        if layer.type == "Input":
+            for top in layer.top:
+                fields[top] = ((0, 1, 1), (0, 1, 1))
+            continue
+        if any(rule.phase == caffe_pb2.TRAIN for rule in layer.include):
+            continue
+        inputs = [fields.get(b) for b in layer.bottom]
+        window = _window(layer)
+        if window == "unknown" or any(f is None for f in inputs) or not inputs:
+            for top in layer.top:
+                fields[top] = None
+            continue
+        if window == "global":
+            new = ((0, 1, height), (0, 1, width))
+        else:
+            new = tuple((min(f[a][0] for f in inputs), inputs[0][a][1],
+                         max(f[a][0] + f[a][2] for f in inputs) - min(f[a][0] for f in inputs))
+                        for a in range(2))
+            if window is not None:
+                kernel, stride, pad, dilation = window
+                new = tuple((start - pad[a] * jump, jump * stride[a],
+                             size + (kernel[a] - 1) * dilation[a] * jump)
+                            for a, (start, jump, size) in enumerate(new))
+        for top in layer.top:
+            fields[top] = new
+    return fields
+
+
+def receptive_field(net_param, blob, position, input_shape):
+    """Box (y0, y1, x0, x1), end exclusive, clipped to the input image, of the
+    input pixels that node `position` (y, x) of `blob` can see; None when it
+    sees the whole image or the net has a layer `blob_fields` does not model.
+    """
+    height, width = input_shape[-2:]
+    field = blob_fields(net_param, input_shape).get(blob)
+    if field is None:
+        return None
+    box = []
+    for (start, jump, size), p, limit in zip(field, position, (height, width)):
+        lo = start + p * jump
+        box += [max(lo, 0), min(lo + size, limit)]
+    if box == [0, height, 0, width]:
+        return None
+    return tuple(box)
+
+
+def input_crop(net_param, blob, position, input_shape):
+    """Sample a convolutional node on a crop of the input, not the whole image.
+
+    f_y of node `position` depends only on the pixels of its receptive field,
+    so under p_y the other pixels are independent draws from q: sampling the
+    field alone (in a net whose input is reshaped to the crop) and drawing
+    the rest from q is exact, and far cheaper for low layers. This holds when
+    the field lies inside the image (it touches no padding); the net's
+    layers are translation-equivariant, so the node at `small_position` of
+    the cropped net computes the same function of the same pixels.
+
+    Returns (crop box (y0, y1, x0, x1) in the input, small_position), or
+    None when the field is the whole image, reaches into padding, or the
+    net has a layer `blob_fields` does not model.
+    """
+    field = blob_fields(net_param, input_shape).get(blob)
+    if field is None:
+        return None
+    crop, small_position = [], []
+    for (start, jump, size), p, limit in zip(field, position, input_shape[-2:]):
+        lo = start + p * jump
+        if lo < 0 or lo + size > limit or size >= limit:
+            return None
+        first = -(start // jump)       # first position whose field starts at >= 0
+        offset = start + first * jump  # where that field starts in the crop
+        crop += [lo - offset, lo + size]
+        small_position.append(first)
+    return tuple(crop), tuple(small_position)

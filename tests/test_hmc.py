@@ -1,0 +1,335 @@
+"""HMC generative visualization (issue 4): gencnn/hmc.py and
+tools/hmc_visualize.py on real pycaffe. Fixed seeds throughout."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import caffe
+from gencnn import hmc
+from gencnn.config import REPO_ROOT
+
+TOOL = os.path.join(REPO_ROOT, "tools", "hmc_visualize.py")
+LENET = os.path.join(REPO_ROOT, "prototxt", "lenet_deploy.prototxt")
+
+# One InnerProduct on a d-dim input, a Softmax above it, no force_backward:
+# f_y(x) = w_y . x + b_y, so p_y = N(mu + sigma^2 w_y, sigma^2 I).
+GAUSSIAN_NET = """
+name: "gaussian"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 4 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+        inner_product_param { num_output: 3 } }
+layer { name: "prob" type: "Softmax" bottom: "ip" top: "prob" }
+"""
+
+# Smooth (TanH) two-layer net, for the energy-error order.
+SMOOTH_NET = """
+name: "smooth"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 20 } } }
+layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1"
+        inner_product_param { num_output: 16 } }
+layer { name: "tanh1" type: "TanH" bottom: "ip1" top: "ip1" }
+layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2"
+        inner_product_param { num_output: 3 } }
+"""
+
+# conv + ReLU + max pool + conv + InnerProduct + Softmax, no force_backward.
+CONV_NET = """
+name: "conv"
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 1 dim: 2 dim: 12 dim: 12 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+        pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
+        convolution_param { num_output: 3 kernel_size: 3 } }
+layer { name: "ip" type: "InnerProduct" bottom: "conv2" top: "ip"
+        inner_product_param { num_output: 5 } }
+layer { name: "prob" type: "Softmax" bottom: "ip" top: "prob" }
+"""
+
+
+def make_net(tmp_path, text, num_chains, seed=0, scale=1.0):
+    """The net with Gaussian weights of a fixed seed (set from numpy, so the
+    test does not depend on Caffe's filler RNG)."""
+    path = str(tmp_path / "net.prototxt")
+    with open(path, "w") as f:
+        f.write(text)
+    net = hmc.load_net(path, None, num_chains)
+    rng = np.random.RandomState(seed)
+    for blobs in net.params.values():
+        for blob in blobs:
+            blob.data[...] = scale * rng.standard_normal(blob.data.shape)
+    return net
+
+
+# ---------------------------------------------------------------------------
+# 1. Gaussian target
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mass,convention", [(2.0, "paper"), (0.5, "inverse")])
+def test_gaussian_target_mean_and_variance(tmp_path, mass, convention):
+    chains, unit, sigma, mu = 4000, 1, 0.7, 0.3
+    net = make_net(tmp_path, GAUSSIAN_NET, chains, seed=1)
+    score = hmc.NodeScore(net, "ip", unit)
+    # trajectory eps L / sqrt(m) = 1.06, about a quarter of the 2 pi sigma period
+    # (half a period would only reflect x about the mean, HMC's resonance)
+    sampler = hmc.HMCSampler(score, step_size=0.3, leapfrog_steps=5, mass=mass,
+                             mass_convention=convention, sigma=sigma, ref_mean=mu, seed=2)
+    out = sampler.sample(sampler.initial_state((chains, 4)), iters=30)
+    x = out["samples"]                       # final states of independent chains
+    w = net.params["ip"][0].data[unit].astype(np.float64)
+    expected_mean = mu + sigma ** 2 * w
+    assert np.abs(w).max() > 0.5             # the tilt is visible at this sample size
+    # 4.5 standard errors: sigma/sqrt(N) for a mean, sigma^2 sqrt(2/N) for a variance
+    assert np.all(np.abs(x.mean(axis=0) - expected_mean) < 4.5 * sigma / np.sqrt(chains))
+    assert np.all(np.abs(x.var(axis=0) / sigma ** 2 - 1) < 4.5 * np.sqrt(2.0 / chains))
+    assert 0.5 < out["accepted"].mean() <= 1 and out["divergent"].sum() == 0
+    assert sampler.evaluations == 1 + 30 * 5     # one forward+backward per leapfrog step
+
+
+def test_divergent_trajectories_are_rejected_and_counted(tmp_path):
+    net = make_net(tmp_path, GAUSSIAN_NET, 50, seed=1)
+    warned = []
+    sampler = hmc.HMCSampler(hmc.NodeScore(net, "ip", 0), step_size=50.0, leapfrog_steps=20,
+                             mass=1.0, sigma=0.1, seed=3, warn=warned.append)
+    x0 = sampler.initial_state((50, 4))
+    out = sampler.sample(x0, iters=2)
+    assert out["divergent"].all() and not out["accepted"].any()
+    assert np.array_equal(out["samples"], x0)
+    assert len(warned) == 2 and "50 of 50 chains diverged" in warned[0]
+
+
+def test_adaptation_finds_the_same_step_from_both_sides(tmp_path):
+    """From a step that diverges and from one far too small, dual averaging
+    ends at similar steps whose acceptance is near the target, and the step
+    stays frozen afterwards."""
+    net = make_net(tmp_path, GAUSSIAN_NET.replace("dim: 4", "dim: 100"), 100, seed=1)
+    final = []
+    for start in (5.0, 0.001):
+        sampler = hmc.HMCSampler(hmc.NodeScore(net, "ip", 0), step_size=start,
+                                 leapfrog_steps=5, mass=1.0, sigma=1.0, seed=4, warn=len)
+        out = sampler.sample(sampler.initial_state((100, 100)), iters=20, adapt=100,
+                             target_accept=0.7)
+        assert out["step_size"][0] == start
+        assert np.all(out["step_size"][100:] == out["final_step_size"])
+        assert 0.6 < out["accept_prob"][50:100].mean() < 0.8      # while adapting
+        assert 0.6 < out["accepted"][100:].mean() < 0.8            # frozen
+        final.append(out["final_step_size"])
+    assert 1 / 1.3 < final[0] / final[1] < 1.3, final
+
+
+# ---------------------------------------------------------------------------
+# 2. Leapfrog: energy error O(eps^2), reversibility
+# ---------------------------------------------------------------------------
+
+def test_energy_error_shrinks_as_step_squared(tmp_path):
+    chains = 200
+    net = make_net(tmp_path, SMOOTH_NET, chains, seed=5, scale=0.5)
+    sampler = hmc.HMCSampler(hmc.NodeScore(net, "ip2", 2), mass=1.0, sigma=1.0, seed=6)
+    x0 = sampler.initial_state((chains, 20))
+    phi0 = sampler.sample_momentum(x0.shape)
+    f0, grad0 = sampler.evaluate(x0)
+    h0 = sampler.potential_energy(x0, f0) + sampler.kinetic_energy(phi0)
+    errors = []
+    for step, steps in ((0.2, 10), (0.1, 20), (0.05, 40)):     # same trajectory length
+        x, phi, f, _ = sampler.leapfrog(x0, phi0, grad0, step, steps)
+        errors.append(np.abs(sampler.potential_energy(x, f) + sampler.kinetic_energy(phi)
+                             - h0).mean())
+    for big, small in zip(errors, errors[1:]):
+        assert 3.2 < big / small < 4.8, errors
+
+
+def test_leapfrog_is_reversible(tmp_path):
+    chains = 6
+    net = make_net(tmp_path, CONV_NET, chains, seed=7)
+    sampler = hmc.HMCSampler(hmc.NodeScore(net, "ip", 1), mass=0.5, sigma=1.0, seed=8)
+    x0 = sampler.initial_state((chains, 2, 12, 12))
+    phi0 = sampler.sample_momentum(x0.shape)
+    _, grad0 = sampler.evaluate(x0)
+    x1, phi1, _, grad1 = sampler.leapfrog(x0, phi0, grad0, 0.05, 15)
+    assert np.abs(x1 - x0).max() > 0.1                          # it went somewhere
+    x2, phi2, _, _ = sampler.leapfrog(x1, -phi1, grad1, 0.05, 15)
+    np.testing.assert_allclose(x2, x0, atol=1e-4)
+    np.testing.assert_allclose(-phi2, phi0, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------
+# 3. df/dx from pycaffe against finite differences
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("blob,units,position", [
+    ("ip", [0, 2, 4], None),         # Softmax above: backward starts at ip
+    ("conv2", [0, 1, 2], None),      # centre of the 3x3 map
+    ("conv2", [2, 2, 1], (0, 2)),
+])
+def test_gradient_matches_finite_differences(tmp_path, blob, units, position):
+    net = make_net(tmp_path, CONV_NET, len(units), seed=9, scale=0.3)
+    score = hmc.NodeScore(net, blob, units, position)
+    x = np.random.RandomState(10).standard_normal((len(units), 2, 12, 12))
+    f, grad = score(x)
+    assert np.abs(grad).max() > 0.1
+    # The net is piecewise linear, so a one-sided difference is exact unless
+    # it crosses a ReLU or max-pool switch; one crossed on one side is
+    # allowed by comparing with the better of the two sides.
+    rng = np.random.RandomState(11)
+    h = 1e-3
+    for _ in range(4):
+        v = rng.standard_normal(x.shape)
+        v /= np.linalg.norm(v.reshape(len(units), -1), axis=1).reshape(-1, 1, 1, 1)
+        forward = (score(x + h * v)[0] - f) / h
+        backward = (f - score(x - h * v)[0]) / h
+        analytic = (grad * v).reshape(len(units), -1).sum(axis=1)
+        error = np.minimum(np.abs(analytic - forward), np.abs(analytic - backward))
+        assert np.all(error < 5e-3 + 1e-2 * np.abs(analytic)), (analytic, forward, backward)
+    # the node's value itself, read off a plain forward pass
+    net.blobs["data"].data[...] = x
+    net.forward()
+    pos = position or (1, 1)
+    expected = [net.blobs[blob].data[(n, u) + (pos if blob == "conv2" else ())]
+                for n, u in enumerate(units)]
+    np.testing.assert_allclose(f, expected, rtol=1e-5)
+
+
+def test_diverged_chains_never_reach_the_net(tmp_path):
+    """A non-finite or absurdly far chain gets NaN and leaves the others alone
+    (Caffe's max pooling would write out of bounds on an all-NaN window)."""
+    net = make_net(tmp_path, CONV_NET, 3, seed=9, scale=0.3)
+    score = hmc.NodeScore(net, "ip", [0, 1, 2])
+    x = np.random.RandomState(13).standard_normal((3, 2, 12, 12))
+    f, grad = score(x)
+    bad = x.copy()
+    bad[1] = np.nan
+    f_bad, grad_bad = score(bad)
+    assert np.isnan(f_bad[1]) and np.isnan(grad_bad[1]).all()
+    np.testing.assert_allclose(f_bad[[0, 2]], f[[0, 2]], rtol=1e-6)
+    np.testing.assert_allclose(grad_bad[[0, 2]], grad[[0, 2]], rtol=1e-6)
+    sampler = hmc.HMCSampler(score, sigma=0.5, warn=len)
+    far = x.copy()
+    far[2, 0, 0, 0] = 0.5 * 2 * hmc.FAR_FROM_Q
+    f_far, _ = sampler.evaluate(far)
+    assert np.isnan(f_far[2]) and np.isfinite(f_far[:2]).all()
+
+
+def test_receptive_field_of_lenet_nodes():
+    net_param = hmc.read_net_param(LENET)
+    assert hmc.receptive_field(net_param, "conv1", (3, 10), (1, 28, 28)) == (3, 8, 10, 15)
+    # conv2 (stride 2 after pool1): 14 x 14 pixels starting at 2 * position
+    assert hmc.receptive_field(net_param, "conv2", (4, 0), (1, 28, 28)) == (8, 22, 0, 14)
+    assert hmc.receptive_field(net_param, "ip2", (0, 0), (1, 28, 28)) is None
+
+
+def test_node_on_its_input_crop_is_the_same_function(tmp_path, lenet_weights):
+    """A convolutional node sampled on its receptive field only (input_crop)
+    has the same value and gradient as on the whole image."""
+    net_param = hmc.read_net_param(LENET)
+    full = hmc.load_net(LENET, lenet_weights, 2)
+    x = np.random.RandomState(12).uniform(-1, 2, (2, 1, 28, 28))
+    f, grad = hmc.NodeScore(full, "conv2", [5, 17], (3, 6))(x)
+    (y0, y1, x0, x1), small_position = hmc.input_crop(net_param, "conv2", (3, 6), (1, 28, 28))
+    assert (y1 - y0, x1 - x0) == (14, 14)
+    small = hmc.load_net(hmc.truncate_net_param(net_param, "conv2"), lenet_weights, 2)
+    assert list(small._layer_names) == ["data", "conv1", "pool1", "conv2"]
+    small.blobs["data"].reshape(2, 1, y1 - y0, x1 - x0)
+    small.reshape()
+    f_small, grad_small = hmc.NodeScore(small, "conv2", [5, 17], small_position)(
+        x[..., y0:y1, x0:x1])
+    np.testing.assert_allclose(f_small, f, rtol=1e-5, atol=1e-5)   # float32 sums
+    assert np.abs(grad).sum() > 0
+    np.testing.assert_allclose(grad_small, grad[..., y0:y1, x0:x1], atol=1e-6)
+    grad[..., y0:y1, x0:x1] = 0
+    assert not grad.any()                 # nothing outside the crop matters
+    # a field reaching into padding, or the whole image: no crop
+    assert hmc.input_crop(net_param, "ip2", (0, 0), (1, 28, 28)) is None
+
+
+# ---------------------------------------------------------------------------
+# The CLI
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lenet_weights(tmp_path_factory):
+    """LeNet deploy weights from the prototxt's fillers (the tool does not
+    care whether they are trained)."""
+    path = str(tmp_path_factory.mktemp("lenet") / "lenet_random.caffemodel")
+    caffe.Net(LENET, caffe.TEST).save(path)
+    return path
+
+
+def run_tool(args, env=None):
+    return subprocess.run([sys.executable, TOOL] + args, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=300,
+                          env=dict(os.environ, **(env or {})))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--blob", "nope"], "valid blobs: conv1, pool1, conv2, pool2, ip1, ip2"),
+    (["--blob", "nope", "--unit", "all"], "unknown blob 'nope'"),
+    (["--blob", "ip2", "--unit", "10"], "unit 10 out of range"),
+    (["--blob", "ip2", "--unit", "-1"], "out of range"),
+    (["--blob", "conv1", "--position", "24,3"], "position 24,3 out of range"),
+    (["--blob", "ip2", "--position", "1,1"], "no spatial map"),
+    (["--blob", "ip2", "--step-size", "0"], "--step-size must be positive"),
+    (["--blob", "ip2", "--mass", "-1"], "--mass must be positive"),
+    (["--blob", "ip2", "--sigma", "0"], "--sigma must be positive"),
+    (["--blob", "ip2", "--num-chains", "0"], "--num-chains must be positive"),
+    (["--blob", "ip2", "--num-chains", "two"], "invalid int value"),
+    (["--blob", "ip2", "--weights", "/nonexistent/w.caffemodel"], "weights not found"),
+    (["--blob", "ip2", "--model", "/nonexistent/deploy.prototxt"], "prototxt not found"),
+])
+def test_cli_bad_input_is_one_line(lenet_weights, args, message):
+    base = ["--model", LENET, "--weights", lenet_weights, "--out", "/nonexistent/never"]
+    proc = run_tool(base + args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_says_where_the_alexnet_weights_go(tmp_path):
+    proc = run_tool(["--blob", "fc8", "--unit", "9", "--model", LENET],
+                    env={"GENCNN_DATA": str(tmp_path)})
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    expected = os.path.join(str(tmp_path), "models", "bvlc_alexnet.caffemodel")
+    assert len(lines) == 1 and expected in lines[0] and "download" in lines[0]
+
+
+def test_cli_small_run_writes_its_outputs(tmp_path, lenet_weights):
+    out = tmp_path / "run"
+    proc = run_tool(["--model", LENET, "--weights", lenet_weights, "--blob", "conv2",
+                     "--unit", "3,7", "--position", "2,5", "--num-chains", "3",
+                     "--iters", "3", "--adapt", "2", "--leapfrog-steps", "4",
+                     "--mass-convention", "inverse", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(str(out))) == ["grid.png", "grid_mean.png", "samples.npz",
+                                            "summary.json", "trajectory.png"]
+    samples = np.load(str(out / "samples.npz"))
+    assert samples["samples"].shape == (6, 1, 28, 28)
+    assert samples["trace"].shape == samples["accepted"].shape == (5, 6)
+    assert list(samples["units"]) == [3, 3, 3, 7, 7, 7]
+    summary = json.load(open(str(out / "summary.json")))
+    assert summary["preset"] == "lenet" and summary["mass_convention"] == "inverse"
+    assert summary["iters"] == 3 and summary["adapt"] == 2 and summary["evaluations"] == 21
+    assert 0 <= summary["acceptance_rate"] <= 1
+    # conv2 at (2, 5) sees input rows 4..17 and columns 10..23
+    assert summary["receptive_field_box"] == [4, 18, 10, 24]
+    import matplotlib.pyplot as plt
+    grid = plt.imread(str(out / "grid.png"))
+    # 2 rows (units) x 3 columns of 14 x 14 crops zoomed x5 to 70 px, 2 px gaps
+    assert grid.shape[:2] == (2 * 72 + 2, 3 * 72 + 2)
+
+
+def test_cli_unit_all_takes_every_channel(tmp_path, lenet_weights):
+    out = tmp_path / "all"
+    proc = run_tool(["--model", LENET, "--weights", lenet_weights, "--blob", "ip2",
+                     "--unit", "all", "--num-chains", "1", "--iters", "1",
+                     "--leapfrog-steps", "2", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    summary = json.load(open(str(out / "summary.json")))
+    assert summary["units"] == list(range(10)) and summary["num_chains"] == 10

@@ -1,0 +1,549 @@
+#!/usr/bin/env python
+"""Generative visualization (section 3.4): HMC samples from
+p_y(x) ~ exp(f_y(x)) q(x) for a node y of a trained Caffe net.
+
+    python tools/hmc_visualize.py --model DEPLOY --weights W --blob B --unit U \\
+        [--position y,x] [--num-chains N] [--iters K] [--step-size E] \\
+        [--leapfrog-steps L] [--mass M] [--sigma S] [--seed] \\
+        [--preset lenet|alexnet] --out DIR
+
+Writes to --out: samples.npz (samples: final states, chains x input shape in
+the net's input units; chain_mean; trace: f_y per iteration and chain;
+accepted, accept_prob, delta_h, divergent, sq_norm, step_size), summary.json,
+grid.png (the samples as images, one row per unit when several units are
+given: final states, or chain averages with --show mean), grid_mean.png (or
+grid_final.png: the other of the two) and trajectory.png (chain 0 over the
+iterations, and f_y of every chain). The sampler itself is gencnn/hmc.py; the mass convention is described
+there and in docs/visualization.md.
+
+Presets (an explicit option always wins):
+  lenet         the paper's LeNet setting (section 4.2) read literally:
+                100 iterations, step 0.1, 50 leapfrog steps, mass 0.01,
+                sigma 1. Read literally this mass accepts ~0 proposals.
+  lenet-digits  what docs/visualization.md found to give digit-like LeNet
+                samples: q fitted to MNIST (mean 0.1306, std 0.3075),
+                temperature 0.03, 50 iterations of step-size adaptation,
+                then 100 iterations of 50 leapfrog steps.
+  alexnet       the paper's AlexNet setting: step 1, 25 leapfrog steps,
+                mass 0.3, sigma 1; 100 iterations for a convolutional node,
+                500 for a fully connected one.
+  auto          (default) alexnet for 3-channel inputs, lenet otherwise.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import _init_paths  # noqa: F401
+from gencnn import config
+
+os.environ.setdefault("MPLBACKEND", "Agg")          # no display needed
+os.environ.setdefault("GLOG_minloglevel", "2")      # quiet net construction
+
+# The settings each preset fills in; docs/visualization.md has the experiment
+# behind lenet-digits. Its reference q is --reference fit-global's answer for
+# data/mnist/mnist_train_lmdb (first 10,000 images, pixels / 256), fixed here
+# so the preset needs no LMDB.
+COMMON = dict(mass_convention="paper", sigma=1.0, ref_mean=0.0, temperature=1.0, adapt=0,
+              show="final")
+PRESETS = {
+    "lenet": dict(COMMON, iters=100, step_size=0.1, leapfrog_steps=50, mass=0.01,
+                  display="lenet"),
+    "lenet-digits": dict(COMMON, iters=100, step_size=0.1, leapfrog_steps=50, mass=0.01,
+                         sigma=0.3075, ref_mean=0.1306, temperature=0.03, adapt=50,
+                         display="lenet"),
+    "alexnet": dict(COMMON, iters=None, step_size=1.0, leapfrog_steps=25, mass=0.3,
+                    display="imagenet"),
+}
+DEFAULT_MODEL = os.path.join(config.REPO_ROOT, "prototxt", "alexnet_deploy.prototxt")
+ALEXNET_URL = "http://dl.caffe.berkeleyvision.org/bvlc_alexnet.caffemodel"
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line on stderr, exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def default_weights():
+    return os.path.join(config.data_dir(), "models", "bvlc_alexnet.caffemodel")
+
+
+def parse_args(argv):
+    parser = OneLineParser(description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--model", default=DEFAULT_MODEL,
+        help="deploy prototxt (default: the project's AlexNet, %(default)s)")
+    add("--weights", default=None,
+        help="caffemodel (default: $GENCNN_DATA/models/bvlc_alexnet.caffemodel, "
+             "now %s)" % default_weights())
+    add("--blob", default="fc8", help="blob of the node (default %(default)s)")
+    add("--unit", default="9",
+        help="channel of the node: one unit, a list 0,3,7, a range 0-9 or all (every "
+             "channel of the blob); several units share the net, --num-chains chains "
+             "each (default %(default)s)")
+    add("--position", default=None,
+        help="y,x of the node in a convolutional blob (default: the map's centre)")
+    add("--input-blob", default=None, help="input blob (default: the net's first input)")
+    add("--preset", default="auto", choices=["auto", "lenet", "lenet-digits", "alexnet"],
+        help="default settings, see above (default %(default)s)")
+    add("--num-chains", type=int, default=8, help="chains per unit (default %(default)s)")
+    add("--iters", type=int, default=None,
+        help="HMC iterations after adaptation (default: the preset's)")
+    add("--step-size", type=float, default=None,
+        help="leapfrog step size epsilon (default: the preset's)")
+    add("--leapfrog-steps", type=int, default=None,
+        help="leapfrog steps per iteration (default: the preset's)")
+    add("--mass", type=float, default=None,
+        help="particle mass, read as --mass-convention says (default: the preset's)")
+    add("--mass-convention", default=None, choices=["paper", "inverse"],
+        help="paper: K = |phi|^2/2m, x += eps phi/m; inverse: --mass is 1/m "
+             "(default: the preset's; paper for lenet and alexnet)")
+    add("--sigma", type=float, default=None,
+        help="std of the reference q = N(ref-mean, sigma^2) in input units "
+             "(default: the preset's, 1)")
+    add("--ref-mean", type=float, default=None,
+        help="mean of the reference q in input units (default: the preset's, 0)")
+    add("--reference", default="fixed", choices=["fixed", "fit-global", "fit-pixel"],
+        help="fixed: q from --ref-mean/--sigma; fit-global: one mean and marginal std "
+             "fitted to --reference-lmdb; fit-pixel: mean image and per-pixel std "
+             "(default %(default)s)")
+    add("--reference-lmdb",
+        default=os.path.join(config.data_dir(), "mnist", "mnist_train_lmdb"),
+        help="LMDB of training images for --reference fit-* (default %(default)s)")
+    add("--reference-scale", type=float, default=0.00390625,
+        help="pixel -> input units for --reference-lmdb, as the training net's "
+             "transform_param scale (default %(default)s)")
+    add("--reference-count", type=int, default=10000,
+        help="images read from --reference-lmdb (default %(default)s)")
+    add("--compare-lmdb", default=None,
+        help="labeled images (scaled by --reference-scale) to compare the samples "
+             "with: summary.json gets each shown sample's correlation with the mean "
+             "image of its unit's class, and how often that class mean is the "
+             "closest (by correlation) of all classes (default: none)")
+    add("--temperature", type=float, default=None,
+        help="T in U = -f_y/T + |x-mu|^2/2sigma^2; the paper's model is T = 1 "
+             "(default: the preset's, 1; lenet-digits 0.03)")
+    add("--full-input", action="store_true",
+        help="sample the whole input for a convolutional node (default: only its "
+             "receptive field, the rest drawn from q: exact and much faster)")
+    add("--adapt", type=int, default=None,
+        help="dual-averaging step-size adaptation iterations before sampling "
+             "(default: the preset's, 0 = off; lenet-digits 50)")
+    add("--target-accept", type=float, default=0.7,
+        help="target acceptance of --adapt (default %(default)s)")
+    add("--show", default=None, choices=["final", "mean"],
+        help="what grid.png shows: final states or each chain's average over the "
+             "sampling iterations (default: the preset's, final)")
+    add("--display", default=None, choices=["lenet", "imagenet", "raw"],
+        help="input units -> pixels: lenet x255; imagenet + --display-mean, BGR->RGB; "
+             "raw min-max per image (default: the preset's)")
+    add("--display-mean", default="104,117,123",
+        help="per-channel (BGR) mean added back by --display imagenet "
+             "(default %(default)s)")
+    add("--no-crop", action="store_true",
+        help="show the whole input for a convolutional node (default: crop to its "
+             "receptive field)")
+    add("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    add("--out", default=None,
+        help="output folder (default: results/hmc/<blob>_unit<unit>)")
+    return parser.parse_args(argv)
+
+
+def parse_units(text):
+    """[units] from '3', '0,3,7', '0-9'; None for 'all' (every channel)."""
+    if text.strip() == "all":
+        return None
+    units = []
+    try:
+        for part in text.split(","):
+            if "-" in part.strip()[1:]:
+                lo, hi = part.split("-")
+                units += list(range(int(lo), int(hi) + 1))
+            else:
+                units.append(int(part))
+    except ValueError:
+        raise UsageError("--unit must be an integer, a list 0,3,7, a range 0-9 or all; "
+                         "got '%s'" % text)
+    if not units:
+        raise UsageError("--unit is empty")
+    return units
+
+
+def resolve(args):
+    """Check the options that need no net; fill in the preset's defaults."""
+    units = parse_units(args.unit)
+    if units is not None and any(u < 0 for u in units):
+        raise UsageError("unit %d out of range: units are >= 0" % min(units))
+    position = None
+    if args.position is not None:
+        try:
+            position = tuple(int(v) for v in args.position.split(","))
+        except ValueError:
+            raise UsageError("--position must be y,x; got '%s'" % args.position)
+    if args.num_chains < 1:
+        raise UsageError("--num-chains must be positive, got %d" % args.num_chains)
+    for name in ("step_size", "mass", "sigma", "temperature"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise UsageError("--%s must be positive, got %g" % (name.replace("_", "-"), value))
+    for name in ("iters", "leapfrog_steps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError("--%s must be >= 1, got %d" % (name.replace("_", "-"), value))
+    if args.adapt is not None and args.adapt < 0:
+        raise UsageError("--adapt must be >= 0, got %d" % args.adapt)
+    if not 0 < args.target_accept < 1:
+        raise UsageError("--target-accept must be in (0, 1), got %g" % args.target_accept)
+    try:
+        display_mean = [float(v) for v in args.display_mean.split(",")]
+    except ValueError:
+        raise UsageError("--display-mean must be comma-separated numbers")
+    if not os.path.isfile(args.model):
+        raise UsageError("prototxt not found: %s" % args.model)
+    weights = args.weights or default_weights()
+    if not os.path.isfile(weights):
+        if args.weights is None:
+            raise UsageError("weights not found: download %s to %s (or set GENCNN_DATA, "
+                             "or pass --weights)" % (ALEXNET_URL, weights))
+        raise UsageError("weights not found: %s" % weights)
+    if args.compare_lmdb and not os.path.isdir(args.compare_lmdb):
+        raise UsageError("--compare-lmdb %s not found" % args.compare_lmdb)
+    if args.reference != "fixed" and not os.path.isdir(args.reference_lmdb):
+        raise UsageError("--reference %s needs the LMDB %s (not found)"
+                         % (args.reference, args.reference_lmdb))
+    return units, position, weights, display_mean
+
+
+def preset_settings(args, channels, is_conv):
+    """The preset's values, overridden by any option given explicitly."""
+    name = args.preset
+    if name == "auto":
+        name = "alexnet" if channels == 3 else "lenet"
+    settings = dict(PRESETS[name])
+    if settings["iters"] is None:
+        settings["iters"] = 100 if is_conv else 500
+    for key in ("iters", "step_size", "leapfrog_steps", "mass", "mass_convention",
+                "sigma", "ref_mean", "temperature", "adapt", "show", "display"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    settings["preset"] = name
+    return settings
+
+
+# ---------------------------------------------------------------------------
+# Display
+# ---------------------------------------------------------------------------
+
+def to_pixels(x, display, display_mean, box=None):
+    """One chain's state (C x H x W, input units) -> H x W [x 3] uint8 image."""
+    import numpy as np
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 1:                      # an N x d input: show it as a square if it is one
+        side = int(round(np.sqrt(x.size)))
+        x = x.reshape(1, side, -1) if side * side == x.size else x.reshape(1, 1, -1)
+    if box is not None:
+        y0, y1, x0, x1 = box
+        x = x[:, y0:y1, x0:x1]
+    if display == "lenet":
+        image = x * 255.0
+    elif display == "imagenet":
+        mean = np.array(display_mean[:x.shape[0]]).reshape(-1, 1, 1)
+        image = (x + mean)[::-1]            # BGR -> RGB
+    else:
+        image = 255.0 * (x - x.min()) / max(x.max() - x.min(), 1e-12)
+    image = np.clip(image, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    return image[:, :, 0] if image.shape[2] == 1 else image
+
+
+def tile(images, rows, cols, min_side=64, gap=2):
+    """Images (all one shape) in a rows x cols grid, upscaled (nearest) to at
+    least `min_side` pixels each, on a white background."""
+    import numpy as np
+    first = images[0]
+    zoom = max(1, int(np.ceil(min_side / float(max(first.shape[:2])))))
+    h, w = first.shape[0] * zoom, first.shape[1] * zoom
+    grid = np.full((rows * (h + gap) + gap, cols * (w + gap) + gap) + first.shape[2:], 255,
+                   dtype=np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, cols)
+        big = image.repeat(zoom, axis=0).repeat(zoom, axis=1)
+        grid[gap + r * (h + gap):gap + r * (h + gap) + h,
+             gap + c * (w + gap):gap + c * (w + gap) + w] = big
+    return grid
+
+
+def save_png(path, image):
+    import matplotlib.pyplot as plt
+    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
+    plt.imsave(tmp, image, cmap="gray", vmin=0, vmax=255, format="png")
+    os.replace(tmp, path)
+
+
+def save_trajectory(path, out, pixels, title):
+    """Fig. 1 style: chain 0 at a few iterations, then f_y of every chain."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    shots = out["snapshot_iters"]
+    fig = plt.figure(figsize=(1.5 * len(shots), 4.2))
+    f0 = np.concatenate([[np.nan], out["f"][:, 0]])
+    for i, (it, state) in enumerate(zip(shots, out["snapshots"])):
+        ax = fig.add_subplot(2, len(shots), i + 1)
+        image = pixels(state)
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title("it %d\nf=%.1f" % (it, f0[it]) if it else "start", fontsize=8)
+        ax.axis("off")
+    ax = fig.add_subplot(2, 1, 2)
+    its = np.arange(1, len(out["f"]) + 1)
+    ax.plot(its, out["f"], color="0.7", lw=0.5)
+    ax.plot(its, out["f"][:, 0], color="C0", lw=1.5, label="chain 0")
+    ax.set_xlabel("HMC iteration")
+    ax.set_ylabel("f_y(x)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
+    fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def compare_with_classes(states, units, lmdb_path, scale, count):
+    """How digit-like are the states? Correlation with their class's mean
+    training image, and how often that class mean correlates best."""
+    import numpy as np
+    from gencnn.lmdb_io import read_lmdb
+    images, labels = zip(*read_lmdb(lmdb_path, count))
+    images = np.array(images, dtype=np.float64).reshape(len(labels), -1) * scale
+    labels = np.array(labels)
+    classes = np.unique(labels)
+    means = np.array([images[labels == c].mean(axis=0) for c in classes])
+    states = states.reshape(len(states), -1)
+    if states.shape[1] != means.shape[1]:
+        raise UsageError("--compare-lmdb images do not match the net's input size")
+
+    def standardize(a):
+        a = a - a.mean(axis=1, keepdims=True)
+        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    corr = standardize(states).dot(standardize(means).T)       # states x classes
+    own = corr[np.arange(len(units)), np.searchsorted(classes, units)]
+    return {"corr_with_own_class_mean": float(own.mean()),
+            "closest_class_mean_is_unit": float((classes[corr.argmax(axis=1)] == units).mean())}
+
+
+# ---------------------------------------------------------------------------
+
+def run(args):
+    units, position, weights, display_mean = resolve(args)
+    import numpy as np
+    from tqdm import tqdm
+    from gencnn import hmc
+    from gencnn.lmdb_io import read_lmdb
+
+    try:
+        net_param = hmc.read_net_param(args.model)
+    except ValueError as err:
+        raise UsageError(str(err))
+    if units is None:                   # --unit all: the blob's channel count
+        probe = hmc.load_net(net_param, weights, 1, args.input_blob)
+        try:
+            hmc.NodeScore(probe, args.blob, 0)   # the unknown-blob error, if any
+        except ValueError as err:
+            raise UsageError(str(err))
+        units = list(range(probe.blobs[args.blob].data.shape[1]))
+        del probe
+    num_chains = args.num_chains * len(units)
+    net = hmc.load_net(net_param, weights, num_chains, args.input_blob)
+    input_blob = args.input_blob or net.inputs[0]
+    input_shape = net.blobs[input_blob].data.shape[1:]
+    try:
+        score = hmc.NodeScore(net, args.blob, np.repeat(units, args.num_chains),
+                              position, input_blob)
+    except ValueError as err:
+        raise UsageError(str(err))
+    settings = preset_settings(args, input_shape[0] if len(input_shape) == 3 else 1,
+                               score.is_conv)
+    ref_mean, sigma = settings["ref_mean"], settings["sigma"]
+    if args.reference != "fixed":
+        images = np.array([image for image, _ in read_lmdb(args.reference_lmdb,
+                                                           args.reference_count)])
+        images = images.astype(np.float64) * args.reference_scale
+        if images.shape[1:] != tuple(input_shape):
+            raise UsageError("--reference-lmdb images are %s, the net's input is %s"
+                             % (images.shape[1:], tuple(input_shape)))
+        ref_mean, sigma = hmc.fit_reference(images, per_pixel=args.reference == "fit-pixel")
+    full_ref_mean, full_sigma = ref_mean, sigma
+    is_conv, position = score.is_conv, score.position   # of the node in the whole input
+    box = crop = None
+    if score.is_conv and len(input_shape) == 3:
+        if not args.no_crop:
+            box = hmc.receptive_field(net_param, args.blob, score.position, input_shape)
+        if not args.full_input:
+            crop = hmc.input_crop(net_param, args.blob, score.position, input_shape)
+    if crop is not None:
+        # Sample only the node's receptive field: reshape the net to the crop.
+        (cy0, cy1, cx0, cx1), small_position = crop
+        del net
+        net = hmc.load_net(hmc.truncate_net_param(net_param, args.blob), weights,
+                           num_chains, input_blob)
+        net.blobs[input_blob].reshape(num_chains, input_shape[0], cy1 - cy0, cx1 - cx0)
+        net.reshape()
+        score = hmc.NodeScore(net, args.blob, score.units, small_position, input_blob)
+        ref_mean, sigma = [a[..., cy0:cy1, cx0:cx1] if np.ndim(a) == 3 else a
+                           for a in (ref_mean, sigma)]
+    sample_shape = net.blobs[input_blob].data.shape[1:]
+
+    warnings_shown = [0]
+
+    def warn(message):
+        warnings_shown[0] += 1
+        if warnings_shown[0] <= 3:
+            tqdm.write("warning: " + message, file=sys.stderr)
+        elif warnings_shown[0] == 4:
+            tqdm.write("warning: more divergences; see summary.json", file=sys.stderr)
+
+    sampler = hmc.HMCSampler(score, settings["step_size"], settings["leapfrog_steps"],
+                             settings["mass"], settings["mass_convention"], sigma, ref_mean,
+                             args.seed, settings["temperature"], warn=warn)
+    iters, adapt = settings["iters"], settings["adapt"]
+    total = adapt + iters
+    snapshot_iters = np.unique(np.linspace(0, total, 8).round().astype(int))
+    bar = tqdm(total=total, desc="HMC %s unit %s" % (args.blob, args.unit), file=sys.stderr,
+               unit="it", dynamic_ncols=True)
+
+    def progress(it, out):
+        bar.update(1)
+        bar.set_postfix(acc="%.2f" % out["accepted"][:it + 1].mean(),
+                        f="%.2f" % out["f"][it].mean(), eps="%.3g" % out["step_size"][it])
+
+    x0 = sampler.initial_state((num_chains,) + tuple(sample_shape))
+    start = time.time()
+    out = sampler.sample(x0, iters, adapt=adapt, target_accept=args.target_accept,
+                         callback=progress, snapshot_iters=snapshot_iters)
+    wall = time.time() - start
+    bar.close()
+    if crop is not None:
+        # Back to whole inputs: outside the field, samples are fresh draws
+        # from q (exact, f ignores those pixels), averages and snapshots q's mean.
+        full_mean = np.broadcast_to(np.asarray(full_ref_mean, dtype=np.float64), input_shape)
+        noise = np.random.RandomState(args.seed + 1).standard_normal(
+            (num_chains,) + tuple(input_shape))
+        for key, fill in (("samples", full_mean + full_sigma * noise),
+                          ("chain_mean", full_mean + 0 * noise),
+                          ("snapshots", np.broadcast_to(full_mean, (len(out["snapshots"]),)
+                                                        + tuple(input_shape)))):
+            full = np.array(fill)
+            full[..., cy0:cy1, cx0:cx1] = out[key]
+            out[key] = full
+
+    # Which class does the net give the final samples (fully connected nodes)?
+    top = net.blobs[args.blob]
+    predicted_fraction = None
+    if not is_conv:
+        net.blobs[input_blob].data[...] = out["samples"]
+        net.forward(end=score.layer)
+        scores = top.data.reshape(num_chains, -1)
+        predicted_fraction = float((scores.argmax(axis=1) == score.units).mean())
+
+    out_dir = args.out or os.path.join(config.REPO_ROOT, "results", "hmc",
+                                       "%s_unit%s" % (args.blob.replace("/", "_"), args.unit))
+    os.makedirs(out_dir, exist_ok=True)
+    sampling = slice(adapt, None)
+    summary = {
+        "model": args.model, "weights": weights, "blob": args.blob, "units": units,
+        "position": list(position) if is_conv else None,
+        "receptive_field_box": list(box) if box else None,
+        "input_shape": list(input_shape), "sampled_input_shape": list(sample_shape),
+        "input_crop_box": list(crop[0]) if crop else None,
+        "temperature": settings["temperature"], "chains_per_unit": args.num_chains,
+        "num_chains": num_chains, "preset": settings["preset"], "iters": iters,
+        "adapt": adapt, "target_accept": args.target_accept if adapt else None,
+        "step_size": settings["step_size"], "final_step_size": out["final_step_size"],
+        "leapfrog_steps": settings["leapfrog_steps"], "mass": settings["mass"],
+        "mass_convention": settings["mass_convention"], "inv_mass": sampler.inv_mass,
+        "effective_unit_mass_step": out["final_step_size"] * np.sqrt(sampler.inv_mass),
+        "reference": args.reference,
+        "sigma": float(np.mean(sigma)), "ref_mean": float(np.mean(ref_mean)),
+        "seed": args.seed,
+        "acceptance_rate": float(out["accepted"][sampling].mean()),
+        "acceptance_rate_adapt": float(out["accepted"][:adapt].mean()) if adapt else None,
+        "divergences": int(out["divergent"].sum()),
+        "f_final_mean": float(out["f"][-1].mean()), "f_final_std": float(out["f"][-1].std()),
+        "f_final_per_unit": [float(out["f"][-1][score.units == u].mean()) for u in units],
+        "predicted_as_unit_fraction": predicted_fraction,
+        "sq_norm_final_mean": float(out["sq_norm"][-1].mean()),
+        "evaluations": sampler.evaluations, "wall_s": round(wall, 2),
+        "s_per_leapfrog_step": wall / max(sampler.evaluations, 1),
+        "s_per_sample": wall / num_chains,
+        "show": settings["show"],
+    }
+
+    shown = out["samples"] if settings["show"] == "final" else out["chain_mean"]
+    for name, states in (("final", out["samples"]), ("mean", out["chain_mean"])):
+        if args.compare_lmdb:
+            summary["compare_" + name] = compare_with_classes(
+                states, score.units, args.compare_lmdb, args.reference_scale,
+                args.reference_count)
+
+    def pixels(state):
+        return to_pixels(state, settings["display"], display_mean, box)
+
+    images = [pixels(state) for state in shown]
+    if len(units) > 1:
+        rows, cols = len(units), args.num_chains
+    else:
+        cols = int(np.ceil(np.sqrt(num_chains)))
+        rows = int(np.ceil(num_chains / float(cols)))
+    save_png(os.path.join(out_dir, "grid.png"), tile(images, rows, cols))
+    other = "mean" if settings["show"] == "final" else "final"
+    others = out["chain_mean"] if other == "mean" else out["samples"]
+    save_png(os.path.join(out_dir, "grid_%s.png" % other),
+             tile([pixels(state) for state in others], rows, cols))
+    save_trajectory(os.path.join(out_dir, "trajectory.png"), out, pixels,
+                    "%s unit %d, chain 0: preset %s, eps %.3g, L %d, mass %g (%s), "
+                    "q = N(%.3g, %.3g^2), T %g" % (
+                        args.blob, units[0], settings["preset"], out["final_step_size"],
+                        settings["leapfrog_steps"], settings["mass"],
+                        settings["mass_convention"], np.mean(full_ref_mean),
+                        np.mean(full_sigma), settings["temperature"]))
+    tmp = os.path.join(out_dir, ".samples.npz.tmp")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, samples=out["samples"].astype(np.float32),
+                            chain_mean=out["chain_mean"].astype(np.float32),
+                            trace=out["f"], accepted=out["accepted"],
+                            accept_prob=out["accept_prob"], delta_h=out["delta_h"],
+                            divergent=out["divergent"], sq_norm=out["sq_norm"],
+                            step_size=out["step_size"], units=score.units,
+                            snapshots=out["snapshots"].astype(np.float32),
+                            snapshot_iters=out["snapshot_iters"])
+    os.replace(tmp, os.path.join(out_dir, "samples.npz"))
+    tmp = os.path.join(out_dir, ".summary.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(summary, f, indent=1)
+    os.replace(tmp, os.path.join(out_dir, "summary.json"))
+    print("%s unit %s: acceptance %.3f, divergences %d, f_y %.2f, %.1f s -> %s"
+          % (args.blob, args.unit, summary["acceptance_rate"], summary["divergences"],
+             summary["f_final_mean"], wall, out_dir))
+    return summary
+
+
+def main(argv=None):
+    try:
+        args = parse_args(argv)
+        run(args)
+    except UsageError as err:
+        print("hmc_visualize.py: error: %s" % err, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hmc_visualize.py: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
