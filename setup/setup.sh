@@ -40,7 +40,9 @@ if [ -n "${CAFFE_ROOT:-}" ]; then
   [ -n "$caffe_bin" ] || die "CAFFE_ROOT=$CAFFE_ROOT has no build/tools/caffe or bin/caffe"
   [ -n "$pycaffe" ] || die "CAFFE_ROOT=$CAFFE_ROOT has no python/caffe"
   say "using your Caffe from CAFFE_ROOT=$CAFFE_ROOT"
-elif command -v caffe >/dev/null && "$python" -c "import caffe" >/dev/null 2>&1; then
+elif command -v caffe >/dev/null && [[ "$(command -v caffe)" != "$cache"/* ]] \
+     && "$python" -c "import caffe" >/dev/null 2>&1; then
+  # (a caffe under $cache is our own build, reached through a sourced env.sh)
   caffe_bin="$(dirname "$(command -v caffe)")"
   pycaffe="$(dirname "$(dirname "$("$python" -c 'import caffe; print(caffe.__file__)')")")"
   say "using the Caffe already installed ($caffe_bin/caffe, pycaffe in $pycaffe)"
