@@ -83,7 +83,7 @@ def main(argv=None):
             solver = os.path.join(work, "solver_%s.prototxt" % loss)
             with open(solver, "w") as f:
                 f.write('net: "%s"\nbase_lr: 0.01\nmomentum: 0.9\nweight_decay: 0.0005\n'
-                        'lr_policy: "inv"\ngamma: 0.0001\npower: 0.75\ndisplay: 0\n'
+                        'lr_policy: "inv"\ngamma: 0.0001\npower: 0.75\ndisplay: 1000\n'
                         'max_iter: %d\nsnapshot_after_train: false\nsolver_mode: CPU\n'
                         'random_seed: 1\n' % (nets[loss], args.train_iters))
             out, _ = caffe(["train", "-solver", solver], work)
