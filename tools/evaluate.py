@@ -1,0 +1,97 @@
+#!/usr/bin/env python
+"""Top-1 / top-5 error of a deploy net on an image list, with the paper's
+5 crops (centre + 4 corners of the net's input size, 227, in the 256 x 256
+image, scores averaged) and with the centre crop alone; writes JSON.
+
+The list is Caffe's "relative/path label" format (BVLC's val.txt, or
+tools/named_image_list.py's output). Give the training mean as a
+compute_image_mean .binaryproto (--mean-file) or per-channel BGR values
+(--mean-values). Works with old-style (input_dim) deploy prototxt too.
+
+Example (SqueezeNet on the 16 stub photos):
+    python tools/evaluate.py --deploy ../shared/models/squeezenet_v1.0/SqueezeNet_deploy.prototxt \\
+        --weights ../shared/models/squeezenet_v1.0/squeezenet_v1.0_deepcompressed.caffemodel \\
+        --images results/imagenet/stubs.txt --root ../shared/data/imagenet_stubs/images \\
+        --mean-values 104 117 123 --output-blob pool_final \\
+        --out results/imagenet/squeezenet_stubs.json
+"""
+import argparse
+import json
+import os
+import sys
+
+import _init_paths  # noqa: F401
+
+os.environ.setdefault("GLOG_minloglevel", "2")   # before caffe: no net-construction log
+import caffe  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from gencnn import evaluation, imagenet  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--deploy", required=True, help="deploy prototxt")
+    parser.add_argument("--weights", required=True, help=".caffemodel")
+    parser.add_argument("--images", required=True, help="image list: 'path label' lines")
+    parser.add_argument("--root", default="",
+                        help="folder the list's paths are relative to (default: as listed)")
+    mean = parser.add_mutually_exclusive_group()
+    mean.add_argument("--mean-file", help="mean image .binaryproto (3 x 256 x 256)")
+    mean.add_argument("--mean-values", type=float, nargs="+", metavar="V",
+                      help="per-channel mean, BGR order (e.g. 104 117 123)")
+    parser.add_argument("--output-blob", default=None,
+                        help="blob with the class scores (default: the net's last output)")
+    parser.add_argument("--resize", choices=("warp", "short"), default="warp",
+                        help="warp: 256 x 256 as convert_imageset; short: short side 256, "
+                             "centre 256 x 256 (default: %(default)s)")
+    parser.add_argument("--input-scale", type=float, default=1.0,
+                        help="multiply mean-subtracted pixels by this (default: %(default)s)")
+    parser.add_argument("--batch", type=int, default=8,
+                        help="images per forward pass, 5 crops each (default: %(default)s)")
+    parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        for path, what in ((args.deploy, "deploy prototxt"), (args.weights, "weights")):
+            if not os.path.isfile(path):
+                raise evaluation.EvaluationError("%s %s not found" % (what, path))
+        evaluation.check_deploy(args.deploy)
+        if args.batch < 1:
+            raise evaluation.EvaluationError("--batch must be at least 1")
+        items = imagenet.read_image_list(args.images, args.root)
+        mean = (evaluation.load_mean_file(args.mean_file) if args.mean_file
+                else args.mean_values)
+        caffe.set_mode_cpu()
+        net = caffe.Net(args.deploy, caffe.TEST, weights=args.weights)
+        evaluator = evaluation.Evaluator(net, args.output_blob, mean, args.resize,
+                                         args.input_scale, args.batch)
+        progress = None if args.quiet else (
+            lambda batches: tqdm(batches, desc="evaluating", unit="batch"))
+        result = evaluation.evaluate(
+            evaluator, [(os.path.join(args.root, p), label) for p, label in items], progress)
+    except (evaluation.EvaluationError, imagenet.DataError) as exc:
+        print("evaluate.py: error: %s" % exc, file=sys.stderr)
+        return 1
+    result.update({"deploy": args.deploy, "weights": args.weights, "image_list": args.images,
+                   "output_blob": evaluator.output_blob,
+                   "mean": args.mean_file or args.mean_values, "input_scale": args.input_scale})
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, args.out)
+    n = result["images"]
+    for key, name in (("five_crop", "5 crops"), ("centre_crop", "centre crop")):
+        r = result[key]
+        print("%-12s top-1 %d/%d (error %.1f%%), top-5 %d/%d (error %.1f%%)"
+              % (name, r["top1_correct"], n, 100 * r["top1_error"],
+                 r["top5_correct"], n, 100 * r["top5_error"]))
+    print("wrote %s" % args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
