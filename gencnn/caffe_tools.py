@@ -55,3 +55,12 @@ def compute_image_mean(lmdb_path, mean_path, log_path=None):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def finish_dataset(train_lmdb, mean_path, snapshots, log_path=None):
+    """The last step of every data tool: the training set's mean image (what
+    the nets' transform_param subtracts) and the solvers' snapshot folder,
+    without which `caffe train` aborts."""
+    compute_image_mean(train_lmdb, mean_path, log_path)
+    print("wrote %s" % mean_path)
+    os.makedirs(snapshots, exist_ok=True)

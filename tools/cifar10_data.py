@@ -59,10 +59,8 @@ def main(argv=None):
             path = os.path.join(args.out, "cifar10_%s_lmdb" % split)
             count = write_lmdb(path, zip(images, labels))
             print("wrote %s (%d images)" % (path, count))
-        mean_path = os.path.join(args.out, "mean.binaryproto")
-        caffe_tools.compute_image_mean(os.path.join(args.out, "cifar10_train_lmdb"), mean_path)
-        print("wrote %s" % mean_path)
-        os.makedirs(args.snapshots, exist_ok=True)
+        caffe_tools.finish_dataset(os.path.join(args.out, "cifar10_train_lmdb"),
+                                   os.path.join(args.out, "mean.binaryproto"), args.snapshots)
     except (cifar10.DataError, caffe_tools.ToolError, OSError) as exc:
         print("cifar10_data.py: error: %s" % exc, file=sys.stderr)
         return 1

@@ -76,11 +76,9 @@ def main(argv=None):
             print("converting %d %s images -> %s" % (len(items), name, lmdb_path), flush=True)
             imagenet.convert_imageset(root, list_path, lmdb_path, len(items),
                                       os.path.join(args.out, "convert_%s.log" % name))
-        mean_path = os.path.join(args.out, "imagenet_mean.binaryproto")
-        caffe_tools.compute_image_mean(os.path.join(args.out, "ilsvrc12_train_lmdb"), mean_path,
-                                       os.path.join(args.out, "compute_image_mean.log"))
-        print("wrote %s" % mean_path)
-        os.makedirs(args.snapshots, exist_ok=True)
+        caffe_tools.finish_dataset(os.path.join(args.out, "ilsvrc12_train_lmdb"),
+                                   os.path.join(args.out, "imagenet_mean.binaryproto"),
+                                   args.snapshots, os.path.join(args.out, "compute_image_mean.log"))
     except (imagenet.DataError, caffe_tools.ToolError, OSError) as exc:
         print("imagenet_data.py: error: %s" % exc, file=sys.stderr)
         return 1
