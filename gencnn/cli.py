@@ -1,4 +1,6 @@
-"""What every gencnn command-line tool shares: one-line errors, exit codes."""
+"""What every gencnn command-line tool shares: one-line errors, exit codes,
+and outputs that are never half-written."""
+import os
 import sys
 
 
@@ -21,3 +23,12 @@ def run(main, argv=None):
         print("interrupted", file=sys.stderr)
         return 130
     return 0 if status is None else status
+
+
+def write_atomic(path, text):
+    """Write `text` to `path` through a temporary name and a rename, so the
+    file is either complete or absent (never half-written after a kill)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -4,7 +4,7 @@ import os
 from google.protobuf import text_format
 
 from caffe.proto import caffe_pb2
-from gencnn.cli import UserError
+from gencnn.cli import UserError, write_atomic
 
 # Layer types whose blobs are learned; their names must match for a
 # fine-tune (Caffe copies weights by layer name).
@@ -66,8 +66,5 @@ def write_solver_variant(src, dest, **fields):
             solver.test_iter.append(value)
         else:
             setattr(solver, key, value)
-    tmp = dest + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(str(solver))
-    os.replace(tmp, dest)
+    write_atomic(dest, str(solver))
     return dest

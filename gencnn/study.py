@@ -21,6 +21,7 @@ from google.protobuf import text_format
 
 from caffe.proto import caffe_pb2
 from gencnn import caffe_log, config
+from gencnn.cli import write_atomic
 
 APPROACHES = ("dg", "gg", "gg_dg")
 _TRAIN_ITER = re.compile(r"Iteration (\d+)(?: \([^)]*\))?, loss = ")
@@ -45,13 +46,6 @@ def train_outputs(text):
 
 class StudyError(RuntimeError):
     """A run failed or its inputs are missing; the message is one line."""
-
-
-def write_atomic(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def read_solver(path):

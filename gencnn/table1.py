@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from gencnn import config
+from gencnn.cli import write_atomic
 
 PAPER = {"DG": 1.03, "GG": 0.85, "GG+DG": 0.78}
 SWITCH_EPOCH = 16
@@ -115,7 +116,7 @@ class Table1(object):
         table = self.collect()
         curves = table.pop("curves")
         os.makedirs(results_dir, exist_ok=True)
-        _write(os.path.join(results_dir, "table1.json"), json.dumps(table, indent=1) + "\n")
+        write_atomic(os.path.join(results_dir, "table1.json"), json.dumps(table, indent=1) + "\n")
         runs = {}
         for name, stages in curves.items():
             runs[name] = stages
@@ -127,7 +128,7 @@ class Table1(object):
                     shutil.copyfile(src, os.path.join(keep, f))
         if runs:
             plot_table1(runs, os.path.join(results_dir, "table1_curves.png"))
-        _write(os.path.join(results_dir, "table1.md"), markdown(table))
+        write_atomic(os.path.join(results_dir, "table1.md"), markdown(table))
         return table
 
 
@@ -171,12 +172,6 @@ def _wall_seconds(run_dir):
     lines = [l for l in open(os.path.join(run_dir, "two_stage.log")) if l.strip()]
     stamp = lambda line: time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S"))  # noqa
     return stamp(lines[-1]) - stamp(lines[0])
-
-
-def _write(path, text):
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
 
 
 def mean_sd(values):

@@ -31,7 +31,7 @@ import numpy as np
 import caffe
 from caffe.proto import caffe_pb2
 from gencnn import solver_io
-from gencnn.cli import UserError
+from gencnn.cli import UserError, write_atomic
 from gencnn.lmdb_io import lmdb_count
 
 
@@ -136,10 +136,7 @@ class TwoStageRunner(object):
         return os.path.join(self.out_dir, *parts)
 
     def _write_json(self, name, obj):
-        tmp = self.path(name + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-        os.replace(tmp, self.path(name))
+        write_atomic(self.path(name), json.dumps(obj, indent=1, sort_keys=True))
 
     def log(self, message):
         line = "%s %s" % (time.strftime("%Y-%m-%d %H:%M:%S"), message)

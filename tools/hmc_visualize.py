@@ -36,7 +36,7 @@ import sys
 import time
 
 import _init_paths  # noqa: F401
-from gencnn import config
+from gencnn import cli, config
 
 os.environ.setdefault("MPLBACKEND", "Agg")          # no display needed
 os.environ.setdefault("GLOG_minloglevel", "2")      # quiet net construction
@@ -60,8 +60,8 @@ DEFAULT_MODEL = os.path.join(config.REPO_ROOT, "prototxt", "alexnet_deploy.proto
 ALEXNET_URL = "http://dl.caffe.berkeleyvision.org/bvlc_alexnet.caffemodel"
 
 
-class UsageError(Exception):
-    """Bad input: reported as one line on stderr, exit status 2."""
+# Bad input: reported by gencnn.cli.run as one line on stderr, exit status 2.
+UsageError = cli.UserError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -533,17 +533,9 @@ def run(args):
 
 
 def main(argv=None):
-    try:
-        args = parse_args(argv)
-        run(args)
-    except UsageError as err:
-        print("hmc_visualize.py: error: %s" % err, file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("hmc_visualize.py: interrupted", file=sys.stderr)
-        return 130
+    run(parse_args(argv))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))
