@@ -1,11 +1,23 @@
 """What every gencnn command-line tool shares: one-line errors, exit codes,
-and outputs that are never half-written."""
+option types, and outputs that are never half-written."""
+import argparse
+import binascii
+import errno
+import math
 import os
+import re
 import sys
 
 
 class UserError(Exception):
     """Bad input or environment: reported as one line, exit status 2."""
+
+
+class DataError(UserError, ValueError):
+    """Bad input data (an image list, an archive, a checksum); one line.
+
+    The one class the data modules (cifar10, imagenet) raise; a ValueError
+    too, as their two former copies were."""
 
 
 def run(main, argv=None):
@@ -25,10 +37,143 @@ def run(main, argv=None):
     return 0 if status is None else status
 
 
+# ---------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors go through run(): one `error:` line, exit 2
+    (argparse's own prints the usage too, a second line)."""
+
+    def error(self, message):
+        # "argument --seed: must be >= 0, got -1" -> "--seed must be >= 0, got -1"
+        match = re.match(r"argument (\S+?)(/\S+)?: (.*)$", message)
+        if match and not match.group(3).startswith(("invalid", "expected", "not allowed")):
+            message = "%s %s" % (match.group(1), match.group(3))
+        raise UserError(message)
+
+
+def _number(kind, text, test, what):
+    """An argparse type: `kind`(text), finite and passing `test`, else a
+    message saying what it must be."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be %s, got '%s'" % (what, text))
+    if (kind is float and not math.isfinite(value)) or not test(value):
+        raise argparse.ArgumentTypeError("must be %s, got %s" % (what, text))
+    return value
+
+
+def positive_int(text):
+    return _number(int, text, lambda v: v > 0, "a positive integer")
+
+
+def nonneg_int(text):
+    return _number(int, text, lambda v: v >= 0, "an integer >= 0")
+
+
+def seed(text):
+    """numpy's RandomState and Caffe take seeds in [0, 2^32)."""
+    return _number(int, text, lambda v: 0 <= v < 2 ** 32, "an integer in [0, 2^32)")
+
+
+def positive_float(text):
+    return _number(float, text, lambda v: v > 0, "a positive number")
+
+
+def nonneg_float(text):
+    return _number(float, text, lambda v: v >= 0, "a number >= 0")
+
+
+def finite_float(text):
+    return _number(float, text, lambda v: True, "a finite number")
+
+
+def open_fraction(text):
+    return _number(float, text, lambda v: 0 < v < 1, "a number in (0, 1)")
+
+
+# ---------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------
+
+def check_writable(path, folder=True):
+    """Raise UserError unless `path` (an output folder, or with folder=False
+    an output file) can be written: called before any work, so a bad --out
+    costs nothing. Creates nothing."""
+    what = "folder" if folder else "file"
+    if os.path.exists(path):
+        if folder != os.path.isdir(path):
+            raise UserError("%s exists and is not a %s" % (path, what))
+        if not os.access(path, os.W_OK | (os.X_OK if folder else 0)):
+            raise UserError("output %s %s is not writable" % (what, path))
+        if folder:
+            return
+    # The nearest existing folder above must let us create the rest.
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UserError("cannot create output %s %s: %s is a file" % (what, path, parent))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError("cannot create output %s %s: %s is not writable"
+                        % (what, path, parent))
+
+
+def temp_name(path):
+    """A fresh temporary name beside `path`: `path`.<pid>-<random>.tmp.
+
+    Unique per writer, so two processes writing the same output never share
+    a temporary (each renames its own complete copy; the last one stays).
+    The pid lets a later writer recognise the leftovers of a killed one."""
+    return "%s.%d-%s.tmp" % (path.rstrip("/"), os.getpid(),
+                             binascii.hexlify(os.urandom(4)).decode())
+
+
+def stale_temps(path):
+    """Temporaries of `path` left by writers that are no longer running on
+    this machine (killed mid-write); a live writer's are not listed."""
+    folder, base = os.path.split(os.path.abspath(path.rstrip("/")))
+    pattern = re.compile(re.escape(base) + r"\.(\d+)-[0-9a-f]{8}\.tmp$")
+    stale = []
+    for name in os.listdir(folder) if os.path.isdir(folder) else ():
+        match = pattern.match(name)
+        if match and not _running(int(match.group(1))):
+            stale.append(os.path.join(folder, name))
+    return stale
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError as err:
+        return err.errno != errno.ESRCH    # EPERM: running, someone else's
+    return True
+
+
 def write_atomic(path, text):
     """Write `text` to `path` through a temporary name and a rename, so the
     file is either complete or absent (never half-written after a kill)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    tmp = temp_name(path)
+    try:
+        # O_EXCL: the name is ours alone; mode 0666 lets the umask decide, as
+        # for a plain open() (mkstemp would leave the file 0600).
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_figure(fig, path, dpi=90):
+    """Save a matplotlib figure like write_atomic writes text: complete or absent."""
+    root, ext = os.path.splitext(path)
+    tmp = temp_name(root) + ext      # the extension picks the format
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

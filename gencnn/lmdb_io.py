@@ -1,11 +1,14 @@
 """Caffe Datum LMDBs: written atomically (temporary name, then rename)."""
+import errno
 import os
 import shutil
 
 import lmdb
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from caffe.proto import caffe_pb2
+from gencnn import cli
 
 
 def make_datum(image, label):
@@ -34,12 +37,16 @@ def datum_to_array(datum):
 def write_lmdb(path, examples, map_size=1 << 40, commit_every=1000):
     """Write (image, label) pairs to a new LMDB at `path`, keys '%08d'.
 
-    The LMDB is built under `path + '.tmp'` and renamed when complete, so an
-    interrupted run leaves no half-written database under the final name.
+    The LMDB is built under a temporary name of its own (cli.temp_name) and
+    renamed when complete, so an interrupted run leaves no half-written
+    database under the final name, and two concurrent writers of one `path`
+    both finish: each installs its own complete copy, the last one stays.
     Returns the number of entries written.
     """
-    tmp = path.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in cli.stale_temps(path):      # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = cli.temp_name(path)
+    os.mkdir(tmp)
     env = lmdb.open(tmp, map_size=map_size, subdir=True)
     count = 0
     try:
@@ -51,20 +58,50 @@ def write_lmdb(path, examples, map_size=1 << 40, commit_every=1000):
                 txn.commit()
                 txn = env.begin(write=True)
         txn.commit()
+        stored = env.stat()["entries"]
+        if stored != count:
+            raise cli.UserError("%s: stored %d of %d entries" % (path, stored, count))
+        env.close()
+        _install(tmp, path)
     except BaseException:
         env.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    env.close()
-    if os.path.exists(path):
-        shutil.rmtree(path)
-    os.rename(tmp, path)
     return count
+
+
+def _install(tmp, path):
+    """Rename the finished LMDB `tmp` to `path`. A folder already there (an
+    older LMDB, or a concurrent writer's just installed) is first renamed
+    aside and then deleted, so `path` never holds a mix of two."""
+    while True:
+        try:
+            os.rename(tmp, path)
+            return
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        old = cli.temp_name(path)
+        try:
+            os.rename(path, old)
+        except FileNotFoundError:      # another writer moved it first: retry
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _open(path):
+    """Read-only LMDB environment; an unreadable one is a UserError."""
+    if not os.path.isdir(path):
+        raise cli.UserError("LMDB %s not found" % path)
+    try:
+        return lmdb.open(path, readonly=True, lock=False, subdir=True)
+    except lmdb.Error as err:
+        raise cli.UserError("%s is not a readable LMDB: %s" % (path, str(err).splitlines()[0]))
 
 
 def lmdb_count(path):
     """Number of entries of an LMDB (without reading them)."""
-    env = lmdb.open(path, readonly=True, lock=False, subdir=True)
+    env = _open(path)
     try:
         return env.stat()["entries"]
     finally:
@@ -72,15 +109,35 @@ def lmdb_count(path):
 
 
 def read_lmdb(path, limit=None):
-    """Yield (image, label) in key order."""
-    env = lmdb.open(path, readonly=True, lock=False, subdir=True)
+    """Yield (image, label) in key order; a corrupt LMDB or an entry that is
+    not a Caffe Datum is a UserError (one line), not a traceback."""
+    env = _open(path)
     try:
         with env.begin() as txn:
-            for i, (_, value) in enumerate(txn.cursor()):
+            for i, (key, value) in enumerate(txn.cursor()):
                 if limit is not None and i >= limit:
                     break
-                datum = caffe_pb2.Datum()
-                datum.ParseFromString(value)
-                yield datum_to_array(datum)
+                yield _parse_datum(path, key, value)
+    except lmdb.Error as err:
+        raise cli.UserError("%s is not a readable LMDB: %s" % (path, str(err).splitlines()[0]))
     finally:
         env.close()
+
+
+def _parse_datum(path, key, value):
+    datum = caffe_pb2.Datum()
+    try:
+        datum.ParseFromString(value)
+        return datum_to_array(datum)
+    except (DecodeError, ValueError) as err:
+        raise cli.UserError("%s: entry %r is not a Caffe Datum (%s)"
+                            % (path, key.decode("ascii", "replace"), err))
+
+
+def shuffled_copy(source, path, seed):
+    """Write the entries of LMDB `source` to a new LMDB `path` in the random
+    order of `seed` (Caffe's Data layer reads in key order, so this is how a
+    seed changes the order of the training data)."""
+    entries = list(read_lmdb(source))
+    order = np.random.RandomState(seed).permutation(len(entries))
+    return write_lmdb(path, (entries[i] for i in order))

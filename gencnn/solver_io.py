@@ -2,6 +2,7 @@
 import os
 
 from google.protobuf import text_format
+from google.protobuf.message import DecodeError
 
 from caffe.proto import caffe_pb2
 from gencnn.cli import UserError, write_atomic
@@ -39,6 +40,123 @@ def read_net(path):
     return read_proto(path, caffe_pb2.NetParameter())
 
 
+# ---------------------------------------------------------------------------
+# Weights: checked before Caffe sees them
+# ---------------------------------------------------------------------------
+
+def check_weights(net, caffemodel_path):
+    """Raise UserError (one line) unless `caffemodel_path` holds weights of
+    the right shapes for every layer of `net` that has learned parameters.
+
+    `net` is a pycaffe caffe.Net, or a NetParameter or prototxt path, built
+    here as caffe.Net(..., caffe.TEST) to learn its blob shapes (that opens
+    a train/test net's TEST data source, so check the data first).
+
+    Caffe copies weights by layer name (Net::CopyTrainedLayersFrom): a layer
+    the file lacks silently keeps its random fillers, and a blob of another
+    shape, or a file that does not parse, aborts the process (exit 134).
+    Both become the one line naming the first missing or mismatched layer.
+    HDF5 weights (*.h5, which Caffe reads by their suffix) are not checked.
+    """
+    if caffemodel_path.endswith(".h5"):
+        return
+    stored = _stored_blobs(caffemodel_path)
+    expected = _net_blob_shapes(net)
+    for name, shapes in expected.items():
+        if not shapes and not stored.get(name):
+            continue                  # no parameters here and none given
+        if name not in stored:
+            raise UserError("%s: layer %s missing" % (caffemodel_path, name))
+        blobs = stored[name]
+        if len(blobs) != len(shapes):
+            raise UserError("%s: layer %s has %d blobs, the net expects %d"
+                            % (caffemodel_path, name, len(blobs), len(shapes)))
+        for i, (blob, shape) in enumerate(zip(blobs, shapes)):
+            if not _shape_equals(blob, shape):
+                raise UserError("%s: layer %s: blob %d has shape %s, the net expects %s"
+                                % (caffemodel_path, name, i, _fmt(_blob_shape(blob)),
+                                   _fmt(shape)))
+
+
+def load_weights(net, caffemodel_path):
+    """check_weights, then Caffe's own copy into the pycaffe net (what
+    caffe.Net(prototxt, phase, weights=...) does, without its abort)."""
+    check_weights(net, caffemodel_path)
+    net.copy_from(caffemodel_path)
+    return net
+
+
+def _stored_blobs(path):
+    """{layer name: [BlobProto]} of a binary caffemodel, in all three of
+    Caffe's layer formats (layer, V1 layers, V0 layers { layer })."""
+    if not os.path.isfile(path):
+        raise UserError("weights %s not found" % path)
+    model = caffe_pb2.NetParameter()
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        raise UserError("cannot read weights %s: %s" % (path, err.strerror))
+    try:
+        model.ParseFromString(data)
+    except DecodeError:
+        raise UserError("%s is not a Caffe model (it does not parse as a binary "
+                        "NetParameter)" % path)
+    stored = {layer.name: list(layer.blobs) for layer in model.layer}
+    for old in model.layers:
+        layer = old.layer if old.HasField("layer") else old
+        stored[layer.name] = list(layer.blobs)
+    if not any(stored.values()):
+        # Some bytes (even some text) parse as an empty NetParameter.
+        raise UserError("%s is not a Caffe model (no layer with weights)" % path)
+    return stored
+
+
+def _net_blob_shapes(net):
+    """{layer name: [shape tuple]} of every layer of a pycaffe net, [] for
+    layers without parameters, in the net's order."""
+    import caffe
+    if not isinstance(net, caffe.Net):
+        net = _build_net(net)
+    params = net.params
+    return {name: [tuple(b.data.shape) for b in params[name]] if name in params else []
+            for name in net._layer_names}
+
+
+def _build_net(net_param):
+    import tempfile
+    import caffe
+    from google.protobuf import text_format
+    if isinstance(net_param, str):
+        net_param = read_net(net_param)
+    fd, path = tempfile.mkstemp(suffix=".prototxt", prefix="gencnn_check_")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text_format.MessageToString(net_param))
+        return caffe.Net(path, caffe.TEST)
+    finally:
+        os.remove(path)
+
+
+def _blob_shape(blob):
+    if blob.HasField("shape"):
+        return tuple(blob.shape.dim)
+    return (blob.num, blob.channels, blob.height, blob.width)
+
+
+def _shape_equals(blob, shape):
+    """Caffe's Blob::ShapeEquals: a legacy 4-D blob (num, channels, height,
+    width) matches a shape of up to 4 axes padded with 1s on the left."""
+    if blob.HasField("num") or blob.HasField("channels") or blob.HasField("height") \
+            or blob.HasField("width"):
+        return len(shape) <= 4 and (1,) * (4 - len(shape)) + tuple(shape) == _blob_shape(blob)
+    return tuple(blob.shape.dim) == tuple(shape)
+
+
+def _fmt(shape):
+    return "x".join(str(d) for d in shape) or "scalar"
+
+
 def train_data_layer(net):
     """The TRAIN-phase Data layer of a NetParameter (source, batch size)."""
     for layer in net.layer:
@@ -68,3 +186,25 @@ def write_solver_variant(src, dest, **fields):
             setattr(solver, key, value)
     write_atomic(dest, str(solver))
     return dest
+
+
+def learning_rate(solver, it):
+    """The lr Caffe's SGDSolver uses at iteration `it` (sgd_solver.cpp,
+    GetLearningRate), for the policies our solvers use and Caffe's others."""
+    import math
+    policy, base = solver.lr_policy, solver.base_lr
+    if policy == "fixed":
+        return base
+    if policy == "step":
+        return base * solver.gamma ** (it // solver.stepsize)
+    if policy == "exp":
+        return base * solver.gamma ** it
+    if policy == "inv":
+        return base * (1.0 + solver.gamma * it) ** (-solver.power)
+    if policy == "multistep":
+        return base * solver.gamma ** sum(1 for v in solver.stepvalue if it >= v)
+    if policy == "poly":
+        return base * (1.0 - float(it) / solver.max_iter) ** solver.power
+    if policy == "sigmoid":
+        return base / (1.0 + math.exp(-solver.gamma * (it - solver.stepsize)))
+    raise UserError("unknown lr_policy %r" % policy)

@@ -50,16 +50,33 @@ def parse_switch(text):
     return kind, number
 
 
-class Stage(object):
-    """One solver of the schedule, with its net and data facts."""
+def keep_name(epoch):
+    """File name of the weights kept at `epoch` (--keep-epochs): epoch16.caffemodel."""
+    return "epoch%g.caffemodel" % epoch
 
-    def __init__(self, index, solver_path):
+
+class Stage(object):
+    """One solver of the schedule, with its net and data facts.
+
+    `train_lmdb` replaces the source of the net's TRAIN-phase Data layer (a
+    per-seed shuffled copy of the training set, so seeds also change the data
+    order); the edited net is written to `net_copy`, which the solver uses.
+    """
+
+    def __init__(self, index, solver_path, train_lmdb=None, net_copy=None):
         self.index = index
         self.solver_path = solver_path
         self.param = solver_io.read_solver(solver_path)
         self.net_path = solver_io.solver_net_path(self.param, os.getcwd())
         self.net = solver_io.read_net(self.net_path)
         data = solver_io.train_data_layer(self.net)
+        if train_lmdb:
+            data.data_param.source = os.path.abspath(train_lmdb)
+            self.net_text = "# %s with its TRAIN source set to %s by two_stage.py\n%s" % (
+                self.net_path, train_lmdb, self.net)
+            self.net_path = net_copy
+        else:
+            self.net_text = None
         self.source = data.data_param.source
         self.batch_size = data.data_param.batch_size
         if not os.path.isdir(self.source):
@@ -75,25 +92,40 @@ class Stage(object):
 
 class TwoStageRunner(object):
     def __init__(self, stage1, out_dir, stage2=None, switch=None, seed=None, weights=None,
-                 start_epoch=0.0, keep_epochs=(), checkpoint_every=100, progress=True):
-        self.stages = [Stage(1, stage1)]
+                 start_epoch=0.0, keep_epochs=(), checkpoint_every=100, progress=True,
+                 stop_epoch=None, train_lmdb=None):
         self.out_dir = os.path.abspath(out_dir)
+        self.train_lmdb = train_lmdb
+        self.stages = [self._stage(1, stage1)]
         self.seed = seed
         self.weights = weights
         self.start_epoch = float(start_epoch)
-        self.keep_epochs = set(int(e) for e in keep_epochs)
+        self.keep_epochs = sorted(set(float(e) for e in keep_epochs))
         self.checkpoint_every = int(checkpoint_every)
         self.progress = progress
         first = self.stages[0]
         self.epoch_iters = first.epoch_iters
         self.total_iters = first.param.max_iter     # the whole schedule
+        if stop_epoch is not None:
+            # Train only up to `stop_epoch` of the schedule (e.g. GG to the
+            # switch, to recreate its snapshot): the lr schedule is unchanged.
+            stop = self.epoch_end(stop_epoch)
+            if not 0 < stop <= self.total_iters:
+                raise UserError("--stop-epoch %g lies outside the %g epochs of %s" % (
+                    stop_epoch, self.total_iters / self.epoch_iters, stage1))
+            if stage2:
+                raise UserError("--stop-epoch is for one-solver runs (no --stage2)")
+            self.total_iters = stop
+        self.stop_epoch = stop_epoch
+        # Iterations whose weights are kept as epoch<E>.caffemodel.
+        self.keep_iters = {self.epoch_end(e): e for e in self.keep_epochs}
         self.switch = switch
         if weights and not os.path.isfile(weights):
             raise UserError("--weights %s does not exist" % weights)
         if self.checkpoint_every < 1:
             raise UserError("--checkpoint-every must be >= 1")
         if stage2:
-            self.stages.append(Stage(2, stage2))
+            self.stages.append(self._stage(2, stage2))
             self._check_stage2()
         elif switch:
             raise UserError("a switch needs --stage2")
@@ -120,6 +152,10 @@ class TwoStageRunner(object):
                             % (second.net_path, ", ".join("%s (%s)" % m for m in missing)))
         if second.batch_size != first.batch_size or second.source != first.source:
             raise UserError("stage 2 must train on the same data as stage 1")
+
+    def _stage(self, index, solver_path):
+        return Stage(index, solver_path, self.train_lmdb,
+                     os.path.join(self.out_dir, "stage%d_net.prototxt" % index))
 
     def switch_iter(self):
         kind, value = self.switch
@@ -151,6 +187,8 @@ class TwoStageRunner(object):
     def _make_solver(self, stage, stage_iters):
         param = caffe_pb2.SolverParameter()
         param.CopyFrom(stage.param)
+        if stage.net_text is not None:
+            write_atomic(stage.net_path, stage.net_text)
         param.net = stage.net_path
         param.max_iter = stage_iters
         # Testing and snapshots are driven from here: epochs are fractional.
@@ -200,7 +238,8 @@ class TwoStageRunner(object):
                 "switch": list(self.switch) if self.switch else None,
                 "start_epoch": self.start_epoch, "epoch_iters": self.epoch_iters,
                 "total_iters": self.total_iters, "train_size": self.stages[0].train_size,
-                "batch_size": self.stages[0].batch_size}
+                "batch_size": self.stages[0].batch_size, "stop_epoch": self.stop_epoch,
+                "train_lmdb": self.train_lmdb}
 
     def _checkpoint(self, solver, state, keep=False):
         solver.snapshot()
@@ -314,12 +353,14 @@ class TwoStageRunner(object):
                         state["switch_reason"] = "ess %.4f < %g at epoch %g" % (
                             record["train_ess"], self.switch[1], round(epoch, 3))
                 state["global_iter"] = global_iter
-                kept_epoch = at_epoch_end and int(round(epoch)) in self.keep_epochs
-                if it % self.checkpoint_every == 0 or at_epoch_end or last or switched:
+                kept_epoch = self.keep_iters.get(global_iter)
+                if it % self.checkpoint_every == 0 or at_epoch_end or last or switched \
+                        or kept_epoch is not None:
                     tsv.flush()
-                    model = self._checkpoint(solver, state, keep=kept_epoch or last or switched)
-                    if kept_epoch:
-                        self._keep_copy(model, "epoch%d.caffemodel" % int(round(epoch)))
+                    model = self._checkpoint(solver, state, keep=kept_epoch is not None
+                                             or last or switched)
+                    if kept_epoch is not None:
+                        self._keep_copy(model, keep_name(kept_epoch))
                 if switched:
                     break
         final_model = self.path("snapshots", "stage%d_iter_%d.caffemodel"

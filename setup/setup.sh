@@ -15,6 +15,13 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 python="${PYTHON:-python3}"
+# With HOME unset (some CI runners, `env -i`), fall back to the user's home
+# from the password database, then to /tmp.
+if [ -z "${HOME:-}" ]; then
+  HOME="$(getent passwd "$(id -u)" 2>/dev/null | cut -d: -f6)"
+  [ -n "$HOME" ] && [ -d "$HOME" ] || HOME="${TMPDIR:-/tmp}"
+  export HOME
+fi
 cache="${GENCNN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gencnn}"
 venv="$root/.venv"
 APT_PACKAGES="libprotobuf-dev protobuf-compiler libgoogle-glog-dev libgflags-dev libhdf5-dev
@@ -60,9 +67,10 @@ if [ -n "$own_caffe" ] && command -v dpkg-query >/dev/null; then
     if [ "$(id -u)" = 0 ]; then
       say "installing build dependencies with apt:$missing"
       export DEBIAN_FRONTEND=noninteractive
-      apt-get update -qq
-      apt-get install -y -qq --no-install-recommends $missing > "$cache.apt.log" 2>&1 \
-        || { mkdir -p "$cache"; die "apt-get install failed; see $cache.apt.log"; }
+      mkdir -p "$cache"
+      apt_log="$cache/apt.log"
+      { apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing; } \
+        > "$apt_log" 2>&1 || { tail -5 "$apt_log" >&2; die "apt-get install failed; see $apt_log"; }
     else
       echo "[setup] Caffe's build dependencies are missing. Install them, then rerun make setup:" >&2
       echo "  sudo apt-get install -y $APT_PACKAGES" >&2

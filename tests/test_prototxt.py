@@ -7,7 +7,7 @@ from google.protobuf import text_format
 
 import caffe
 from caffe.proto import caffe_pb2
-from gencnn import netgen
+from gencnn import netgen, solver_io
 from gencnn.config import REPO_ROOT
 
 
@@ -94,7 +94,11 @@ def test_imagenet_solvers_follow_the_paper(key):
     assert s.net == "prototxt/%s_train_test_dg.prototxt" % key
     assert s.base_lr == pytest.approx(0.003) and s.max_iter == 125114 == 350320 - 225206
     assert s.lr_policy == "step" and s.stepsize == 77849
-    for variant in ("dg", "gg", "gg_dg"):
+    s = solver_param("%s_gg_dg_aligned" % key)
+    # DG's decays at 233,547 and 311,396 are the two left after the switch
+    assert s.lr_policy == "multistep" and list(s.stepvalue) == [233547 - 225206,
+                                                                311396 - 225206]
+    for variant in ("dg", "gg", "gg_dg", "gg_dg_aligned"):
         assert not solver_param("%s_%s" % (key, variant)).HasField("random_seed")
 
 
@@ -107,19 +111,46 @@ def test_imagenet_data_layers(key):
     assert train.data_param.source == "data/ilsvrc12/ilsvrc12_train_lmdb"
     assert test.data_param.source == "data/ilsvrc12/ilsvrc12_val_lmdb"
     for layer, mirror in ((train, True), (test, False)):
-        assert layer.transform_param.crop_size == 227
+        assert layer.transform_param.crop_size == {"alexnet": 227, "zf": 224}[key]
         assert layer.transform_param.mirror == mirror
         assert layer.transform_param.mean_file == "data/ilsvrc12/imagenet_mean.binaryproto"
         assert layer.data_param.backend == caffe_pb2.DataParameter.LMDB
 
 
-def test_alexnet_matches_bvlc():
-    """Layer shapes and parameter count of BVLC's bvlc_alexnet (60,965,224)."""
-    net = caffe.Net(os.path.join(REPO_ROOT, "prototxt/alexnet_deploy.prototxt"), caffe.TEST)
+def blob_shapes(key):
+    net = caffe.Net(os.path.join(REPO_ROOT, "prototxt/%s_deploy.prototxt" % key), caffe.TEST)
     shapes = {name: blob.data.shape[1:] for name, blob in net.blobs.items()}
-    assert shapes["conv1"] == (96, 55, 55) and shapes["pool2"] == (256, 13, 13)
-    assert shapes["pool5"] == (256, 6, 6) and shapes["fc8"] == (1000,)
-    assert sum(p.data.size for ps in net.params.values() for p in ps) == 60965224
+    params = {name: [p.data.shape for p in ps] for name, ps in net.params.items()}
+    return shapes, params, sum(p.data.size for ps in net.params.values() for p in ps)
+
+
+# Every blob of the two ImageNet nets (deploy, batch 1), from pycaffe.
+IMAGENET_SHAPES = {
+    "alexnet": {"data": (3, 227, 227), "conv1": (96, 55, 55), "norm1": (96, 55, 55),
+                "pool1": (96, 27, 27), "conv2": (256, 27, 27), "norm2": (256, 27, 27),
+                "pool2": (256, 13, 13), "conv3": (384, 13, 13), "conv4": (384, 13, 13),
+                "conv5": (256, 13, 13), "pool5": (256, 6, 6), "fc6": (4096,),
+                "fc7": (4096,), "fc8": (1000,)},
+    # SPP-net's ZF-5 (Zeiler_conv5.prototxt) without the pyramid
+    "zf": {"data": (3, 224, 224), "conv1": (96, 110, 110), "norm1": (96, 110, 110),
+           "pool1": (96, 55, 55), "conv2": (256, 26, 26), "norm2": (256, 26, 26),
+           "pool2": (256, 13, 13), "conv3": (384, 13, 13), "conv4": (384, 13, 13),
+           "conv5": (256, 13, 13), "pool5": (256, 6, 6), "fc6": (4096,), "fc7": (4096,),
+           "fc8": (1000,)},
+}
+PARAM_COUNTS = {"alexnet": 60965224, "zf": 62357608}
+
+
+@pytest.mark.parametrize("key", ["alexnet", "zf"])
+def test_imagenet_blob_shapes_and_parameter_counts(key):
+    shapes, params, count = blob_shapes(key)
+    assert shapes == IMAGENET_SHAPES[key]
+    assert params["fc6"][0] == (4096, 9216)          # 6 x 6 x 256 inputs to fc6
+    assert count == PARAM_COUNTS[key]
+
+
+def test_alexnet_matches_bvlc():
+    """Fillers and layer settings of BVLC's bvlc_alexnet."""
     layers = {l.name: l for l in parse_net("prototxt/alexnet_deploy.prototxt").layer}
     for name, group, bias in (("conv1", 1, 0), ("conv2", 2, 0.1), ("conv3", 1, 0),
                               ("conv4", 2, 0.1), ("conv5", 2, 0.1)):
@@ -133,24 +164,113 @@ def test_alexnet_matches_bvlc():
     assert layers["drop6"].dropout_param.dropout_ratio == pytest.approx(0.5)
 
 
-def test_zf_shapes():
-    net = caffe.Net(os.path.join(REPO_ROOT, "prototxt/zf_deploy.prototxt"), caffe.TEST)
-    shapes = {name: blob.data.shape[1:] for name, blob in net.blobs.items()}
-    assert shapes["conv1"] == (96, 114, 114) and shapes["conv2"] == (256, 29, 29)
-    assert shapes["conv5"] == (256, 15, 15) and shapes["pool5"] == (256, 7, 7)
-    assert shapes["fc8"] == (1000,)
+def test_zf_matches_spp_net():
+    """conv1-fc8 of SPP-net's Zeiler_conv5.prototxt, field by field."""
+    layers = {l.name: l for l in parse_net("prototxt/zf_deploy.prototxt").layer}
+    convs = {"conv1": (96, 7, 2, 1, 0), "conv2": (256, 5, 2, 0, 1),
+             "conv3": (384, 3, 1, 1, 0), "conv4": (384, 3, 1, 1, 1),
+             "conv5": (256, 3, 1, 1, 1)}
+    for name, (out, kernel, stride, pad, bias) in convs.items():
+        conv = layers[name].convolution_param
+        assert conv.num_output == out and list(conv.kernel_size) == [kernel]
+        assert list(conv.stride or [1]) == [stride] and list(conv.pad or [0]) == [pad]
+        assert conv.group == 1
+        assert conv.weight_filler.type == "gaussian"
+        assert (conv.weight_filler.std, conv.bias_filler.value) == pytest.approx((0.01, bias))
+    for name in ("fc6", "fc7", "fc8"):
+        ip = layers[name].inner_product_param
+        assert (ip.weight_filler.std, ip.bias_filler.value) == pytest.approx((0.01, 1))
+    for name in list(convs) + ["fc6", "fc7", "fc8"]:
+        # blobs_lr 1 / 2 and no weight_decay fields (so decay 1 on both)
+        assert [(p.lr_mult, p.decay_mult) for p in layers[name].param] == [(1, 1), (2, 1)]
+    for name in ("norm1", "norm2"):
+        lrn = layers[name].lrn_param
+        assert (lrn.local_size, lrn.alpha, lrn.beta) == pytest.approx((3, 5e-5, 0.75))
+        assert lrn.norm_region == caffe_pb2.LRNParameter.WITHIN_CHANNEL
+    for name in ("pool1", "pool2", "pool5"):
+        pool = layers[name].pooling_param
+        assert (pool.pool, pool.kernel_size, pool.stride, pool.pad) == (
+            caffe_pb2.PoolingParameter.MAX, 3, 2, 0)
 
 
-def test_cifar10_solvers_scale_the_protocol():
-    dg, gg, gg_dg = (solver_param("cifar10_quick_%s" % v) for v in ("dg", "gg", "gg_dg"))
-    assert dg.max_iter == gg.max_iter == netgen.CIFAR10_MAX_ITER
-    assert netgen.CIFAR10_SWITCH_ITER == pytest.approx(dg.max_iter * 45 / 70.0, abs=0.5)
-    assert netgen.CIFAR10_SWITCH_ITER % gg.snapshot == 0
-    assert gg_dg.max_iter == dg.max_iter - netgen.CIFAR10_SWITCH_ITER
-    assert gg_dg.base_lr == pytest.approx(0.3 * dg.base_lr)
-    assert gg_dg.net.endswith("_dg.prototxt") and gg.net.endswith("_gg.prototxt")
-    for s in (dg, gg, gg_dg):             # the last test falls on max_iter
+def test_cifar10_solvers_follow_cifar10_quick():
+    """BVLC cifar10_quick: 4,000 iterations at 0.001, then 1,000 at 0.0001."""
+    dg, gg, gg_dg, aligned = (solver_param("cifar10_quick_%s" % v)
+                              for v in ("dg", "gg", "gg_dg", "gg_dg_aligned"))
+    for s in (dg, gg):
+        assert s.max_iter == 5000 and s.base_lr == pytest.approx(0.001)
+        assert [solver_io.learning_rate(s, it) for it in (0, 3999, 4000, 4999)] == \
+            pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
+        assert (s.momentum, s.weight_decay) == pytest.approx((0.9, 0.004))
+    assert netgen.CIFAR10_SWITCH_ITER == 3215 == int(np.ceil(5000 * 45 / 70.0))
+    for s in (gg_dg, aligned):
+        assert s.max_iter == 5000 - 3215 and s.base_lr == pytest.approx(0.0003)
+        assert s.net.endswith("_dg.prototxt") and gg.net.endswith("_gg.prototxt")
+    for s in (dg, gg, gg_dg, aligned):             # the last test falls on max_iter
         assert s.max_iter % s.test_interval == 0 and s.test_iter[0] * 100 == 10000
+
+
+@pytest.mark.parametrize("key", list(netgen.PROTOCOLS))
+def test_aligned_stage2_follows_dg_schedule(key):
+    """GG+DG(aligned) starts at 0.3 x DG's base_lr and then decays exactly as
+    DG does from the switch on (Caffe's lr formula at many iterations);
+    GG+DG(restart) is DG's solver with base_lr x0.3 and its own clock."""
+    protocol = netgen.PROTOCOLS[key]
+    s = protocol.switch_iter
+    dg = solver_param(protocol.solver_name("dg"))
+    aligned = solver_param(protocol.solver_name("gg_dg_aligned"))
+    restart = solver_param(protocol.solver_name("gg_dg"))
+    assert aligned.max_iter == restart.max_iter == dg.max_iter - s
+    lr = solver_io.learning_rate
+    assert lr(aligned, 0) == pytest.approx(0.3 * dg.base_lr, rel=1e-6)
+    for t in np.linspace(0, aligned.max_iter - 1, 41).astype(int):
+        assert lr(aligned, t) / lr(aligned, 0) == pytest.approx(lr(dg, s + t) / lr(dg, s),
+                                                                rel=1e-6), t
+        assert lr(restart, t) == pytest.approx(0.3 * lr(dg, t), rel=1e-6)
+    # both end at the same point of DG's decay
+    assert lr(aligned, aligned.max_iter) / lr(aligned, 0) == pytest.approx(
+        lr(dg, dg.max_iter) / lr(dg, s), rel=1e-6)
+
+
+@pytest.mark.parametrize("key", list(netgen.PROTOCOLS))
+def test_gg_solver_snapshots_at_the_switch(key):
+    """Plain `caffe train -solver <net>_gg.prototxt` saves the weights GG+DG
+    starts from."""
+    protocol = netgen.PROTOCOLS[key]
+    gg = solver_param(protocol.solver_name("gg"))
+    assert protocol.switch_iter % gg.snapshot == 0 and protocol.switch_iter < gg.max_iter
+    assert protocol.switch_iter == int(np.ceil(protocol.switch_epoch * protocol.epoch_iters
+                                               - 1e-9))
+
+
+def test_learning_rate_matches_caffe_log(tmp_path):
+    """solver_io.learning_rate against the lr Caffe itself logs ("lr = ")
+    for the inv and multistep schedules of the aligned solvers."""
+    import re
+    from conftest import run_caffe
+    net = tmp_path / "net.prototxt"
+    net.write_text('layer { name: "d" type: "DummyData" top: "x" top: "y" dummy_data_param {'
+                   ' shape { dim: 2 dim: 3 } shape { dim: 2 dim: 3 } } }\n'
+                   'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "z"'
+                   ' inner_product_param { num_output: 3 } }\n'
+                   'layer { name: "loss" type: "EuclideanLoss" bottom: "z" bottom: "y" top: "l" }\n')
+    for key in ("lenet", "cifar10_quick"):
+        solver = solver_param("%s_gg_dg_aligned" % key)
+        solver.net = str(net)
+        solver.ClearField("test_iter")
+        solver.test_interval = 0
+        solver.display = 1
+        solver.max_iter = min(solver.max_iter, 900)
+        solver.snapshot = 0
+        solver.snapshot_after_train = False
+        path = tmp_path / ("%s.prototxt" % key)
+        path.write_text(str(solver))
+        _, log = run_caffe(["train", "-solver", str(path)], cwd=str(tmp_path))
+        logged = {int(i): float(v) for i, v in
+                  re.findall(r"Iteration (\d+), lr = ([-+0-9.eE]+)", log)}
+        assert len(logged) > 800
+        for it, value in logged.items():
+            assert value == pytest.approx(solver_io.learning_rate(solver, it), rel=1e-5), it
 
 
 @pytest.mark.parametrize("rel", [r for r in netgen.all_files() if r.startswith("solvers/")])

@@ -40,8 +40,14 @@ def main(argv=None):
     parser.add_argument("--start-epoch", type=float, default=0.0,
                         help="epoch number the run starts at, for numbering (default %(default)s)")
     parser.add_argument("--keep-epochs", default="",
-                        help="comma-separated epochs whose snapshot to keep as "
-                             "epochN.caffemodel (e.g. 16)")
+                        help="comma-separated epochs (fractions allowed) whose weights to "
+                             "keep as epochE.caffemodel (e.g. 16)")
+    parser.add_argument("--stop-epoch", type=float,
+                        help="stop a one-solver run after this epoch of its schedule "
+                             "(e.g. GG up to the switch); the lr schedule is unchanged")
+    parser.add_argument("--train-lmdb",
+                        help="train on this LMDB instead of the nets' TRAIN source (e.g. a "
+                             "per-seed shuffled copy, so the seed changes the data order)")
     parser.add_argument("--checkpoint-every", type=int, default=100,
                         help="iterations between resumable checkpoints; a kill loses at most "
                              "this many minus one (default %(default)s)")
@@ -59,15 +65,18 @@ def main(argv=None):
     elif args.switch:
         switch = two_stage.parse_switch(args.switch)
     try:
-        keep = [int(e) for e in args.keep_epochs.split(",") if e.strip()]
+        keep = [float(e) for e in args.keep_epochs.split(",") if e.strip()]
     except ValueError:
-        raise cli.UserError("--keep-epochs must be integers, got %r" % args.keep_epochs)
+        raise cli.UserError("--keep-epochs must be numbers, got %r" % args.keep_epochs)
+    if args.train_lmdb and not os.path.isdir(args.train_lmdb):
+        raise cli.UserError("--train-lmdb %s is not an LMDB folder" % args.train_lmdb)
     import caffe
     caffe.set_mode_cpu()
     runner = two_stage.TwoStageRunner(
         args.stage1, args.out, stage2=args.stage2, switch=switch, seed=args.seed,
         weights=args.weights, start_epoch=args.start_epoch, keep_epochs=keep,
-        checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+        checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+        stop_epoch=args.stop_epoch, train_lmdb=args.train_lmdb)
     runner.run(resume=args.resume)
     return 0
 
