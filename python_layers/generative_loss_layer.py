@@ -38,6 +38,7 @@ Usage (prototxt):
     }
 """
 import json
+import sys
 
 import numpy as np
 
@@ -124,9 +125,23 @@ class GenerativeLossLayer(_Layer):
         if labels.count != scores.num:
             raise ValueError("GenerativeLossLayer: %d scores rows but %d labels"
                              % (scores.num, labels.count))
+        if scores.num == 1:
+            self._single_example()
         for k in range(len(top)):
             top[k].reshape()  # scalars, as Caffe's own loss layers
         self._grad = np.zeros((scores.num, scores.channels), dtype=np.float64)
+
+    def _single_example(self):
+        """A batch of one is its own reference q: loss 0 and gradient 0
+        whatever the scores. Training on it would silently learn nothing, so
+        TRAIN refuses; TEST (e.g. scoring one image at a time) warns once."""
+        message = ("GenerativeLossLayer: batch size 1: the batch is its own reference "
+                   "distribution, so loss and gradient are always 0")
+        if caffe is not None and getattr(self, "phase", None) == caffe.TRAIN:
+            raise ValueError(message + "; use a batch of at least 2 (the paper: 64)")
+        if not getattr(self, "_warned", False):
+            self._warned = True
+            print("warning: %s (TEST phase: reported as 0)" % message, file=sys.stderr)
 
     def forward(self, bottom, top):
         scores = bottom[0].data.reshape(bottom[0].num, -1)

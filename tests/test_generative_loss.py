@@ -101,7 +101,8 @@ def test_ess_extremes():
 
 
 # ---------------------------------------------------------------- pycaffe
-def layer_net(tmp_path, n, c, score_shape=None, n_labels=None, ess_top=True):
+def layer_net(tmp_path, n, c, score_shape=None, n_labels=None, ess_top=True,
+              phase=caffe.TRAIN):
     score_shape = score_shape or (n, c)
     dims = lambda shape: " ".join("dim: %d" % d for d in shape)  # noqa: E731
     tops = 'top: "loss" top: "ess" loss_weight: 1 loss_weight: 0' if ess_top \
@@ -116,7 +117,7 @@ def layer_net(tmp_path, n, c, score_shape=None, n_labels=None, ess_top=True):
         """) % (dims(score_shape), dims((n_labels or n,)), tops)
     path = tmp_path / "net.prototxt"
     path.write_text(text)
-    return caffe.Net(str(path), caffe.TRAIN)
+    return caffe.Net(str(path), phase)
 
 
 @pytest.mark.parametrize("shape4d", [False, True])
@@ -171,6 +172,21 @@ def test_bad_labels_fail_at_forward(tmp_path, bad_label, message):
 def test_mismatched_batch_fails_at_reshape(tmp_path):
     with pytest.raises(Exception, match="4 scores rows but 3 labels"):
         layer_net(tmp_path, 4, 5, n_labels=3)
+
+
+def test_batch_of_one_is_refused_in_train_and_warned_once_in_test(tmp_path, capfd):
+    """A batch of one is its own reference: loss and gradient 0, silently."""
+    with pytest.raises(Exception, match="batch size 1.*use a batch of at least 2"):
+        layer_net(tmp_path, 1, 5)
+    net = layer_net(tmp_path, 1, 5, phase=caffe.TEST)
+    net.blobs["scores"].data[...] = [[0.3, -2.0, 5.0, 1.0, 0.0]]
+    net.blobs["label"].data[...] = [2]
+    for _ in range(3):
+        net.reshape()
+        assert net.forward()["loss"] == 0.0
+    warnings = [line for line in capfd.readouterr().err.splitlines() if "batch size 1" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning:")
+    layer_net(tmp_path, 2, 5)                  # two examples are fine
 
 
 def test_param_str_is_validated(tmp_path):
