@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # make setup: everything gencnn needs, idempotent (a second run takes seconds).
 #
-#  1. Caffe: use the user's own if CAFFE_ROOT is set, or if `caffe` is on PATH
-#     and `import caffe` works; otherwise build the pinned sdist once into
-#     $GENCNN_CACHE (default ~/.cache/gencnn) under a key made of the Caffe
-#     version, the hash of our patch/build files and the Python version.
+#  1. Caffe: use the user's own if CAFFE_ROOT is set (recorded in the
+#     git-ignored .caffe_root, so later runs keep using it; CAFFE_ROOT= set
+#     but empty forgets it), or if `caffe` is on PATH and `import caffe`
+#     works; otherwise build the pinned sdist once into $GENCNN_CACHE (default
+#     ~/.cache/gencnn) under a key made of the Caffe version, the hash of our
+#     patch/build files and the Python version.
 #  2. Debian build dependencies (only when building): apt-get as root, else
 #     print the exact apt line and exit non-zero.
 #  3. The project's virtual environment .venv with requirements.txt.
@@ -36,26 +38,52 @@ command -v "$python" >/dev/null || die "no '$python' found; set PYTHON=/path/to/
 pyver="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 
 # ---- 1. which Caffe --------------------------------------------------------
+# The user's own Caffe is sticky: CAFFE_ROOT=DIR is recorded in .caffe_root and
+# used by every later run (make test and make demo rerun make setup) until
+# CAFFE_ROOT is given again: a new DIR switches, an empty one
+# (`make setup CAFFE_ROOT=`) forgets it and goes back to the default choice.
+recorded="$root/.caffe_root"
+caffe_root="" origin="" caffe_from=CAFFE_ROOT
+if [ -n "${CAFFE_ROOT+set}" ]; then
+  if [ -n "$CAFFE_ROOT" ]; then
+    caffe_root="$(cd "$CAFFE_ROOT" 2>/dev/null && pwd)" || die "CAFFE_ROOT=$CAFFE_ROOT is not a folder"
+    origin="CAFFE_ROOT=$caffe_root"
+  elif [ -f "$recorded" ]; then
+    rm -f "$recorded"
+    say "CAFFE_ROOT is empty: forgot the recorded Caffe; back to the default choice"
+  fi
+elif [ -f "$recorded" ]; then
+  caffe_root="$(cat "$recorded")"
+  origin="CAFFE_ROOT=$caffe_root recorded in .caffe_root by an earlier 'make setup CAFFE_ROOT=...'"
+fi
 caffe_bin="" pycaffe=""
-if [ -n "${CAFFE_ROOT:-}" ]; then
-  for d in "$CAFFE_ROOT/build/tools" "$CAFFE_ROOT/build/install/bin" "$CAFFE_ROOT/bin"; do
+if [ -n "$caffe_root" ]; then
+  for d in "$caffe_root/build/tools" "$caffe_root/build/install/bin" "$caffe_root/bin"; do
     if [ -x "$d/caffe" ]; then caffe_bin="$d"; break; fi
   done
-  for d in "$CAFFE_ROOT/python" "$CAFFE_ROOT/build/install/python"; do
+  for d in "$caffe_root/python" "$caffe_root/build/install/python"; do
     if [ -f "$d/caffe/__init__.py" ]; then pycaffe="$d"; break; fi
   done
-  [ -n "$caffe_bin" ] || die "CAFFE_ROOT=$CAFFE_ROOT has no build/tools/caffe or bin/caffe"
-  [ -n "$pycaffe" ] || die "CAFFE_ROOT=$CAFFE_ROOT has no python/caffe"
-  say "using your Caffe from CAFFE_ROOT=$CAFFE_ROOT"
+  reset="(make setup CAFFE_ROOT=DIR to use another Caffe, make setup CAFFE_ROOT= for the default)"
+  [ -n "$caffe_bin" ] || die "$origin: no build/tools/caffe or bin/caffe there $reset"
+  [ -n "$pycaffe" ] || die "$origin: no python/caffe there $reset"
+  if [ "$(cat "$recorded" 2>/dev/null)" != "$caffe_root" ]; then
+    echo "$caffe_root" > "$recorded.tmp" && mv "$recorded.tmp" "$recorded"
+  fi
+  say "using your Caffe: $origin"
+  say "  (kept for later runs; 'make setup CAFFE_ROOT=' goes back to the default)"
 elif command -v caffe >/dev/null && [[ "$(command -v caffe)" != "$cache"/* ]] \
+     && ! { [ "${GENCNN_CAFFE_FROM:-}" = CAFFE_ROOT ] && [ "$(command -v caffe)" = "${CAFFE_BIN:-}/caffe" ]; } \
      && "$python" -c "import caffe" >/dev/null 2>&1; then
-  # (a caffe under $cache is our own build, reached through a sourced env.sh)
+  # (a caffe under $cache is our own build, and one that a sourced env.sh put
+  # on PATH from a forgotten CAFFE_ROOT is not "installed": both are skipped)
   caffe_bin="$(dirname "$(command -v caffe)")"
   pycaffe="$(dirname "$(dirname "$("$python" -c 'import caffe; print(caffe.__file__)')")")"
+  caffe_from=PATH
   say "using the Caffe already installed ($caffe_bin/caffe, pycaffe in $pycaffe)"
 fi
 own_caffe=""
-[ -n "$caffe_bin" ] || own_caffe=1
+if [ -z "$caffe_bin" ]; then own_caffe=1 caffe_from=build; fi
 
 # ---- 2. Debian packages (only needed to build Caffe) -----------------------
 if [ -n "$own_caffe" ] && command -v dpkg-query >/dev/null; then
@@ -121,6 +149,7 @@ cat > "$tmp" <<ENV
 export GENCNN_ROOT="$root"
 export CAFFE_BIN="$caffe_bin"
 export PYCAFFE="$pycaffe"
+export GENCNN_CAFFE_FROM="$caffe_from"   # CAFFE_ROOT (.caffe_root), PATH or build (ours)
 . "$venv/bin/activate"
 export PATH="\$CAFFE_BIN:\$PATH"
 # The caffe binary embeds Python for Python layers: it needs pycaffe, our

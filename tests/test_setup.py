@@ -1,5 +1,5 @@
 """make setup (setup/setup.sh): shellcheck-clean; works without ~/.cache and
-with HOME unset.
+with HOME unset; the user's own Caffe (CAFFE_ROOT) is sticky until reset.
 
 setup.sh runs in a sandbox copy of the project (setup/, Makefile,
 requirements.txt, with python_layers/ and .venv linked to the real ones), so
@@ -168,3 +168,60 @@ def test_home_unset_real_setup(sandbox):
     assert "[setup] ready: caffe version" in proc.stdout, proc.stdout
     assert "building Caffe" not in proc.stdout
     assert read_env_sh(sandbox)["CAFFE_BIN"] == os.path.join(prefix, "bin")
+
+
+@pytest.fixture
+def own_caffe(tmp_path):
+    """A CAFFE_ROOT laid out like a BVLC source build, linked to the real Caffe."""
+    bin_dir, pycaffe = os.environ.get("CAFFE_BIN"), os.environ.get("PYCAFFE")
+    if not bin_dir or not pycaffe:
+        pytest.skip("needs env.sh's CAFFE_BIN and PYCAFFE")
+    root = tmp_path / "my caffe"   # a space, to check the quoting
+    (root / "build" / "tools").mkdir(parents=True)
+    (root / "python").mkdir()
+    os.symlink(os.path.join(bin_dir, "caffe"), str(root / "build" / "tools" / "caffe"))
+    os.symlink(os.path.join(pycaffe, "caffe"), str(root / "python" / "caffe"))
+    return root
+
+
+def test_own_caffe_is_sticky(sandbox, own_caffe):
+    cache, prefix = our_build()
+    env = clean_env(GENCNN_CACHE=cache)
+    mine = str(own_caffe / "build" / "tools")
+
+    proc = run_setup(sandbox, dict(env, CAFFE_ROOT=str(own_caffe)))
+    assert proc.returncode == 0, proc.stdout
+    assert read_env_sh(sandbox)["CAFFE_BIN"] == mine
+    assert (sandbox / ".caffe_root").read_text().strip() == str(own_caffe)
+
+    # make test / make demo rerun make setup without CAFFE_ROOT: still mine
+    proc = run_setup(sandbox, env, make_args=[])
+    assert proc.returncode == 0, proc.stdout
+    assert ".caffe_root" in proc.stdout, proc.stdout
+    assert read_env_sh(sandbox)["CAFFE_BIN"] == mine
+    assert read_env_sh(sandbox)["GENCNN_CAFFE_FROM"] == "CAFFE_ROOT"
+
+    # `make setup CAFFE_ROOT=` goes back to the default (our build), even from
+    # a shell that still has the old env.sh sourced (mine first on PATH)
+    stale = dict(env, PATH=mine + os.pathsep + env["PATH"], CAFFE_BIN=mine,
+                 GENCNN_CAFFE_FROM="CAFFE_ROOT", PYTHONPATH=str(own_caffe / "python"))
+    proc = run_setup(sandbox, stale, make_args=["CAFFE_ROOT="])
+    assert proc.returncode == 0, proc.stdout
+    assert "forgot the recorded Caffe" in proc.stdout, proc.stdout
+    assert not (sandbox / ".caffe_root").exists()
+    assert read_env_sh(sandbox)["CAFFE_BIN"] == os.path.join(prefix, "bin")
+    proc = run_setup(sandbox, stale, make_args=[])
+    assert proc.returncode == 0, proc.stdout
+    assert read_env_sh(sandbox)["CAFFE_BIN"] == os.path.join(prefix, "bin")
+
+
+def test_recorded_caffe_gone(sandbox, own_caffe):
+    env = clean_env()
+    proc = run_setup(sandbox, dict(env, CAFFE_ROOT=str(own_caffe)))
+    assert proc.returncode == 0, proc.stdout
+    shutil.rmtree(str(own_caffe))
+    proc = run_setup(sandbox, env)
+    assert proc.returncode != 0
+    assert "recorded in .caffe_root" in proc.stdout, proc.stdout
+    assert "make setup CAFFE_ROOT=" in proc.stdout, proc.stdout
+    assert "Traceback" not in proc.stdout
