@@ -162,6 +162,10 @@ def wall_seconds(log_path, max_gap=600):
 
 
 # -------------------------------------------------------------------- runs
+def switch_epoch(protocol):
+    return protocol.switch_iter / float(protocol.epoch_iters)
+
+
 class Run(object):
     """One two_stage.py run of the study (an arm and a seed, or GG to the switch)."""
 
@@ -180,16 +184,19 @@ class Run(object):
         return not ARMS[self.arm][1] or os.path.exists(self.runner.switch_weights(self.seed))
 
     def command(self):
-        spec, protocol = self.runner.spec, self.runner.spec.protocol
+        spec = self.runner.spec
+        # The switch as an epoch that lands exactly on the switch iteration, so
+        # GG+DG's epochs line up with DG's (3215 / 500 = 6.43, not 45/70 x 10).
+        switch = "%r" % switch_epoch(spec.protocol)
         args = ["--stage1", spec.solver_path(self.arm), "--seed", str(self.seed),
                 "--out", self.work, "--no-progress"]
         if self.arm == "gg":
-            args += ["--keep-epochs", "%r" % protocol.switch_epoch]
+            args += ["--keep-epochs", switch]
         if self.to_switch:
-            args += ["--stop-epoch", "%r" % protocol.switch_epoch]
+            args += ["--stop-epoch", switch]
         if ARMS[self.arm][1]:
             args += ["--weights", self.runner.switch_weights(self.seed),
-                     "--start-epoch", "%r" % protocol.switch_epoch]
+                     "--start-epoch", switch]
         if spec.shuffle_per_seed:
             args += ["--train-lmdb", self.runner.shuffled_lmdb(self.seed)]
         if os.path.exists(os.path.join(self.work, "state.json")):
@@ -242,7 +249,7 @@ class Runner(object):
     def switch_weights(self, seed):
         """GG's weights at the switch: from its full run, or a run to the switch."""
         from gencnn.two_stage import keep_name
-        name = keep_name(self.spec.protocol.switch_epoch)
+        name = keep_name(switch_epoch(self.spec.protocol))
         for run in ("gg_seed%d" % seed, "gg_to_switch_seed%d" % seed):
             path = os.path.join(self.work_dir, run, name)
             if os.path.exists(path):
