@@ -1,0 +1,313 @@
+"""SynthesisLossLayer (section 5's synthesized-image gradient) and
+tools/generative_learning.py on a 2,000-image MNIST subset, real Caffe."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import caffe
+from gencnn import netgen
+from gencnn.config import REPO_ROOT
+from synthesis_loss_layer import parse_params, synthesis_loss
+
+caffe.set_mode_cpu()
+TOOLS = os.path.join(REPO_ROOT, "tools")
+ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+
+
+def reference(scores, labels, observed, alpha):
+    """Independent float64 loop over rows, straight from the docstring's equation."""
+    scores = np.asarray(scores, np.float64)
+    total = scores.shape[0]
+    m = total - observed
+    loss, grad = 0.0, np.zeros_like(scores)
+    f_obs, f_syn = [], []
+    for j in range(total):
+        c = int(labels[j])
+        f = scores[j, c]
+        if j < observed:
+            loss -= f / observed
+            grad[j, c] -= 1.0 / observed
+            f_obs.append(f)
+        else:
+            loss += f / m
+            grad[j, c] += 1.0 / m
+            f_syn.append(f)
+        loss += alpha * f * f / total
+        grad[j, c] += 2.0 * alpha * f / total
+    return loss, grad, np.mean(f_obs) - np.mean(f_syn)
+
+
+def numeric_grad(scores, labels, observed, alpha, eps=1e-5):
+    grad = np.zeros_like(scores)
+    for idx in np.ndindex(*scores.shape):
+        up, down = scores.copy(), scores.copy()
+        up[idx] += eps
+        down[idx] -= eps
+        grad[idx] = (synthesis_loss(up, labels, observed, alpha)[0]
+                     - synthesis_loss(down, labels, observed, alpha)[0]) / (2 * eps)
+    return grad
+
+
+CASES = {
+    # name: (N observed, M synthesized, C, alpha)
+    "balanced": (6, 6, 5, 0.01),
+    "more_synthesized": (3, 7, 4, 0.1),
+    "no_penalty": (5, 2, 6, 0.0),
+    "one_each": (1, 1, 3, 1.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_gradient_matches_finite_differences_and_reference(name):
+    n, m, c, alpha = CASES[name]
+    rng = np.random.RandomState(len(name))
+    scores = rng.randn(n + m, c) * 3.0
+    labels = rng.randint(0, c, n + m)
+    loss, grad, gap = synthesis_loss(scores, labels, n, alpha)
+    ref_loss, ref_grad, ref_gap = reference(scores, labels, n, alpha)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(gap, ref_gap, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad, numeric_grad(scores, labels, n, alpha),
+                               rtol=1e-6, atol=1e-8)
+    # Only each row's own class gets a gradient.
+    mask = np.zeros_like(grad, dtype=bool)
+    mask[np.arange(n + m), labels] = True
+    assert np.all(grad[~mask] == 0)
+
+
+def test_without_penalty_the_gradient_is_the_likelihood_estimate():
+    """alpha 0: -1/N on each observed row's class, +1/M on each synthesized
+    row's, whatever the scores (the estimate of -dlog p/df of section 5)."""
+    scores = np.random.RandomState(0).randn(5, 3) * 100
+    labels = [0, 1, 2, 0, 1]
+    _, grad, _ = synthesis_loss(scores, labels, 2, 0.0)
+    expected = np.zeros((5, 3))
+    expected[[0, 1], [0, 1]] = -0.5
+    expected[[2, 3, 4], [2, 0, 1]] = 1.0 / 3
+    np.testing.assert_array_equal(grad, expected)
+
+
+def test_penalty_caps_the_gap():
+    """The minimum over a data score a and a sample score b of
+    -a + b + alpha (a^2 + b^2) / 2 (one row each) is at a = -b = 1/alpha."""
+    alpha = 0.01
+    a = 1.0 / alpha
+    _, grad, gap = synthesis_loss([[a], [-a]], [0, 0], 1, alpha)
+    np.testing.assert_allclose(grad, 0.0, atol=1e-12)
+    assert gap == pytest.approx(2 * a)
+
+
+def test_huge_scores_stay_finite():
+    scores = np.random.RandomState(1).choice([-1e6, 1e6], size=(8, 10))
+    loss, grad, gap = synthesis_loss(scores, np.arange(8) % 10, 4, 1e-3)
+    assert np.isfinite(loss) and np.all(np.isfinite(grad)) and np.isfinite(gap)
+
+
+@pytest.mark.parametrize("param_str, message", [
+    ("", "needs \"observed\""), ('{"observed": 0}', "needs \"observed\""),
+    ('{"observed": 2.5}', "needs \"observed\""), ('{"observed": 4, "alpha": -1}', "alpha"),
+    ('{"observed": 4, "beta": 1}', "unknown param_str key"), ("{observed: 4}", "not JSON"),
+    ("[4]", "JSON object")])
+def test_param_str_is_validated(param_str, message):
+    with pytest.raises(ValueError, match=message):
+        parse_params(param_str)
+    assert parse_params('{"observed": 4}') == (4, 0.001)
+
+
+# ---------------------------------------------------------------- pycaffe
+def layer_net(tmp_path, total, c, param_str, shape4d=False, n_labels=None):
+    score_shape = (total, c, 1, 1) if shape4d else (total, c)
+    dims = lambda shape: " ".join("dim: %d" % d for d in shape)  # noqa: E731
+    text = textwrap.dedent("""\
+        name: "synthesis_loss_check"
+        force_backward: true
+        layer { name: "scores" type: "Input" top: "scores" input_param { shape { %s } } }
+        layer { name: "label" type: "Input" top: "label" input_param { shape { %s } } }
+        layer { name: "loss" type: "Python" bottom: "scores" bottom: "label"
+          top: "loss" top: "gap" loss_weight: 2 loss_weight: 0
+          python_param { module: "synthesis_loss_layer" layer: "SynthesisLossLayer"
+                         param_str: '%s' } }
+        """) % (dims(score_shape), dims((n_labels or total,)), param_str)
+    path = tmp_path / "net.prototxt"
+    path.write_text(text)
+    return caffe.Net(str(path), caffe.TRAIN)
+
+
+@pytest.mark.parametrize("shape4d", [False, True])
+def test_pycaffe_layer_forward_backward(tmp_path, shape4d):
+    n, m, c, alpha = 5, 7, 10, 0.05
+    net = layer_net(tmp_path, n + m, c, '{"observed": %d, "alpha": %g}' % (n, alpha), shape4d)
+    rng = np.random.RandomState(3)
+    scores = rng.randn(n + m, c).astype(np.float32)
+    labels = rng.randint(0, c, n + m)
+    net.blobs["scores"].data[...] = scores.reshape(net.blobs["scores"].data.shape)
+    net.blobs["label"].data[...] = labels
+    out = net.forward()
+    net.backward()
+    ref_loss, ref_grad, ref_gap = reference(scores.astype(np.float64), labels, n, alpha)
+    assert out["loss"] == pytest.approx(ref_loss, rel=1e-5, abs=1e-6)
+    assert out["gap"] == pytest.approx(ref_gap, rel=1e-5)
+    # loss_weight 2 scales the propagated gradient.
+    np.testing.assert_allclose(net.blobs["scores"].diff.reshape(n + m, c), 2 * ref_grad,
+                               rtol=1e-5, atol=1e-7)
+    assert np.all(net.blobs["label"].diff == 0)
+
+
+def test_pycaffe_float32_finite_differences(tmp_path):
+    n, m, c = 3, 4, 4
+    net = layer_net(tmp_path, n + m, c, '{"observed": %d, "alpha": 0.2}' % n)
+    scores = np.random.RandomState(4).randn(n + m, c).astype(np.float32)
+    net.blobs["label"].data[...] = [0, 1, 2, 3, 3, 1, 0]
+
+    def loss_at(s):
+        net.blobs["scores"].data[...] = s
+        return 2 * float(net.forward()["loss"])
+
+    loss_at(scores)
+    net.backward()
+    analytic = net.blobs["scores"].diff.copy()
+    eps = 1e-2
+    for idx in np.ndindex(n + m, c):
+        up, down = scores.copy(), scores.copy()
+        up[idx] += eps
+        down[idx] -= eps
+        assert (loss_at(up) - loss_at(down)) / (2 * eps) == pytest.approx(analytic[idx],
+                                                                         abs=5e-4)
+
+
+def test_layer_refuses_bad_shapes_and_labels(tmp_path):
+    with pytest.raises(Exception, match="leaves no synthesized rows"):
+        layer_net(tmp_path, 4, 3, '{"observed": 4}')
+    with pytest.raises(Exception, match="4 scores rows but 3 labels"):
+        layer_net(tmp_path, 4, 3, '{"observed": 2}', n_labels=3)
+    net = layer_net(tmp_path, 4, 3, '{"observed": 2}')
+    net.blobs["label"].data[...] = [0, 1, 3, 2]
+    with pytest.raises(Exception, match="out of range"):
+        net.forward()
+
+
+# ----------------------------------------------------------------- netgen
+def test_synthesis_net_is_lenet_with_the_synthesis_losses():
+    text = netgen.synthesis_net(synthesized=32, alpha=0.01, dg_weight=0.5)
+    assert netgen.LENET_BODY in text
+    assert 'param_str: \'{"observed": 64, "alpha": 0.01}\'' in text
+    assert "dim: 32 dim: 1 dim: 28 dim: 28" in text and "slice_point: 64" in text
+    assert "loss_weight: 0.5" in text
+    no_dg = netgen.synthesis_net(dg_weight=0)
+    assert "slice_scores" not in no_dg and "observed_scores" not in no_dg
+    assert no_dg.count("type: \"SoftmaxWithLoss\"") == 1         # the TEST phase's
+
+
+# ------------------------------------------------------------------- tool
+def tool(*args, check=True):
+    proc = subprocess.run([sys.executable, os.path.join(TOOLS, "generative_learning.py")]
+                          + list(map(str, args)), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, env=ENV,
+                          cwd=REPO_ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError("failed (%d): %s" % (proc.returncode, proc.stderr[-3000:]))
+    return proc
+
+
+def one_line_error(proc):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def subset(tmp_path_factory, shared_dir):
+    out = tmp_path_factory.mktemp("mnist")
+    subprocess.run([sys.executable, os.path.join(TOOLS, "get_mnist.py"), "--from",
+                    os.path.join(shared_dir, "data", "mnist"), "--out", str(out),
+                    "--train-limit", "2000", "--test-limit", "500"], check=True,
+                   stdout=subprocess.PIPE, env=ENV)
+    return out
+
+
+# A tiny but complete configuration: 2,000 images = 31.25 iterations per epoch.
+SMALL = ["--synthesized", 8, "--buffer-size", 20, "--mcmc-iters", 2, "--reference-count", 200,
+         "--no-progress"]
+
+
+def small_args(subset, out, *extra):
+    return ["--out", out, "--train-lmdb", subset / "mnist_train_lmdb", "--test-lmdb",
+            subset / "mnist_test_lmdb"] + SMALL + list(extra)
+
+
+def test_tool_trains_logs_and_resumes_bit_identically(subset, tmp_path):
+    straight = tmp_path / "straight"
+    tool(*small_args(subset, straight, "--epochs", 1, "--seed", 3, "--checkpoint-every", 5))
+    history = json.load(open(straight / "history.json"))
+    assert [r["iter"] for r in history["epochs"]] == [32]
+    record = history["epochs"][0]
+    for key in ("test_error_pct", "energy_gap", "acceptance", "step_size",
+                "divergent_trajectories"):
+        assert np.isfinite(record[key]), key
+    assert 0 < record["acceptance"] <= 1
+    rows = np.loadtxt(straight / "iterations.tsv")
+    assert rows.shape == (32, 12) and list(rows[:, 0]) == list(range(1, 33))
+    for name in ("curves.png", "final.caffemodel", "chains.npz", "net.prototxt"):
+        assert os.path.exists(straight / name), name
+    assert np.load(straight / "chains.npz")["images"].shape == (10, 20, 1, 28, 28)
+
+    # kill -9 after a checkpoint, then --resume: the same final weights and chains.
+    killed = tmp_path / "killed"
+    args = [sys.executable, os.path.join(TOOLS, "generative_learning.py")] + list(map(str, (
+        small_args(subset, killed, "--epochs", 1, "--seed", 3, "--checkpoint-every", 5))))
+    proc = subprocess.Popen(args, cwd=REPO_ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            state = json.load(open(killed / "state.json"))
+        except (OSError, ValueError):
+            state = {}
+        if (state.get("checkpoint") or {}).get("iter", 0) >= 10:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = json.load(open(killed / "state.json"))
+    assert not state["done"] and state["checkpoint"]["iter"] < 32
+    tool(*small_args(subset, killed, "--epochs", 1, "--seed", 3, "--checkpoint-every", 5,
+                     "--resume"))
+    assert open(killed / "final.caffemodel", "rb").read() == \
+        open(straight / "final.caffemodel", "rb").read()
+    np.testing.assert_array_equal(np.load(killed / "chains.npz")["images"],
+                                  np.load(straight / "chains.npz")["images"])
+    np.testing.assert_array_equal(np.loadtxt(killed / "iterations.tsv")[:, :10], rows[:, :10])
+
+
+def test_divergence_stops_with_one_line_and_keeps_the_checkpoint(subset, tmp_path):
+    out = tmp_path / "run"
+    proc = tool(*small_args(subset, out, "--epochs", 1, "--checkpoint-every", 2,
+                            "--max-abs-score", 3, "--base-lr", 0.05, "--alpha", 0,
+                            "--clip-gradients", 0), check=False)
+    line = one_line_error(proc)
+    assert "diverged at iteration" in line and "last good checkpoint" in line
+    state = json.load(open(out / "state.json"))
+    assert state["diverged"]["iter"] > 0 and not state["done"]
+    if state["checkpoint"]:
+        assert state["checkpoint"]["iter"] < state["diverged"]["iter"]
+        assert os.path.exists(state["checkpoint"]["caffemodel"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--restart-prob", 2], "restart-prob must be in"),
+    (["--mcmc-iters", 0], "--mcmc-iters must be a positive integer"),
+    (["--step-size", 1.0], "step-size 1.0 must lie in"),
+    (["--resume"], "nothing to resume"),
+])
+def test_bad_input_is_one_line(subset, tmp_path, args, message):
+    line = one_line_error(tool(*small_args(subset, tmp_path / "x", *args), check=False))
+    assert message in line, line

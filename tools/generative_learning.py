@@ -1,0 +1,89 @@
+#!/usr/bin/env python
+"""Generative learning of LeNet with synthesized images (paper section 5).
+
+  python tools/generative_learning.py --out results/generative_learning/seed1 --seed 1
+
+Trains p_y(x) = exp(f_y(x)) q(x) / Z_y on MNIST: every iteration moves a batch
+of persistent chains (a replay buffer per class) by K HMC transitions of the
+current model at temperature T, then steps the solver on 64 observed + M
+synthesized images (SynthesisLossLayer, plus SoftmaxWithLoss on the observed
+half with --dg-weight). Every epoch it tests on the 10,000 test images and
+logs the chains' acceptance, the energy gap mean f_y(data) - mean f_y(samples),
+the step size and divergent trajectories. A NaN or exploding score stops the
+run with one error line; the last good checkpoint stays for inspection.
+
+Writes to --out: train.log, iterations.tsv (per iteration: iter, DG loss,
+synthesis loss, energy gap, f data, f samples, acceptance, step size,
+divergent, restarts, sampling s, total s), history.json (per epoch),
+curves.png, final.caffemodel, chains.npz (the final buffer), net.prototxt,
+solver.prototxt, snapshots/ and state.json (for --resume). Run it from the
+repository root. Sample the result at T = 1 with tools/hmc_visualize.py
+--model prototxt/lenet_deploy.prototxt --weights OUT/final.caffemodel.
+"""
+import os
+import sys
+
+os.environ.setdefault("GLOG_minloglevel", "1")
+import _init_paths  # noqa: F401,E402
+from gencnn import cli  # noqa: E402
+from gencnn.generative_learning import DEFAULTS  # noqa: E402
+
+HELP = {
+    "epochs": "training length in epochs of the training LMDB",
+    "synthesized": "synthesized images M per batch (the batch also holds 64 observed)",
+    "buffer_size": "persistent chains kept per class",
+    "restart_prob": "probability that a drawn chain restarts from q",
+    "mcmc_iters": "K: HMC transitions per training iteration",
+    "leapfrog_steps": "leapfrog steps per transition (1 = Metropolis-adjusted Langevin)",
+    "step_size": "initial leapfrog step size (unit mass, input units)",
+    "target_accept": "the step size is adapted toward this mean acceptance (0 = fixed step)",
+    "adapt_rate": "adaptation: log step += rate * (acceptance - target) per iteration",
+    "min_step": "smallest adapted step size",
+    "max_step": "largest adapted step size",
+    "temperature": "T of the training chains (the paper's model: 1)",
+    "clamp_sigmas": "clamp the chains to mu +- this many sigma of q (0 = off)",
+    "dg_weight": "loss_weight of SoftmaxWithLoss on the observed half (0 = no DG)",
+    "alpha": "energy penalty alpha * mean f_y^2 over the batch",
+    "base_lr": "solver base_lr (inv policy, gamma 1e-4, power 0.75, momentum 0.9)",
+    "clip_gradients": "Caffe clip_gradients: global L2 clip of the weight gradient (0 = off)",
+    "weight_decay": "solver weight decay",
+    "max_abs_score": "a score |f_y| above this is a divergence: the run stops",
+    "checkpoint_every": "iterations between resumable checkpoints",
+    "reference_count": "training images q = N(mean, std^2) is fitted to",
+}
+
+
+def main(argv=None):
+    parser = cli.ArgumentParser(description=__doc__,
+                                formatter_class=cli.argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--seed", type=cli.seed, help="solver random_seed and chain seed")
+    parser.add_argument("--weights", help="initialize from this .caffemodel (e.g. a DG LeNet)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its newest checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--train-lmdb", default="data/mnist/mnist_train_lmdb",
+                        help="training LMDB (default %(default)s)")
+    parser.add_argument("--test-lmdb", default="data/mnist/mnist_test_lmdb",
+                        help="test LMDB, tested on whole after every epoch (default %(default)s)")
+    ints = {"synthesized", "buffer_size", "mcmc_iters", "leapfrog_steps", "checkpoint_every",
+            "reference_count"}
+    for key, default in DEFAULTS.items():
+        kind = cli.positive_int if key in ints else cli.nonneg_float
+        parser.add_argument("--" + key.replace("_", "-"), type=kind, default=default,
+                            help="%s (default %%(default)s)" % HELP[key])
+    args = parser.parse_args(argv)
+    cli.check_writable(args.out)
+    opts = {key: getattr(args, key) for key in DEFAULTS}
+    import caffe
+    caffe.set_mode_cpu()
+    from gencnn import generative_learning
+    learner = generative_learning.GenerativeLearner(
+        args.out, opts, seed=args.seed, weights=args.weights, progress=not args.no_progress,
+        train_source=args.train_lmdb, test_source=args.test_lmdb)
+    learner.run(resume=args.resume)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
