@@ -21,7 +21,9 @@ class DataError(UserError, ValueError):
 
 
 def run(main, argv=None):
-    """Call main(argv); turn UserError (and a missing file) into one stderr line.
+    """Call main(argv); turn UserError and OSError (a missing or unwritable
+    file, a full disk: the environment, not the code) into one stderr line
+    `error: ...` and exit status 2.
 
     Programming errors still raise with a traceback: they are bugs to report,
     not input to correct.
@@ -30,6 +32,11 @@ def run(main, argv=None):
         status = main(argv)
     except UserError as err:
         print("error: %s" % err, file=sys.stderr)
+        return 2
+    except OSError as err:
+        where = err.filename if err.filename is not None else ""
+        print("error: %s%s" % (where + ": " if where else "", err.strerror or err),
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
