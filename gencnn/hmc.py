@@ -41,6 +41,7 @@ from google.protobuf import text_format
 os.environ.setdefault("GLOG_minloglevel", "2")   # quiet net construction
 import caffe  # noqa: E402
 from caffe.proto import caffe_pb2  # noqa: E402
+from gencnn import solver_io  # noqa: E402
 
 # |Delta H| above this (or a non-finite H) marks a divergent trajectory.
 DIVERGENCE_THRESHOLD = 1000.0
@@ -132,12 +133,16 @@ def load_net(model, weights=None, num_chains=1, input_blob=None, freeze_weights=
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text_format.MessageToString(prepare_net_param(net_param, freeze_weights)))
-        if weights is None:
-            net = caffe.Net(path, caffe.TEST)
-        else:
-            net = caffe.Net(path, caffe.TEST, weights=weights)
+        net = caffe.Net(path, caffe.TEST)
     finally:
         os.remove(path)
+    if weights is not None:
+        # Checked first: Caffe's own copy aborts the process on a bad file
+        # and leaves layers the file lacks at their random fillers.
+        solver_io.load_weights(net, weights)
+    if input_blob is not None and input_blob not in net.inputs:
+        raise ValueError("unknown input blob '%s'; the net's inputs: %s"
+                         % (input_blob, ", ".join(net.inputs)))
     input_blob = input_blob or net.inputs[0]
     shape = list(net.blobs[input_blob].data.shape)
     net.blobs[input_blob].reshape(num_chains, *shape[1:])
