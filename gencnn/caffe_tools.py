@@ -7,9 +7,12 @@ import os
 import shutil
 import subprocess
 
+from gencnn.cli import UserError
 
-class ToolError(RuntimeError):
-    """A Caffe tool is missing or failed; the message is one line."""
+
+class ToolError(UserError, RuntimeError):
+    """A Caffe tool is missing or failed; the message is one line (a
+    UserError: the environment or the data, not a bug, is to blame)."""
 
 
 def tool_path(name):

@@ -12,14 +12,12 @@ import tarfile
 import cv2
 import numpy as np
 
+from gencnn.cli import DataError  # one class for all data tools
+
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck")
 SPLITS = ("train", "test")
 SIZE = 32
-
-
-class DataError(ValueError):
-    """Bad input data; the message is one line."""
 
 
 def sha256(path, chunk=1 << 20):

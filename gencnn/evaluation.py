@@ -16,12 +16,13 @@ import numpy as np
 from google.protobuf import text_format
 
 from caffe.proto import caffe_pb2
+from gencnn.cli import UserError
 
 CANVAS = 256
 
 
-class EvaluationError(ValueError):
-    """Bad input; the message is one line."""
+class EvaluationError(UserError, ValueError):
+    """Bad input; the message is one line (reported by gencnn.cli.run)."""
 
 
 def check_deploy(path):

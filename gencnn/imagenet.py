@@ -10,14 +10,11 @@ import os
 import shutil
 
 from gencnn import caffe_tools
+from gencnn.cli import DataError, write_atomic  # DataError: one class for all data tools
 from gencnn.lmdb_io import lmdb_count
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp")
 RESIZE = 256          # convert_imageset warps every image to 256 x 256
-
-
-class DataError(ValueError):
-    """Bad input data; the message is one line."""
 
 
 def read_image_list(path, root=None, num_classes=None, check_files=True):
@@ -84,14 +81,12 @@ def list_class_folders(root, synsets):
 
 
 def write_image_list(path, items):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for rel, label in items:
-            if any(c.isspace() for c in rel):
-                raise DataError("image path %r has white space, which Caffe's list "
-                                "format cannot hold" % rel)
-            f.write("%s %d\n" % (rel, label))
-    os.replace(tmp, path)
+    """Caffe image list: "relative/path label" lines, written atomically."""
+    for rel, _ in items:
+        if any(c.isspace() for c in rel):
+            raise DataError("image path %r has white space, which Caffe's list "
+                            "format cannot hold" % rel)
+    write_atomic(path, "".join("%s %d\n" % (rel, label) for rel, label in items))
 
 
 def convert_imageset(root, list_path, lmdb_path, expected, log_path=None):

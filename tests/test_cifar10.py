@@ -76,5 +76,5 @@ def test_cifar10_data_rejects_a_bad_checksum(archive, tmp_path):
     code, _, stderr = run_tool("cifar10_data.py", str(archive / "cifar10-jpeg.tar.gz"),
                                "--sha256sums", str(archive / "BAD_SUMS"),
                                "--out", str(tmp_path / "out"))
-    assert code == 1 and "checksum mismatch" in stderr and stderr.count("\n") == 1
+    assert code == 2 and "checksum mismatch" in stderr and stderr.count("\n") == 1
     assert not os.path.exists(str(tmp_path / "out"))

@@ -274,17 +274,19 @@ def run_tool(args, env=None):
     (["--blob", "ip2", "--unit", "-1"], "out of range"),
     (["--blob", "conv1", "--position", "24,3"], "position 24,3 out of range"),
     (["--blob", "ip2", "--position", "1,1"], "no spatial map"),
-    (["--blob", "ip2", "--step-size", "0"], "--step-size must be positive"),
-    (["--blob", "ip2", "--mass", "-1"], "--mass must be positive"),
-    (["--blob", "ip2", "--sigma", "0"], "--sigma must be positive"),
-    (["--blob", "ip2", "--num-chains", "0"], "--num-chains must be positive"),
-    (["--blob", "ip2", "--num-chains", "two"], "invalid int value"),
+    (["--blob", "ip2", "--step-size", "0"], "--step-size must be a positive number, got 0"),
+    (["--blob", "ip2", "--mass", "-1"], "--mass must be a positive number, got -1"),
+    (["--blob", "ip2", "--sigma", "0"], "--sigma must be a positive number, got 0"),
+    (["--blob", "ip2", "--num-chains", "0"], "--num-chains must be a positive integer, got 0"),
+    (["--blob", "ip2", "--num-chains", "two"],
+     "--num-chains must be a positive integer, got 'two'"),
     (["--blob", "ip2", "--weights", "/nonexistent/w.caffemodel"], "weights not found"),
     (["--blob", "ip2", "--model", "/nonexistent/deploy.prototxt"], "prototxt not found"),
 ])
-def test_cli_bad_input_is_one_line(lenet_weights, args, message):
-    base = ["--model", LENET, "--weights", lenet_weights, "--out", "/nonexistent/never"]
+def test_cli_bad_input_is_one_line(tmp_path, lenet_weights, args, message):
+    base = ["--model", LENET, "--weights", lenet_weights, "--out", str(tmp_path / "never")]
     proc = run_tool(base + args)
+    assert not os.path.exists(str(tmp_path / "never"))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr

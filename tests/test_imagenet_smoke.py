@@ -100,7 +100,7 @@ def test_imagenet_data_rejects_bad_input_in_one_line(ilsvrc, tmp_path):
                                "--train-dir", str(ilsvrc["root"] / "train"),
                                "--val-dir", str(ilsvrc["root"] / "val"),
                                "--val-list", str(bad_list), "--out", str(tmp_path / "out"))
-    assert code == 1
+    assert code == 2
     assert stderr.count("\n") == 1 and "not found" in stderr and "Traceback" not in stderr
     assert not os.path.exists(str(tmp_path / "out" / "ilsvrc12_train_lmdb"))
 
@@ -238,5 +238,5 @@ def test_evaluate_rejects_bad_input_in_one_line(shared_dir, tmp_path):
         "--weights", os.path.join(model, "squeezenet_v1.0_deepcompressed.caffemodel"),
         "--images", str(image_list), "--root", str(tmp_path), "--out",
         str(tmp_path / "out.json"))
-    assert code == 1 and stderr.count("\n") == 1 and "not found" in stderr
+    assert code == 2 and stderr.count("\n") == 1 and "not found" in stderr
     assert not os.path.exists(str(tmp_path / "out.json"))

@@ -22,50 +22,48 @@ import os
 import sys
 
 import _init_paths  # noqa: F401
-from gencnn import caffe_tools, cifar10, config
+from gencnn import caffe_tools, cifar10, cli, config
 from gencnn.lmdb_io import write_lmdb
 
 SNAPSHOTS = os.path.join(config.REPO_ROOT, "results", "cifar10", "snapshots")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = cli.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="cifar10-jpeg.tar.gz or a folder with train/ and test/")
     parser.add_argument("--sha256sums", default=None,
                         help="SHA256SUMS file listing the archive by name (default: no check)")
     parser.add_argument("--out", default=os.path.join(config.data_dir(), "cifar10"),
                         help="output folder (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=cli.seed, default=0,
                         help="seed of the training-set shuffle (default: %(default)s)")
     parser.add_argument("--snapshots", default=SNAPSHOTS,
                         help="snapshot folder of the CIFAR-10 solvers, created "
                              "(default: %(default)s)")
     args = parser.parse_args(argv)
-    try:
-        if args.sha256sums:
-            if not os.path.isfile(args.source):
-                raise cifar10.DataError("--sha256sums checks an archive; %s is not a file"
-                                        % args.source)
-            cifar10.verify_sha256sums(args.sha256sums, os.path.dirname(os.path.abspath(
-                args.source)), [os.path.basename(args.source)])
-            print("checksum ok: %s" % args.source)
-        data = cifar10.load(args.source)
-        os.makedirs(args.out, exist_ok=True)
-        for split in cifar10.SPLITS:
-            images, labels, _ = data[split]
-            if split == "train":
-                images, labels = cifar10.shuffled(images, labels, args.seed)
-            path = os.path.join(args.out, "cifar10_%s_lmdb" % split)
-            count = write_lmdb(path, zip(images, labels))
-            print("wrote %s (%d images)" % (path, count))
-        caffe_tools.finish_dataset(os.path.join(args.out, "cifar10_train_lmdb"),
-                                   os.path.join(args.out, "mean.binaryproto"), args.snapshots)
-    except (cifar10.DataError, caffe_tools.ToolError, OSError) as exc:
-        print("cifar10_data.py: error: %s" % exc, file=sys.stderr)
-        return 1
+    for folder in (args.out, args.snapshots):     # before the work, not after
+        cli.check_writable(folder)
+    if args.sha256sums:
+        if not os.path.isfile(args.source):
+            raise cifar10.DataError("--sha256sums checks an archive; %s is not a file"
+                                    % args.source)
+        cifar10.verify_sha256sums(args.sha256sums, os.path.dirname(os.path.abspath(
+            args.source)), [os.path.basename(args.source)])
+        print("checksum ok: %s" % args.source)
+    data = cifar10.load(args.source)
+    os.makedirs(args.out, exist_ok=True)
+    for split in cifar10.SPLITS:
+        images, labels, _ = data[split]
+        if split == "train":
+            images, labels = cifar10.shuffled(images, labels, args.seed)
+        path = os.path.join(args.out, "cifar10_%s_lmdb" % split)
+        count = write_lmdb(path, zip(images, labels))
+        print("wrote %s (%d images)" % (path, count))
+    caffe_tools.finish_dataset(os.path.join(args.out, "cifar10_train_lmdb"),
+                               os.path.join(args.out, "mean.binaryproto"), args.snapshots)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

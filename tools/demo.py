@@ -27,17 +27,18 @@ def run(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = cli.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.path.join(config.REPO_ROOT, "results", "demo"),
                         help="output directory (default: %(default)s)")
-    parser.add_argument("--gg-epochs", type=int, default=2, help="GG epochs (default %(default)s)")
-    parser.add_argument("--dg-epochs", type=int, default=1, help="DG epochs (default %(default)s)")
-    parser.add_argument("--hmc-chains", type=int, default=4,
+    parser.add_argument("--gg-epochs", type=cli.positive_int, default=2,
+                        help="GG epochs (default %(default)s)")
+    parser.add_argument("--dg-epochs", type=cli.positive_int, default=1,
+                        help="DG epochs (default %(default)s)")
+    parser.add_argument("--hmc-chains", type=cli.positive_int, default=4,
                         help="HMC chains per ip2 unit (default %(default)s)")
     args = parser.parse_args(argv)
-    if args.gg_epochs < 1 or args.dg_epochs < 1:
-        raise cli.UserError("--gg-epochs and --dg-epochs must be >= 1")
+    cli.check_writable(args.out)          # before minutes of work
     from gencnn import solver_io
     import json
     start = time.time()
@@ -91,9 +92,7 @@ def main(argv=None):
               % args.hmc_chains]
     lines += ["", "Wall time: %.0f s." % (time.time() - start)]
     summary = os.path.join(args.out, "summary.md")
-    with open(summary + ".tmp", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(summary + ".tmp", summary)
+    cli.write_atomic(summary, "\n".join(lines) + "\n")
     print("\n".join(lines))
     print("\nwritten: %s" % summary)
     return 0

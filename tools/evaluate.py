@@ -26,11 +26,11 @@ os.environ.setdefault("GLOG_minloglevel", "2")   # before caffe: no net-construc
 import caffe  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from gencnn import evaluation, imagenet  # noqa: E402
+from gencnn import cli, evaluation, imagenet, solver_io  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = cli.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--deploy", required=True, help="deploy prototxt")
     parser.add_argument("--weights", required=True, help=".caffemodel")
@@ -39,50 +39,43 @@ def main(argv=None):
                         help="folder the list's paths are relative to (default: as listed)")
     mean = parser.add_mutually_exclusive_group()
     mean.add_argument("--mean-file", help="mean image .binaryproto (3 x 256 x 256)")
-    mean.add_argument("--mean-values", type=float, nargs="+", metavar="V",
+    mean.add_argument("--mean-values", type=cli.finite_float, nargs="+", metavar="V",
                       help="per-channel mean, BGR order (e.g. 104 117 123)")
     parser.add_argument("--output-blob", default=None,
                         help="blob with the class scores (default: the net's last output)")
     parser.add_argument("--resize", choices=("warp", "short"), default="warp",
                         help="warp: 256 x 256 as convert_imageset; short: short side 256, "
                              "centre 256 x 256 (default: %(default)s)")
-    parser.add_argument("--input-scale", type=float, default=1.0,
+    parser.add_argument("--input-scale", type=cli.positive_float, default=1.0,
                         help="multiply mean-subtracted pixels by this (default: %(default)s)")
-    parser.add_argument("--batch", type=int, default=8,
+    parser.add_argument("--batch", type=cli.positive_int, default=8,
                         help="images per forward pass, 5 crops each (default: %(default)s)")
     parser.add_argument("--out", required=True, help="JSON file to write")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    try:
-        for path, what in ((args.deploy, "deploy prototxt"), (args.weights, "weights")):
-            if not os.path.isfile(path):
-                raise evaluation.EvaluationError("%s %s not found" % (what, path))
-        evaluation.check_deploy(args.deploy)
-        if args.batch < 1:
-            raise evaluation.EvaluationError("--batch must be at least 1")
-        items = imagenet.read_image_list(args.images, args.root)
-        mean = (evaluation.load_mean_file(args.mean_file) if args.mean_file
-                else args.mean_values)
-        caffe.set_mode_cpu()
-        net = caffe.Net(args.deploy, caffe.TEST, weights=args.weights)
-        evaluator = evaluation.Evaluator(net, args.output_blob, mean, args.resize,
-                                         args.input_scale, args.batch)
-        progress = None if args.quiet else (
-            lambda batches: tqdm(batches, desc="evaluating", unit="batch"))
-        result = evaluation.evaluate(
-            evaluator, [(os.path.join(args.root, p), label) for p, label in items], progress)
-    except (evaluation.EvaluationError, imagenet.DataError) as exc:
-        print("evaluate.py: error: %s" % exc, file=sys.stderr)
-        return 1
+    cli.check_writable(args.out, folder=False)       # before the work, not after
+    for path, what in ((args.deploy, "deploy prototxt"), (args.weights, "weights")):
+        if not os.path.isfile(path):
+            raise evaluation.EvaluationError("%s %s not found" % (what, path))
+    evaluation.check_deploy(args.deploy)
+    items = imagenet.read_image_list(args.images, args.root)
+    mean = (evaluation.load_mean_file(args.mean_file) if args.mean_file
+            else args.mean_values)
+    caffe.set_mode_cpu()
+    # Weights checked before Caffe copies them (it aborts on a bad file, and
+    # a layer the file lacks would keep its random fillers).
+    net = solver_io.load_weights(caffe.Net(args.deploy, caffe.TEST), args.weights)
+    evaluator = evaluation.Evaluator(net, args.output_blob, mean, args.resize,
+                                     args.input_scale, args.batch)
+    progress = None if args.quiet else (
+        lambda batches: tqdm(batches, desc="evaluating", unit="batch"))
+    result = evaluation.evaluate(
+        evaluator, [(os.path.join(args.root, p), label) for p, label in items], progress)
     result.update({"deploy": args.deploy, "weights": args.weights, "image_list": args.images,
                    "output_blob": evaluator.output_blob,
                    "mean": args.mean_file or args.mean_values, "input_scale": args.input_scale})
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, args.out)
+    cli.write_atomic(args.out, json.dumps(result, indent=1) + "\n")
     n = result["images"]
     for key, name in (("five_crop", "5 crops"), ("centre_crop", "centre crop")):
         r = result[key]
@@ -94,4 +87,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -64,17 +64,12 @@ ALEXNET_URL = "http://dl.caffe.berkeleyvision.org/bvlc_alexnet.caffemodel"
 UsageError = cli.UserError
 
 
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
-
-
 def default_weights():
     return os.path.join(config.data_dir(), "models", "bvlc_alexnet.caffemodel")
 
 
 def parse_args(argv):
-    parser = OneLineParser(description=__doc__,
+    parser = cli.ArgumentParser(description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("--model", default=DEFAULT_MODEL,
@@ -92,22 +87,22 @@ def parse_args(argv):
     add("--input-blob", default=None, help="input blob (default: the net's first input)")
     add("--preset", default="auto", choices=["auto", "lenet", "lenet-digits", "alexnet"],
         help="default settings, see above (default %(default)s)")
-    add("--num-chains", type=int, default=8, help="chains per unit (default %(default)s)")
-    add("--iters", type=int, default=None,
+    add("--num-chains", type=cli.positive_int, default=8, help="chains per unit (default %(default)s)")
+    add("--iters", type=cli.positive_int, default=None,
         help="HMC iterations after adaptation (default: the preset's)")
-    add("--step-size", type=float, default=None,
+    add("--step-size", type=cli.positive_float, default=None,
         help="leapfrog step size epsilon (default: the preset's)")
-    add("--leapfrog-steps", type=int, default=None,
+    add("--leapfrog-steps", type=cli.positive_int, default=None,
         help="leapfrog steps per iteration (default: the preset's)")
-    add("--mass", type=float, default=None,
+    add("--mass", type=cli.positive_float, default=None,
         help="particle mass, read as --mass-convention says (default: the preset's)")
     add("--mass-convention", default=None, choices=["paper", "inverse"],
         help="paper: K = |phi|^2/2m, x += eps phi/m; inverse: --mass is 1/m "
              "(default: the preset's; paper for lenet and alexnet)")
-    add("--sigma", type=float, default=None,
+    add("--sigma", type=cli.positive_float, default=None,
         help="std of the reference q = N(ref-mean, sigma^2) in input units "
              "(default: the preset's, 1)")
-    add("--ref-mean", type=float, default=None,
+    add("--ref-mean", type=cli.finite_float, default=None,
         help="mean of the reference q in input units (default: the preset's, 0)")
     add("--reference", default="fixed", choices=["fixed", "fit-global", "fit-pixel"],
         help="fixed: q from --ref-mean/--sigma; fit-global: one mean and marginal std "
@@ -116,26 +111,26 @@ def parse_args(argv):
     add("--reference-lmdb",
         default=os.path.join(config.data_dir(), "mnist", "mnist_train_lmdb"),
         help="LMDB of training images for --reference fit-* (default %(default)s)")
-    add("--reference-scale", type=float, default=0.00390625,
+    add("--reference-scale", type=cli.positive_float, default=0.00390625,
         help="pixel -> input units for --reference-lmdb, as the training net's "
              "transform_param scale (default %(default)s)")
-    add("--reference-count", type=int, default=10000,
+    add("--reference-count", type=cli.positive_int, default=10000,
         help="images read from --reference-lmdb (default %(default)s)")
     add("--compare-lmdb", default=None,
         help="labeled images (scaled by --reference-scale) to compare the samples "
              "with: summary.json gets each shown sample's correlation with the mean "
              "image of its unit's class, and how often that class mean is the "
              "closest (by correlation) of all classes (default: none)")
-    add("--temperature", type=float, default=None,
+    add("--temperature", type=cli.positive_float, default=None,
         help="T in U = -f_y/T + |x-mu|^2/2sigma^2; the paper's model is T = 1 "
              "(default: the preset's, 1; lenet-digits 0.03)")
     add("--full-input", action="store_true",
         help="sample the whole input for a convolutional node (default: only its "
              "receptive field, the rest drawn from q: exact and much faster)")
-    add("--adapt", type=int, default=None,
+    add("--adapt", type=cli.nonneg_int, default=None,
         help="dual-averaging step-size adaptation iterations before sampling "
              "(default: the preset's, 0 = off; lenet-digits 50)")
-    add("--target-accept", type=float, default=0.7,
+    add("--target-accept", type=cli.open_fraction, default=0.7,
         help="target acceptance of --adapt (default %(default)s)")
     add("--show", default=None, choices=["final", "mean"],
         help="what grid.png shows: final states or each chain's average over the "
@@ -149,7 +144,7 @@ def parse_args(argv):
     add("--no-crop", action="store_true",
         help="show the whole input for a convolutional node (default: crop to its "
              "receptive field)")
-    add("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    add("--seed", type=cli.seed, default=0, help="random seed (default %(default)s)")
     add("--out", default=None,
         help="output folder (default: results/hmc/<blob>_unit<unit>)")
     return parser.parse_args(argv)
@@ -186,20 +181,7 @@ def resolve(args):
             position = tuple(int(v) for v in args.position.split(","))
         except ValueError:
             raise UsageError("--position must be y,x; got '%s'" % args.position)
-    if args.num_chains < 1:
-        raise UsageError("--num-chains must be positive, got %d" % args.num_chains)
-    for name in ("step_size", "mass", "sigma", "temperature"):
-        value = getattr(args, name)
-        if value is not None and not value > 0:
-            raise UsageError("--%s must be positive, got %g" % (name.replace("_", "-"), value))
-    for name in ("iters", "leapfrog_steps"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UsageError("--%s must be >= 1, got %d" % (name.replace("_", "-"), value))
-    if args.adapt is not None and args.adapt < 0:
-        raise UsageError("--adapt must be >= 0, got %d" % args.adapt)
-    if not 0 < args.target_accept < 1:
-        raise UsageError("--target-accept must be in (0, 1), got %g" % args.target_accept)
+    # (The numeric options are checked by their argparse types, gencnn.cli.)
     try:
         display_mean = [float(v) for v in args.display_mean.split(",")]
     except ValueError:
@@ -217,7 +199,10 @@ def resolve(args):
     if args.reference != "fixed" and not os.path.isdir(args.reference_lmdb):
         raise UsageError("--reference %s needs the LMDB %s (not found)"
                          % (args.reference, args.reference_lmdb))
-    return units, position, weights, display_mean
+    out_dir = args.out or os.path.join(config.REPO_ROOT, "results", "hmc",
+                                       "%s_unit%s" % (args.blob.replace("/", "_"), args.unit))
+    cli.check_writable(out_dir)          # now, not after minutes of sampling
+    return units, position, weights, display_mean, out_dir
 
 
 def preset_settings(args, channels, is_conv):
@@ -307,25 +292,34 @@ def save_trajectory(path, out, pixels, title):
     ax.legend(loc="lower right", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
-    fig.savefig(tmp, dpi=90, format="png")
+    cli.save_figure(fig, path, dpi=90)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
-def compare_with_classes(states, units, lmdb_path, scale, count):
-    """How digit-like are the states? Correlation with their class's mean
-    training image, and how often that class mean correlates best."""
+def class_means(lmdb_path, scale, count, input_shape):
+    """(classes, mean image of each class, flattened) of a labeled LMDB; read
+    before sampling, so a bad --compare-lmdb costs no sampling time."""
     import numpy as np
     from gencnn.lmdb_io import read_lmdb
-    images, labels = zip(*read_lmdb(lmdb_path, count))
+    entries = list(read_lmdb(lmdb_path, count))
+    if not entries:
+        raise UsageError("--compare-lmdb %s is empty" % lmdb_path)
+    images, labels = zip(*entries)
+    if len({image.shape for image in images}) != 1 or \
+            images[0].size != int(np.prod(input_shape)):
+        raise UsageError("--compare-lmdb images (%s) do not match the net's input %s"
+                         % (images[0].shape, tuple(input_shape)))
     images = np.array(images, dtype=np.float64).reshape(len(labels), -1) * scale
     labels = np.array(labels)
     classes = np.unique(labels)
-    means = np.array([images[labels == c].mean(axis=0) for c in classes])
+    return classes, np.array([images[labels == c].mean(axis=0) for c in classes])
+
+
+def compare_with_classes(states, units, classes, means):
+    """How digit-like are the states? Correlation with their class's mean
+    training image, and how often that class mean correlates best."""
+    import numpy as np
     states = states.reshape(len(states), -1)
-    if states.shape[1] != means.shape[1]:
-        raise UsageError("--compare-lmdb images do not match the net's input size")
 
     def standardize(a):
         a = a - a.mean(axis=1, keepdims=True)
@@ -339,7 +333,7 @@ def compare_with_classes(states, units, lmdb_path, scale, count):
 # ---------------------------------------------------------------------------
 
 def run(args):
-    units, position, weights, display_mean = resolve(args)
+    units, position, weights, display_mean, out_dir = resolve(args)
     import numpy as np
     from tqdm import tqdm
     from gencnn import hmc
@@ -349,23 +343,22 @@ def run(args):
         net_param = hmc.read_net_param(args.model)
     except ValueError as err:
         raise UsageError(str(err))
-    if units is None:                   # --unit all: the blob's channel count
-        probe = hmc.load_net(net_param, weights, 1, args.input_blob)
-        try:
-            hmc.NodeScore(probe, args.blob, 0)   # the unknown-blob error, if any
-        except ValueError as err:
-            raise UsageError(str(err))
-        units = list(range(probe.blobs[args.blob].data.shape[1]))
-        del probe
-    num_chains = args.num_chains * len(units)
-    net = hmc.load_net(net_param, weights, num_chains, args.input_blob)
-    input_blob = args.input_blob or net.inputs[0]
-    input_shape = net.blobs[input_blob].data.shape[1:]
     try:
+        if units is None:                   # --unit all: the blob's channel count
+            probe = hmc.load_net(net_param, weights, 1, args.input_blob)
+            hmc.NodeScore(probe, args.blob, 0)   # the unknown-blob error, if any
+            units = list(range(probe.blobs[args.blob].data.shape[1]))
+            del probe
+        num_chains = args.num_chains * len(units)
+        net = hmc.load_net(net_param, weights, num_chains, args.input_blob)
+        input_blob = args.input_blob or net.inputs[0]
         score = hmc.NodeScore(net, args.blob, np.repeat(units, args.num_chains),
                               position, input_blob)
-    except ValueError as err:
+    except ValueError as err:       # unknown blob or input blob, unit out of range
         raise UsageError(str(err))
+    input_shape = net.blobs[input_blob].data.shape[1:]
+    compare = (class_means(args.compare_lmdb, args.reference_scale, args.reference_count,
+                           input_shape) if args.compare_lmdb else None)
     settings = preset_settings(args, input_shape[0] if len(input_shape) == 3 else 1,
                                score.is_conv)
     ref_mean, sigma = settings["ref_mean"], settings["sigma"]
@@ -450,8 +443,6 @@ def run(args):
         scores = top.data.reshape(num_chains, -1)
         predicted_fraction = float((scores.argmax(axis=1) == score.units).mean())
 
-    out_dir = args.out or os.path.join(config.REPO_ROOT, "results", "hmc",
-                                       "%s_unit%s" % (args.blob.replace("/", "_"), args.unit))
     os.makedirs(out_dir, exist_ok=True)
     sampling = slice(adapt, None)
     summary = {
@@ -485,10 +476,8 @@ def run(args):
 
     shown = out["samples"] if settings["show"] == "final" else out["chain_mean"]
     for name, states in (("final", out["samples"]), ("mean", out["chain_mean"])):
-        if args.compare_lmdb:
-            summary["compare_" + name] = compare_with_classes(
-                states, score.units, args.compare_lmdb, args.reference_scale,
-                args.reference_count)
+        if compare is not None:
+            summary["compare_" + name] = compare_with_classes(states, score.units, *compare)
 
     def pixels(state):
         return to_pixels(state, settings["display"], display_mean, box)
@@ -522,10 +511,7 @@ def run(args):
                             snapshots=out["snapshots"].astype(np.float32),
                             snapshot_iters=out["snapshot_iters"])
     os.replace(tmp, os.path.join(out_dir, "samples.npz"))
-    tmp = os.path.join(out_dir, ".summary.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(summary, f, indent=1)
-    os.replace(tmp, os.path.join(out_dir, "summary.json"))
+    cli.write_atomic(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1))
     print("%s unit %s: acceptance %.3f, divergences %d, f_y %.2f, %.1f s -> %s"
           % (args.blob, args.unit, summary["acceptance_rate"], summary["divergences"],
              summary["f_final_mean"], wall, out_dir))

@@ -28,7 +28,7 @@ import os
 import sys
 
 import _init_paths  # noqa: F401
-from gencnn import caffe_tools, config, imagenet
+from gencnn import caffe_tools, cli, config, imagenet
 
 SNAPSHOTS = os.path.join(config.REPO_ROOT, "results", "imagenet", "snapshots")
 
@@ -46,7 +46,7 @@ def split_items(name, root, list_path, synsets):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = cli.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-dir", help="root folder of the training images")
     parser.add_argument("--val-dir", help="root folder of the validation images")
@@ -62,28 +62,26 @@ def main(argv=None):
                         help="snapshot folder of the ImageNet solvers, created "
                              "(default: %(default)s)")
     args = parser.parse_args(argv)
-    try:
-        synsets = imagenet.read_synsets(args.synsets) if args.synsets else None
-        splits = [("train", args.train_dir, split_items("train", args.train_dir,
-                                                         args.train_list, synsets)),
-                  ("val", args.val_dir, split_items("val", args.val_dir,
-                                                     args.val_list, synsets))]
-        os.makedirs(args.out, exist_ok=True)
-        for name, root, items in splits:
-            list_path = os.path.join(args.out, "%s.txt" % name)
-            imagenet.write_image_list(list_path, items)
-            lmdb_path = os.path.join(args.out, "ilsvrc12_%s_lmdb" % name)
-            print("converting %d %s images -> %s" % (len(items), name, lmdb_path), flush=True)
-            imagenet.convert_imageset(root, list_path, lmdb_path, len(items),
-                                      os.path.join(args.out, "convert_%s.log" % name))
-        caffe_tools.finish_dataset(os.path.join(args.out, "ilsvrc12_train_lmdb"),
-                                   os.path.join(args.out, "imagenet_mean.binaryproto"),
-                                   args.snapshots, os.path.join(args.out, "compute_image_mean.log"))
-    except (imagenet.DataError, caffe_tools.ToolError, OSError) as exc:
-        print("imagenet_data.py: error: %s" % exc, file=sys.stderr)
-        return 1
+    for folder in (args.out, args.snapshots):     # before the work, not after
+        cli.check_writable(folder)
+    synsets = imagenet.read_synsets(args.synsets) if args.synsets else None
+    splits = [("train", args.train_dir, split_items("train", args.train_dir,
+                                                     args.train_list, synsets)),
+              ("val", args.val_dir, split_items("val", args.val_dir,
+                                                 args.val_list, synsets))]
+    os.makedirs(args.out, exist_ok=True)
+    for name, root, items in splits:
+        list_path = os.path.join(args.out, "%s.txt" % name)
+        imagenet.write_image_list(list_path, items)
+        lmdb_path = os.path.join(args.out, "ilsvrc12_%s_lmdb" % name)
+        print("converting %d %s images -> %s" % (len(items), name, lmdb_path), flush=True)
+        imagenet.convert_imageset(root, list_path, lmdb_path, len(items),
+                                  os.path.join(args.out, "convert_%s.log" % name))
+    caffe_tools.finish_dataset(os.path.join(args.out, "ilsvrc12_train_lmdb"),
+                               os.path.join(args.out, "imagenet_mean.binaryproto"),
+                               args.snapshots, os.path.join(args.out, "compute_image_mean.log"))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

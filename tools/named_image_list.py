@@ -13,26 +13,23 @@ import os
 import sys
 
 import _init_paths  # noqa: F401
-from gencnn import imagenet
+from gencnn import cli, imagenet
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = cli.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", help="folder of <class name>.jpg photos")
     parser.add_argument("labels", help="'<index> <names>' lines, one per class")
     parser.add_argument("out", help="image list to write")
     args = parser.parse_args(argv)
-    try:
-        items = imagenet.list_named_photos(args.folder, imagenet.read_label_names(args.labels))
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        imagenet.write_image_list(args.out, items)
-    except (imagenet.DataError, OSError) as exc:
-        print("named_image_list.py: error: %s" % exc, file=sys.stderr)
-        return 1
+    cli.check_writable(args.out, folder=False)
+    items = imagenet.list_named_photos(args.folder, imagenet.read_label_names(args.labels))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    imagenet.write_image_list(args.out, items)
     print("wrote %s (%d images)" % (args.out, len(items)))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -1,0 +1,201 @@
+"""One error convention for every tool (issue 9, A.1, A.6, A.9, A.10): bad
+input gives exactly one stderr line `error: ...`, exit status 2, no
+traceback, and nothing written: no Caffe abort on a bad caffemodel, no
+sampling before a bad --out or --compare-lmdb is found, no silently accepted
+nonsense numbers. Each tool runs for real in a subprocess."""
+import json
+import os
+import subprocess
+import sys
+
+import lmdb
+import numpy as np
+import pytest
+
+import caffe
+from caffe.proto import caffe_pb2
+from conftest import REPO
+from gencnn.lmdb_io import write_lmdb
+
+LENET = os.path.join(REPO, "prototxt", "lenet_deploy.prototxt")
+TOOLS = sorted(name for name in os.listdir(os.path.join(REPO, "tools"))
+               if name.endswith(".py") and not name.startswith("_"))
+# Tools being rewritten elsewhere (issue 9 A.2-A.5, B): their cases belong
+# to that change; listed so that a new tool without a case fails below.
+ELSEWHERE = {"generate_prototxt.py", "generative_learning.py", "run_study.py"}
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory):
+    """Bad inputs of every kind, and the good files around them."""
+    root = tmp_path_factory.mktemp("bad")
+    paths = {"root": str(root), "lenet": LENET, "file": str(root / "a_file")}
+    (root / "a_file").write_text("not a folder\n")
+    good = str(root / "lenet.caffemodel")
+    caffe.Net(LENET, caffe.TEST).save(good)
+    data = open(good, "rb").read()
+    paths["good"] = good
+    paths["text_weights"] = str(root / "text.caffemodel")        # the issue's `echo hi`
+    (root / "text.caffemodel").write_text("hi\n")
+    paths["empty_weights"] = str(root / "empty.caffemodel")      # parses as nothing
+    (root / "empty.caffemodel").write_bytes(b"")
+    paths["truncated"] = str(root / "truncated.caffemodel")
+    (root / "truncated.caffemodel").write_bytes(data[:len(data) // 2])
+    wider = root / "wider.prototxt"                              # ip1 500 -> 400 outputs
+    wider.write_text(open(LENET).read().replace("num_output: 500", "num_output: 400"))
+    paths["mismatched"] = str(root / "mismatched.caffemodel")
+    caffe.Net(str(wider), caffe.TEST).save(paths["mismatched"])
+    model = caffe_pb2.NetParameter()
+    model.ParseFromString(data)
+    kept = [layer for layer in model.layer if layer.name != "conv2"]
+    del model.layer[:]
+    model.layer.extend(kept)
+    paths["missing_layer"] = str(root / "no_conv2.caffemodel")
+    (root / "no_conv2.caffemodel").write_bytes(model.SerializeToString())
+    # LMDBs: garbage in data.mdb; a real LMDB whose values are no Datums;
+    # Datums of the wrong size for LeNet.
+    os.makedirs(str(root / "corrupt_lmdb"))
+    (root / "corrupt_lmdb" / "data.mdb").write_bytes(b"not an lmdb " * 1000)
+    paths["corrupt_lmdb"] = str(root / "corrupt_lmdb")
+    paths["not_datums"] = str(root / "not_datums_lmdb")
+    env = lmdb.open(paths["not_datums"], map_size=1 << 20)
+    with env.begin(write=True) as txn:
+        txn.put(b"00000000", b"\xff\xff\xff")
+    env.close()
+    paths["cifar_sized"] = str(root / "cifar_sized_lmdb")
+    write_lmdb(paths["cifar_sized"], ((np.zeros((3, 32, 32), np.uint8), i % 10)
+                                      for i in range(20)), map_size=1 << 24)
+    # an image list with one real image, for evaluate.py
+    import cv2
+    cv2.imwrite(str(root / "photo.jpg"), np.full((256, 256, 3), 128, np.uint8))
+    (root / "list.txt").write_text("photo.jpg 3\n")
+    paths["list"] = str(root / "list.txt")
+    (root / "labels.txt").write_text("0 tench, Tinca tinca\n")
+    paths["labels"] = str(root / "labels.txt")
+    return paths
+
+
+def run_tool(script, args):
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", script)] + args,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, cwd=REPO, timeout=300,
+                          env=dict(os.environ, GLOG_minloglevel="2"))
+    return proc
+
+
+def hmc(*args):
+    return ["--model", "{lenet}", "--weights", "{good}", "--blob", "ip2", "--unit", "3",
+            "--iters", "2", "--num-chains", "2", "--out", "{root}/hmc_out"] + list(args)
+
+
+def evaluate(*args):
+    return ["--deploy", "{lenet}", "--weights", "{good}", "--images", "{list}",
+            "--root", "{root}", "--out", "{root}/eval.json"] + list(args)
+
+
+# (tool, arguments with {placeholders} from `bad`, a part of the error line)
+CASES = [
+    # get_mnist.py
+    ("get_mnist.py", ["--out", "{file}"], "exists and is not a folder"),
+    ("get_mnist.py", ["--out", "{file}/mnist"], "is a file"),
+    ("get_mnist.py", ["--train-limit", "-5", "--out", "{root}/m"],
+     "--train-limit must be a positive integer, got -5"),
+    ("get_mnist.py", ["--train-limit", "0", "--out", "{root}/m"],
+     "--train-limit must be a positive integer, got 0"),
+    ("get_mnist.py", ["--test-limit", "10001", "--out", "{root}/m"], "MNIST has 10000"),
+    ("get_mnist.py", ["--from", "{root}/nowhere", "--out", "{root}/m"], "does not exist"),
+    # cifar10_data.py
+    ("cifar10_data.py", ["{text_weights}", "--out", "{root}/c", "--snapshots", "{root}/s"],
+     "cannot read archive"),
+    ("cifar10_data.py", ["{root}", "--seed", "-1", "--out", "{root}/c"],
+     "--seed must be an integer in [0, 2^32), got -1"),
+    ("cifar10_data.py", ["{root}", "--out", "{file}"], "exists and is not a folder"),
+    ("cifar10_data.py", ["{file}", "--sha256sums", "{root}/NO_SUMS", "--out", "{root}/c",
+                         "--snapshots", "{root}/s"], "NO_SUMS: No such file"),
+    # imagenet_data.py
+    ("imagenet_data.py", ["--out", "{root}/i", "--snapshots", "{root}/s"],
+     "--train-dir is required"),
+    ("imagenet_data.py", ["--synsets", "{root}/none.txt", "--train-dir", "{root}",
+                          "--val-dir", "{root}", "--out", "{root}/i",
+                          "--snapshots", "{root}/s"], "synset list"),
+    ("imagenet_data.py", ["--out", "{file}/i"], "is a file"),
+    # named_image_list.py
+    ("named_image_list.py", ["{root}/nowhere", "{labels}", "{root}/l.txt"],
+     "image folder {root}/nowhere not found"),
+    ("named_image_list.py", ["{root}", "{file}", "{root}/l.txt"], "expected '<index> <name>'"),
+    ("named_image_list.py", ["{root}", "{labels}", "{file}/l.txt"], "is a file"),
+    # evaluate.py: a bad caffemodel is one line, not Caffe's abort (exit 134)
+    ("evaluate.py", evaluate("--weights", "{text_weights}"), "does not parse"),
+    ("evaluate.py", evaluate("--weights", "{empty_weights}"), "no layer with weights"),
+    ("evaluate.py", evaluate("--weights", "{truncated}"), "truncated.caffemodel"),
+    ("evaluate.py", evaluate("--weights", "{mismatched}"),
+     "layer ip1: blob 0 has shape 400x800, the net expects 500x800"),
+    ("evaluate.py", evaluate("--weights", "{missing_layer}"), "layer conv2 missing"),
+    ("evaluate.py", evaluate("--batch", "0"), "--batch must be a positive integer"),
+    ("evaluate.py", evaluate("--input-scale", "nan"), "--input-scale must be a positive"),
+    ("evaluate.py", evaluate("--out", "{file}/eval.json"), "is a file"),
+    # hmc_visualize.py: everything checked before sampling
+    ("hmc_visualize.py", hmc("--weights", "{text_weights}"), "does not parse"),
+    ("hmc_visualize.py", hmc("--weights", "{truncated}"), "truncated.caffemodel"),
+    ("hmc_visualize.py", hmc("--weights", "{mismatched}"),
+     "layer ip1: blob 0 has shape 400x800, the net expects 500x800"),
+    ("hmc_visualize.py", hmc("--weights", "{missing_layer}"), "layer conv2 missing"),
+    ("hmc_visualize.py", hmc("--unit", "all", "--weights", "{missing_layer}"),
+     "layer conv2 missing"),
+    ("hmc_visualize.py", hmc("--input-blob", "nope"), "unknown input blob 'nope'"),
+    ("hmc_visualize.py", hmc("--compare-lmdb", "{corrupt_lmdb}"), "not a readable LMDB"),
+    ("hmc_visualize.py", hmc("--compare-lmdb", "{not_datums}"), "is not a Caffe Datum"),
+    ("hmc_visualize.py", hmc("--compare-lmdb", "{cifar_sized}"),
+     "do not match the net's input"),
+    ("hmc_visualize.py", hmc("--reference", "fit-global", "--reference-lmdb",
+                             "{corrupt_lmdb}"), "not a readable LMDB"),
+    ("hmc_visualize.py", hmc("--out", "{file}/hmc"), "is a file"),
+    ("hmc_visualize.py", hmc("--out", "{file}"), "exists and is not a folder"),
+    ("hmc_visualize.py", hmc("--seed", "-1"), "--seed must be an integer in [0, 2^32)"),
+    ("hmc_visualize.py", hmc("--target-accept", "1.5"), "--target-accept must be a number in"),
+    ("hmc_visualize.py", hmc("--reference-count", "0"), "--reference-count must be a positive"),
+    ("hmc_visualize.py", hmc("--ref-mean", "inf"), "--ref-mean must be a finite number"),
+    # demo.py: refused before any step starts
+    ("demo.py", ["--gg-epochs", "0", "--out", "{root}/demo"],
+     "--gg-epochs must be a positive integer"),
+    ("demo.py", ["--out", "{file}"], "exists and is not a folder"),
+    # two_stage.py (its other checks: issue 9 A.1-A.5, in that rewrite)
+    ("two_stage.py", ["--stage1", "{root}/none.prototxt", "--stage2", "{root}/none2",
+                      "--switch-epoch", "1", "--out", "{root}/run"], "does not exist"),
+]
+
+
+def case_id(index):
+    tool, _, message = CASES[index]
+    return "%s-%d-%s" % (tool[:-3], index, message[:40])
+
+
+@pytest.mark.parametrize("tool,args,message", CASES, ids=[case_id(i) for i in range(len(CASES))])
+def test_bad_input_is_one_error_line_and_exit_2(bad, tool, args, message):
+    proc = run_tool(tool, [a.format(**bad) for a in args])
+    lines = proc.stderr.splitlines()     # a progress bar (\r) would add lines
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert message.format(**bad) in lines[0]
+    for out in ("hmc_out", "eval.json", "m", "c", "s", "i", "l.txt", "demo", "run"):
+        assert not os.path.exists(os.path.join(bad["root"], out)), out
+
+
+def test_every_tool_has_a_case():
+    covered = {tool for tool, _, _ in CASES}
+    assert set(TOOLS) - ELSEWHERE == covered
+
+
+def test_good_inputs_still_pass(bad, tmp_path):
+    """The checks refuse only what is wrong: good weights and a good
+    --compare-lmdb (now read before sampling) still give a run."""
+    mnist_like = str(tmp_path / "mnist_like_lmdb")
+    write_lmdb(mnist_like, ((np.full((1, 28, 28), 10 * i, np.uint8), i) for i in range(10)),
+               map_size=1 << 24)
+    out = tmp_path / "hmc"
+    proc = run_tool("hmc_visualize.py", [a.format(**bad) for a in hmc(
+        "--out", str(out), "--leapfrog-steps", "2", "--compare-lmdb", mnist_like)])
+    assert proc.returncode == 0, proc.stderr
+    summary = json.load(open(str(out / "summary.json")))
+    assert 0 <= summary["compare_final"]["closest_class_mean_is_unit"] <= 1
