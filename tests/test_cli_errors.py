@@ -199,3 +199,35 @@ def test_good_inputs_still_pass(bad, tmp_path):
     assert proc.returncode == 0, proc.stderr
     summary = json.load(open(str(out / "summary.json")))
     assert 0 <= summary["compare_final"]["closest_class_mean_is_unit"] <= 1
+
+
+def legacy_copy(src, dest, bias_count=None):
+    """`src` rewritten in Caffe's V1 format (`layers`, 4-D legacy blob dims),
+    as old BVLC caffemodels are stored; bias_count changes ip2's bias size."""
+    model = caffe_pb2.NetParameter()
+    model.ParseFromString(open(src, "rb").read())
+    legacy = caffe_pb2.NetParameter()
+    for layer in model.layer:
+        old = legacy.layers.add()
+        old.name = layer.name
+        for blob in layer.blobs:
+            dims = list(blob.shape.dim)
+            if layer.name == "ip2" and len(dims) == 1 and bias_count:
+                dims = [bias_count]
+            new = old.blobs.add()
+            new.num, new.channels, new.height, new.width = [1] * (4 - len(dims)) + dims
+            new.data.extend([0.0] * int(np.prod(dims)))
+    open(dest, "wb").write(legacy.SerializeToString())
+
+
+def test_check_weights_reads_legacy_models_as_caffe_does(bad, tmp_path):
+    from gencnn import cli, solver_io
+    good, wrong = str(tmp_path / "v1.caffemodel"), str(tmp_path / "v1_wrong.caffemodel")
+    legacy_copy(bad["good"], good)
+    legacy_copy(bad["good"], wrong, bias_count=9)
+    net = caffe.Net(LENET, caffe.TEST)
+    solver_io.load_weights(net, good)              # Caffe copies it too
+    assert not net.params["ip2"][1].data.any()
+    with pytest.raises(cli.UserError, match="layer ip2: blob 1 has shape 1x1x1x9, "
+                                            "the net expects 10$"):
+        solver_io.check_weights(LENET, wrong)
