@@ -153,6 +153,27 @@ class TwoStageRunner(object):
         if second.batch_size != first.batch_size or second.source != first.source:
             raise UserError("stage 2 must train on the same data as stage 1")
 
+    def validate(self):
+        """What would otherwise fail only after the run folder is written: the
+        nets' outputs two_stage reads, the test data, the initial weights."""
+        for stage in self.stages:
+            tops = {top for layer in stage.net.layer for top in layer.top}
+            if "loss" not in tops:
+                raise UserError("%s has no 'loss' output (two_stage logs the top named "
+                                "'loss')" % stage.net_path)
+            if "accuracy" not in tops:
+                raise UserError("%s has no 'accuracy' output for the TEST phase"
+                                % stage.net_path)
+            for layer in stage.net.layer:
+                phases = [rule.phase for rule in layer.include if rule.HasField("phase")]
+                if layer.type == "Data" and caffe_pb2.TEST in phases and \
+                        os.path.abspath(layer.data_param.source) == \
+                        os.path.abspath(stage.source):
+                    raise UserError("%s: the TEST net reads the training LMDB %s"
+                                    % (stage.net_path, stage.source))
+        if self.weights:
+            solver_io.check_weights(self.stages[0].net, self.weights)
+
     def _stage(self, index, solver_path):
         return Stage(index, solver_path, self.train_lmdb,
                      os.path.join(self.out_dir, "stage%d_net.prototxt" % index))
@@ -229,7 +250,7 @@ class TwoStageRunner(object):
     # -------------------------------------------------------------- state
     def _fresh_state(self):
         return {"stage": 1, "stage_iter": 0, "global_iter": 0, "solverstate": None,
-                "init_weights": self.weights, "switch_iter": None, "switch_reason": None,
+                "init_weights": os.path.abspath(self.weights) if self.weights else None, "switch_iter": None, "switch_reason": None,
                 "done": False, "config": self.describe(),
                 "history": {"stage1": [], "stage2": []}}
 
@@ -239,44 +260,84 @@ class TwoStageRunner(object):
                 "start_epoch": self.start_epoch, "epoch_iters": self.epoch_iters,
                 "total_iters": self.total_iters, "train_size": self.stages[0].train_size,
                 "batch_size": self.stages[0].batch_size, "stop_epoch": self.stop_epoch,
-                "train_lmdb": self.train_lmdb}
+                "train_lmdb": self.train_lmdb,
+                "weights": os.path.abspath(self.weights) if self.weights else None}
+
+    def _inside(self, path):
+        """A path in state.json: relative to the run folder, so a copied run
+        resumes from its own snapshots (old absolute entries still resolve)."""
+        return os.path.join(self.out_dir, path)
 
     def _checkpoint(self, solver, state, keep=False):
         solver.snapshot()
-        prefix = self.path("snapshots", "stage%d_iter_%d" % (state["stage"], solver.iter))
+        prefix = os.path.join("snapshots", "stage%d_iter_%d" % (state["stage"], solver.iter))
         previous = state.get("solverstate")
         state["solverstate"] = prefix + ".solverstate"
         state["stage_iter"] = solver.iter
         self._write_json("state.json", state)
         if previous and previous != state["solverstate"] and previous not in state.get("kept", []):
             for ext in (".solverstate", ".caffemodel"):
-                path = previous[: -len(".solverstate")] + ext
+                path = self._inside(previous[: -len(".solverstate")] + ext)
                 if os.path.exists(path):
                     os.remove(path)
         if keep:
             state.setdefault("kept", []).append(state["solverstate"])
             self._write_json("state.json", state)
-        return prefix + ".caffemodel"
+        return self._inside(prefix + ".caffemodel")
 
     # ---------------------------------------------------------------- run
+    # Options that must not change between a run and its --resume; the others
+    # (--checkpoint-every, --keep-epochs, --no-progress) may.
+    RESUME_OPTIONS = (("stages", "--stage1/--stage2"), ("seed", "--seed"),
+                      ("switch", "--switch/--switch-epoch"), ("start_epoch", "--start-epoch"),
+                      ("stop_epoch", "--stop-epoch"), ("train_lmdb", "--train-lmdb"),
+                      ("weights", "--weights"))
+
+    def _load_state(self, state_file):
+        try:
+            with open(state_file) as f:
+                state = json.load(f)
+            state["config"]["stages"]
+        except (ValueError, KeyError, TypeError, OSError) as err:
+            raise UserError("%s is unreadable (%s): remove the folder to start over"
+                            % (state_file, str(err).splitlines()[0] or type(err).__name__))
+        return state
+
+    @staticmethod
+    def _started(state):
+        """True once a run has a checkpoint: before that it blocks nothing."""
+        return bool(state.get("solverstate") or state.get("global_iter") or state.get("done")
+                    or state.get("stage", 1) != 1)
+
+    def _check_same_options(self, saved):
+        mine = self.describe()
+        for key, option in self.RESUME_OPTIONS:
+            if key in saved and key in mine and saved[key] != mine[key]:
+                raise UserError("--resume with a different %s than the run in %s (%r, now %r):"
+                                " resume with the original options or use another --out"
+                                % (option, self.out_dir, saved[key], mine[key]))
+
     def run(self, resume=False):
         self._bar = None
-        os.makedirs(self.path("snapshots"), exist_ok=True)
         state_file = self.path("state.json")
-        if resume:
-            if not os.path.exists(state_file):
-                raise UserError("nothing to resume in %s (no state.json)" % self.out_dir)
-            state = json.load(open(state_file))
-            if state["config"]["stages"] != [s.solver_path for s in self.stages]:
-                raise UserError("%s was started with other solvers: %s"
-                                % (self.out_dir, state["config"]["stages"]))
+        state = self._load_state(state_file) if os.path.exists(state_file) else None
+        if state is not None and not self._started(state):
+            # A start that failed before its first checkpoint (e.g. Caffe
+            # aborted): it leaves nothing to resume and must not block a rerun.
+            state = None
+        if resume and state is not None:
+            self._check_same_options(state["config"])
             if state["done"]:
                 self.log("already finished; nothing to resume")
                 return state
+        elif resume:
+            raise UserError("nothing to resume in %s (no run with a checkpoint)" % self.out_dir)
+        elif state is not None:
+            raise UserError("%s already holds a run: use --resume or another --out"
+                            % self.out_dir)
         else:
-            if os.path.exists(state_file):
-                raise UserError("%s already holds a run: use --resume or another --out"
-                                % self.out_dir)
+            self.validate()
+            os.makedirs(self.path("snapshots"), exist_ok=True)
             state = self._fresh_state()
             self._write_json("state.json", state)
         if self.progress:
@@ -306,12 +367,13 @@ class TwoStageRunner(object):
         solver, param = self._make_solver(stage, stage_iters)
         iters_log = self.path("iterations_stage%d.tsv" % stage.index)
         if state["solverstate"] and state["stage"] == stage.index:
-            solver.restore(str(state["solverstate"]))
+            solver.restore(str(self._inside(state["solverstate"])))
             self._skip_batches(solver, solver.iter % stage.data_period)
             self._truncate_tsv(iters_log, solver.iter)
             self.log("resumed stage %d at iteration %d" % (stage.index, solver.iter))
         else:
-            weights = state["init_weights"] if stage.index == 1 else state["switch_weights"]
+            weights = state["init_weights"] if stage.index == 1 else \
+                self._inside(state["switch_weights"])
             if weights:
                 solver.net.copy_from(str(weights))
                 for net in solver.test_nets:
@@ -352,6 +414,9 @@ class TwoStageRunner(object):
                         switched = True
                         state["switch_reason"] = "ess %.4f < %g at epoch %g" % (
                             record["train_ess"], self.switch[1], round(epoch, 3))
+                        # Saved with the checkpoint below, so a resume ends
+                        # stage 1 here too instead of training on past it.
+                        state["switch_iter"] = global_iter
                 state["global_iter"] = global_iter
                 kept_epoch = self.keep_iters.get(global_iter)
                 if it % self.checkpoint_every == 0 or at_epoch_end or last or switched \
@@ -368,7 +433,7 @@ class TwoStageRunner(object):
         self._keep_copy(final_model, "stage%d_final.caffemodel" % stage.index)
         if stage.index == 1 and len(self.stages) == 2:
             state["switch_iter"] = offset + solver.iter
-            state["switch_weights"] = self.path("stage1_final.caffemodel")
+            state["switch_weights"] = "stage1_final.caffemodel"
             state["switch_reason"] = state["switch_reason"] or "epoch %g" % self.switch[1]
             state["stage"], state["solverstate"], state["stage_iter"] = 2, None, 0
             self.log("switch at iteration %d (%s)" % (state["switch_iter"], state["switch_reason"]))

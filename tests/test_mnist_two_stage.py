@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import caffe
-from gencnn import netgen
+from caffe.proto import caffe_pb2
+from gencnn import netgen, solver_io
 from gencnn.config import REPO_ROOT
 from gencnn.lmdb_io import lmdb_count, read_lmdb
 
@@ -243,3 +244,90 @@ def test_bad_input_fails_before_training(small_solvers, tmp_path, subset):
         message = one_line_error(tool("two_stage.py", *(args + ["--out", out]), check=False))
         assert expected[name] in message, (name, message)
         assert not out.exists(), name
+
+
+def test_ess_switch_survives_a_crash_at_the_switch(small_solvers, tmp_path):
+    """A run stopped right after its ESS switch checkpoint (before
+    stage1_final.caffemodel is written) switches at the same iteration when
+    resumed, and ends as an uninterrupted run does."""
+    args = ["--stage1", small_solvers["gg"], "--stage2", small_solvers["gg_dg"],
+            "--switch", "ess:0.2", "--seed", 1, "--checkpoint-every", 10, "--no-progress"]
+    tool("two_stage.py", *(args + ["--out", tmp_path / "whole"]))
+    whole = history(tmp_path / "whole")
+    out = tmp_path / "crashed"
+    out.mkdir()
+    # A folder in the way of the copy makes the run die exactly there.
+    (out / "stage1_final.caffemodel.tmp").mkdir()
+    assert tool("two_stage.py", *(args + ["--out", out]), check=False).returncode != 0
+    state = json.load(open(str(out / "state.json")))
+    assert state["stage"] == 1 and state["stage_iter"] == whole["switch_iter"]
+    (out / "stage1_final.caffemodel.tmp").rmdir()
+    tool("two_stage.py", *(args + ["--out", out, "--resume"]))
+    resumed = history(out)
+    assert resumed["switch_iter"] == whole["switch_iter"]
+    assert resumed["final_test_error_pct"] == whole["final_test_error_pct"]
+
+
+def test_resuming_a_copied_run_leaves_the_original_alone(small_solvers, tmp_path):
+    args = ["--stage1", small_solvers["dg"], "--seed", 1, "--checkpoint-every", 10,
+            "--no-progress"]
+    original = tmp_path / "original"
+    cmd = [sys.executable, os.path.join(TOOLS, "two_stage.py")] + list(map(str, args)) + \
+        ["--out", str(original)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    _kill_when(proc, str(original / "iterations_stage1.tsv"), 35)
+    before = sorted(os.listdir(str(original / "snapshots")))
+    copy = tmp_path / "copy"
+    shutil.copytree(str(original), str(copy))
+    tool("two_stage.py", *(args + ["--out", copy, "--resume"]))
+    assert sorted(os.listdir(str(original / "snapshots"))) == before
+    assert "resumed stage 1" in open(str(copy / "two_stage.log")).read()
+    assert history(copy)["stages"]["stage1"][-1]["iter"] == 250
+
+
+def test_a_failed_start_does_not_block_its_folder(small_solvers, tmp_path):
+    """Caffe aborts before the first iteration (an unknown Python layer
+    module): the folder holds no run, so a plain rerun starts afresh."""
+    broken_net = tmp_path / "broken_gg.prototxt"
+    broken_net.write_text(open(str(small_solvers["gg"].parent / "lenet_gg.prototxt")).read()
+                          .replace('module: "generative_loss_layer"', 'module: "no_such_module"'))
+    broken = tmp_path / "broken_solver.prototxt"
+    solver_io.write_solver_variant(str(small_solvers["gg"]), str(broken), net=str(broken_net),
+                                   max_iter=20)
+    out = tmp_path / "run"
+    assert tool("two_stage.py", "--stage1", broken, "--out", out, "--no-progress",
+                check=False).returncode != 0
+    short = tmp_path / "short.prototxt"
+    solver_io.write_solver_variant(str(small_solvers["gg"]), str(short), max_iter=20)
+    tool("two_stage.py", "--stage1", short, "--out", out, "--no-progress")
+    assert history(out)["stages"]["stage1"][-1]["iter"] == 20
+
+
+def test_resume_refuses_changed_options_and_bad_weights(small_solvers, tmp_path):
+    out = tmp_path / "run"
+    args = ["--stage1", small_solvers["dg"], "--seed", 1, "--stop-epoch", 1, "--no-progress"]
+    tool("two_stage.py", *(args + ["--out", out]))
+    assert history(out)["stages"]["stage1"][-1]["iter"] == 32      # ceil(2000 / 64)
+    changed = list(args)
+    changed[changed.index("--seed") + 1] = 7
+    message = one_line_error(tool("two_stage.py", *(changed + ["--out", out, "--resume"]),
+                                  check=False))
+    assert "--seed" in message
+    # Weights that are not a caffemodel, or of another net, fail before
+    # anything is written (Caffe itself would abort or ignore them).
+    text = tmp_path / "t.caffemodel"
+    text.write_text("hi\n")
+    other = tmp_path / "other.caffemodel"
+    other.write_bytes(open(str(out / "stage1_final.caffemodel"), "rb").read())
+    renamed = caffe_pb2.NetParameter()
+    renamed.ParseFromString(open(str(other), "rb").read())
+    for layer in renamed.layer:
+        if layer.name == "ip2":
+            layer.name = "fc2"
+    other.write_bytes(renamed.SerializeToString())
+    for weights, expected in ((text, "not a Caffe model"), (other, "layer ip2 missing")):
+        fresh = tmp_path / ("never_" + weights.stem)
+        message = one_line_error(tool("two_stage.py", "--stage1", small_solvers["dg"],
+                                      "--weights", weights, "--out", fresh, check=False))
+        assert expected in message, message
+        assert not fresh.exists()
