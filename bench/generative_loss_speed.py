@@ -22,14 +22,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import _init_paths  # noqa: F401,E402
 import numpy as np  # noqa: E402
 
-from gencnn import config, netgen  # noqa: E402
-from gencnn.lmdb_io import write_lmdb  # noqa: E402
+from gencnn import caffe_utils, config, netgen  # noqa: E402
+from gencnn.data.lmdb_io import write_lmdb  # noqa: E402
 
 
 def caffe(args, cwd):
     env = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1")
     start = time.time()
-    out = subprocess.run([config.caffe_binary()] + args, cwd=cwd, env=env, check=True,
+    out = subprocess.run([caffe_utils.tool_path("caffe")] + args, cwd=cwd, env=env, check=True,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          universal_newlines=True).stdout
     return out, time.time() - start

@@ -59,7 +59,7 @@ def load_images(lmdb_path, count, scale, mean_file, seed):
     CIFAR-10 is), and a batch of one class is no GG batch."""
     import caffe
     from caffe.proto import caffe_pb2
-    from gencnn.lmdb_io import read_lmdb
+    from gencnn.data.lmdb_io import read_lmdb
     images, labels = [], []
     for image, label in read_lmdb(lmdb_path):
         images.append(image)

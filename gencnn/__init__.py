@@ -1,7 +1,20 @@
 """gencnn: generative modeling of CNNs (Dai, Lu & Wu, ICLR 2015) on real Caffe.
 
-The importable library behind tools/: paths and configuration (config),
-Caffe log parsing (caffe_log). The eq. 10 loss layer itself lives in
-python_layers/generative_loss_layer.py, where Caffe's Python layer loader
-finds it.
+The importable library behind tools/ (thin command-line front ends):
+
+    cli                  one error convention, atomic writes, option types
+    config               where things live (repository, data, ../shared)
+    caffe_utils          Caffe's files and tools: prototxt/solver reading and
+                         variants, lr schedules, caffemodel checks, binaries, logs
+    netgen               every net and solver of prototxt/ and solvers/, and the
+                         per-net training protocols
+    data/                MNIST, CIFAR-10, ImageNet lists -> Caffe LMDBs (lmdb_io)
+    two_stage            GG pre-training then DG fine-tuning, resumable
+    experiment           the DG / GG / GG+DG studies over seeds (Table 1, CIFAR-10)
+    generative_learning  learning p_y(x) from synthesized images (paper section 5)
+    evaluation           5-crop / centre-crop ImageNet evaluation
+    visualization/       HMC sampling of any node (eq. 11-13) and its figures
+
+The eq. 10 loss layer itself lives in python_layers/generative_loss_layer.py,
+where Caffe's Python layer loader finds it (and the synthesis loss beside it).
 """

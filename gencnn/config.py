@@ -14,10 +14,3 @@ def data_dir():
     """Where tools write LMDBs and downloads (GENCNN_DATA, default ./data)."""
     return os.environ.get("GENCNN_DATA", os.path.join(REPO_ROOT, "data"))
 
-
-def caffe_binary():
-    """The `caffe` tool: $CAFFE_BIN/caffe when env.sh is sourced, else PATH."""
-    caffe_bin = os.environ.get("CAFFE_BIN")
-    if caffe_bin and os.path.exists(os.path.join(caffe_bin, "caffe")):
-        return os.path.join(caffe_bin, "caffe")
-    return "caffe"

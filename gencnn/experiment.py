@@ -65,10 +65,10 @@ class StudySpec(object):
 
     def train_lmdb(self, repo=config.REPO_ROOT):
         """The training LMDB named by the DG net."""
-        from gencnn import solver_io
-        solver = solver_io.read_solver(os.path.join(repo, self.solver_path("dg")))
-        net = solver_io.read_net(solver_io.solver_net_path(solver, repo))
-        return os.path.join(repo, solver_io.train_data_layer(net).data_param.source)
+        from gencnn import caffe_utils
+        solver = caffe_utils.read_solver(os.path.join(repo, self.solver_path("dg")))
+        net = caffe_utils.read_net(caffe_utils.solver_net_path(solver, repo))
+        return os.path.join(repo, caffe_utils.train_data_layer(net).data_param.source)
 
     def solver_path(self, arm):
         """Relative to the runner's folder (the repository), as Caffe reads it."""
@@ -261,7 +261,7 @@ class Runner(object):
 
     def make_shuffled_lmdb(self, seed):
         """A copy of the training LMDB in a seed's own random order."""
-        from gencnn import lmdb_io
+        from gencnn.data import lmdb_io
         path = self.shuffled_lmdb(seed)
         if os.path.isdir(path):
             return path

@@ -30,9 +30,9 @@ import numpy as np
 
 import caffe
 from caffe.proto import caffe_pb2
-from gencnn import solver_io
+from gencnn import caffe_utils
 from gencnn.cli import UserError, write_atomic
-from gencnn.lmdb_io import lmdb_count
+from gencnn.data.lmdb_io import lmdb_count
 
 
 def parse_switch(text):
@@ -66,10 +66,10 @@ class Stage(object):
     def __init__(self, index, solver_path, train_lmdb=None, net_copy=None):
         self.index = index
         self.solver_path = solver_path
-        self.param = solver_io.read_solver(solver_path)
-        self.net_path = solver_io.solver_net_path(self.param, os.getcwd())
-        self.net = solver_io.read_net(self.net_path)
-        data = solver_io.train_data_layer(self.net)
+        self.param = caffe_utils.read_solver(solver_path)
+        self.net_path = caffe_utils.solver_net_path(self.param, os.getcwd())
+        self.net = caffe_utils.read_net(self.net_path)
+        data = caffe_utils.train_data_layer(self.net)
         if train_lmdb:
             data.data_param.source = os.path.abspath(train_lmdb)
             self.net_text = "# %s with its TRAIN source set to %s by two_stage.py\n%s" % (
@@ -145,7 +145,7 @@ class TwoStageRunner(object):
             if "ess" not in tops:
                 raise UserError("--switch ess:T needs the stage-1 net %s to output 'ess' "
                                 "(GenerativeLossLayer's second top)" % first.net_path)
-        a, b = solver_io.learned_layers(first.net), solver_io.learned_layers(second.net)
+        a, b = caffe_utils.learned_layers(first.net), caffe_utils.learned_layers(second.net)
         if a != b:
             missing = sorted(set(a.items()) ^ set(b.items()))
             raise UserError("stage-2 net %s does not match stage 1's learned layers: %s"
@@ -172,7 +172,7 @@ class TwoStageRunner(object):
                     raise UserError("%s: the TEST net reads the training LMDB %s"
                                     % (stage.net_path, stage.source))
         if self.weights:
-            solver_io.check_weights(self.stages[0].net, self.weights)
+            caffe_utils.check_weights(self.stages[0].net, self.weights)
 
     def _stage(self, index, solver_path):
         return Stage(index, solver_path, self.train_lmdb,

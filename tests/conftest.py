@@ -12,7 +12,7 @@ for sub in ("", "python_layers"):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-from gencnn import config  # noqa: E402
+from gencnn import caffe_utils, config  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +26,7 @@ def shared_dir():
 def run_caffe(args, cwd, timeout=600, check=True):
     """Run the real `caffe` tool with INFO logging; returns (returncode, log text)."""
     env = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1")
-    proc = subprocess.run([config.caffe_binary()] + list(args), cwd=cwd, env=env,
+    proc = subprocess.run([caffe_utils.tool_path("caffe")] + list(args), cwd=cwd, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           universal_newlines=True, timeout=timeout)
     if check and proc.returncode != 0:

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 
 from conftest import REPO
-from gencnn import cli, lmdb_io
+from gencnn import cli
+from gencnn.data import lmdb_io
 
 FORK = multiprocessing.get_context("fork")
 

@@ -13,8 +13,8 @@ import pytest
 
 from caffe.proto import caffe_pb2
 from conftest import REPO
-from gencnn import cifar10
-from gencnn.lmdb_io import read_lmdb
+from gencnn.data import cifar10
+from gencnn.data.lmdb_io import read_lmdb
 
 
 def run_tool(script, *args):

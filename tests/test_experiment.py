@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from gencnn import experiment, netgen
-from gencnn.lmdb_io import read_lmdb
+from gencnn.data.lmdb_io import read_lmdb
 from test_mnist_two_stage import tool
 
 

@@ -7,8 +7,8 @@ import pytest
 
 import caffe
 from conftest import run_caffe
-from gencnn import caffe_log
-from gencnn.lmdb_io import write_lmdb
+from gencnn import caffe_utils
+from gencnn.data.lmdb_io import write_lmdb
 from generative_loss_layer import generative_loss
 
 caffe.set_mode_cpu()
@@ -276,7 +276,7 @@ def test_caffe_train_lowers_generative_loss(tiny_problem):
     root, net = tiny_problem
     solver = write_solver(root, net, 200, "scratch")
     _, log = run_caffe(["train", "-solver", str(solver)], cwd=str(root))
-    losses = caffe_log.train_losses(log)
+    losses = caffe_utils.train_losses(log)
     assert losses[0][0] == 0 and len(losses) >= 20
     first, last = losses[0][1], losses[-1][1]
     # At init all scores are ~0, so l ~ 0. l_i = -log(N W_{y_i}(i)) >= -log N,
@@ -295,8 +295,8 @@ def test_caffe_train_weights_finetunes_from_given_model(tiny_problem):
     solver = write_solver(root, net, 1, "finetune")
     _, log = run_caffe(["train", "-solver", str(solver), "-weights", str(trained)], cwd=str(root))
     assert "Finetuning from %s" % trained in log
-    start_finetuned = caffe_log.train_losses(log)[0][1]
+    start_finetuned = caffe_utils.train_losses(log)[0][1]
     _, log0 = run_caffe(["train", "-solver", str(solver)], cwd=str(root))
-    start_scratch = caffe_log.train_losses(log0)[0][1]
+    start_scratch = caffe_utils.train_losses(log0)[0][1]
     # The fine-tune starts where training ended, far below a fresh start.
     assert start_finetuned < start_scratch - 0.5, (start_finetuned, start_scratch)

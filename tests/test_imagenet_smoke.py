@@ -23,8 +23,8 @@ from google.protobuf import text_format
 import caffe
 from caffe.proto import caffe_pb2
 from conftest import REPO, run_caffe
-from gencnn import caffe_log, evaluation
-from gencnn.lmdb_io import datum_to_array, lmdb_count
+from gencnn import caffe_utils, evaluation
+from gencnn.data.lmdb_io import datum_to_array, lmdb_count
 
 caffe.set_mode_cpu()
 SYNSETS = ["n01440764", "n01443537", "n01484850"]     # 3 classes, labels 0..2
@@ -137,10 +137,10 @@ def smoke_copy(key, variant, ilsvrc, tmp, snapshot):
 
 
 def check_log(log, base_lr, outputs):
-    losses = caffe_log.train_losses(log)
+    losses = caffe_utils.train_losses(log)
     assert [it for it, _ in losses] == [0, 1, 2] and np.all(np.isfinite([l for _, l in losses]))
     assert "Iteration 0, lr = %g" % base_lr in log
-    ((it, tested),) = caffe_log.test_outputs(log)
+    ((it, tested),) = caffe_utils.test_outputs(log)
     assert it == 2 and sorted(tested) == sorted(outputs)
     assert 0 <= tested["accuracy"] <= tested["accuracy_top5"] <= 1
     assert "Optimization Done." in log

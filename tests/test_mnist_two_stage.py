@@ -14,9 +14,9 @@ import pytest
 
 import caffe
 from caffe.proto import caffe_pb2
-from gencnn import netgen, solver_io
+from gencnn import caffe_utils, netgen
 from gencnn.config import REPO_ROOT
-from gencnn.lmdb_io import lmdb_count, read_lmdb
+from gencnn.data.lmdb_io import lmdb_count, read_lmdb
 
 TOOLS = os.path.join(REPO_ROOT, "tools")
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1")
@@ -292,13 +292,13 @@ def test_a_failed_start_does_not_block_its_folder(small_solvers, tmp_path):
     broken_net.write_text(open(str(small_solvers["gg"].parent / "lenet_gg.prototxt")).read()
                           .replace('module: "generative_loss_layer"', 'module: "no_such_module"'))
     broken = tmp_path / "broken_solver.prototxt"
-    solver_io.write_solver_variant(str(small_solvers["gg"]), str(broken), net=str(broken_net),
+    caffe_utils.write_solver_variant(str(small_solvers["gg"]), str(broken), net=str(broken_net),
                                    max_iter=20)
     out = tmp_path / "run"
     assert tool("two_stage.py", "--stage1", broken, "--out", out, "--no-progress",
                 check=False).returncode != 0
     short = tmp_path / "short.prototxt"
-    solver_io.write_solver_variant(str(small_solvers["gg"]), str(short), max_iter=20)
+    caffe_utils.write_solver_variant(str(small_solvers["gg"]), str(short), max_iter=20)
     tool("two_stage.py", "--stage1", short, "--out", out, "--no-progress")
     assert history(out)["stages"]["stage1"][-1]["iter"] == 20
 

@@ -7,7 +7,7 @@ from google.protobuf import text_format
 
 import caffe
 from caffe.proto import caffe_pb2
-from gencnn import netgen, solver_io
+from gencnn import caffe_utils, netgen
 from gencnn.config import REPO_ROOT
 
 
@@ -199,7 +199,7 @@ def test_cifar10_solvers_follow_cifar10_quick():
                               for v in ("dg", "gg", "gg_dg", "gg_dg_aligned"))
     for s in (dg, gg):
         assert s.max_iter == 5000 and s.base_lr == pytest.approx(0.001)
-        assert [solver_io.learning_rate(s, it) for it in (0, 3999, 4000, 4999)] == \
+        assert [caffe_utils.learning_rate(s, it) for it in (0, 3999, 4000, 4999)] == \
             pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
         assert (s.momentum, s.weight_decay) == pytest.approx((0.9, 0.004))
     assert netgen.CIFAR10_SWITCH_ITER == 3215 == int(np.ceil(5000 * 45 / 70.0))
@@ -221,7 +221,7 @@ def test_aligned_stage2_follows_dg_schedule(key):
     aligned = solver_param(protocol.solver_name("gg_dg_aligned"))
     restart = solver_param(protocol.solver_name("gg_dg"))
     assert aligned.max_iter == restart.max_iter == dg.max_iter - s
-    lr = solver_io.learning_rate
+    lr = caffe_utils.learning_rate
     assert lr(aligned, 0) == pytest.approx(0.3 * dg.base_lr, rel=1e-6)
     for t in np.linspace(0, aligned.max_iter - 1, 41).astype(int):
         assert lr(aligned, t) / lr(aligned, 0) == pytest.approx(lr(dg, s + t) / lr(dg, s),
@@ -244,7 +244,7 @@ def test_gg_solver_snapshots_at_the_switch(key):
 
 
 def test_learning_rate_matches_caffe_log(tmp_path):
-    """solver_io.learning_rate against the lr Caffe itself logs ("lr = ")
+    """caffe_utils.learning_rate against the lr Caffe itself logs ("lr = ")
     for the inv and multistep schedules of the aligned solvers."""
     import re
     from conftest import run_caffe
@@ -270,7 +270,7 @@ def test_learning_rate_matches_caffe_log(tmp_path):
                   re.findall(r"Iteration (\d+), lr = ([-+0-9.eE]+)", log)}
         assert len(logged) > 800
         for it, value in logged.items():
-            assert value == pytest.approx(solver_io.learning_rate(solver, it), rel=1e-5), it
+            assert value == pytest.approx(caffe_utils.learning_rate(solver, it), rel=1e-5), it
 
 
 @pytest.mark.parametrize("rel", [r for r in netgen.all_files() if r.startswith("solvers/")])

@@ -22,8 +22,9 @@ import os
 import sys
 
 import _init_paths  # noqa: F401
-from gencnn import caffe_tools, cifar10, cli, config
-from gencnn.lmdb_io import write_lmdb
+from gencnn import caffe_utils, cli, config
+from gencnn.data import cifar10
+from gencnn.data.lmdb_io import write_lmdb
 
 SNAPSHOTS = os.path.join(config.REPO_ROOT, "results", "cifar10", "snapshots")
 
@@ -60,7 +61,7 @@ def main(argv=None):
         path = os.path.join(args.out, "cifar10_%s_lmdb" % split)
         count = write_lmdb(path, zip(images, labels))
         print("wrote %s (%d images)" % (path, count))
-    caffe_tools.finish_dataset(os.path.join(args.out, "cifar10_train_lmdb"),
+    caffe_utils.finish_dataset(os.path.join(args.out, "cifar10_train_lmdb"),
                                os.path.join(args.out, "mean.binaryproto"), args.snapshots)
     return 0
 

@@ -39,7 +39,7 @@ def main(argv=None):
                         help="HMC chains per ip2 unit (default %(default)s)")
     args = parser.parse_args(argv)
     cli.check_writable(args.out)          # before minutes of work
-    from gencnn import solver_io
+    from gencnn import caffe_utils
     import json
     start = time.time()
     os.makedirs(args.out, exist_ok=True)
@@ -54,10 +54,10 @@ def main(argv=None):
     # 2. A short GG+DG run with the paper's solvers, shortened.
     epoch_iters = 60000 / 64.0
     total = int(-(-(args.gg_epochs + args.dg_epochs) * epoch_iters // 1))
-    stage1 = solver_io.write_solver_variant(
+    stage1 = caffe_utils.write_solver_variant(
         "solvers/lenet_gg.prototxt", os.path.join(args.out, "lenet_gg_short.prototxt"),
         max_iter=total)
-    stage2 = solver_io.write_solver_variant(
+    stage2 = caffe_utils.write_solver_variant(
         "solvers/lenet_gg_dg.prototxt", os.path.join(args.out, "lenet_gg_dg_short.prototxt"),
         max_iter=total - int(-(-args.gg_epochs * epoch_iters // 1)))
     train_dir = os.path.join(args.out, "gg_dg")

@@ -26,7 +26,8 @@ os.environ.setdefault("GLOG_minloglevel", "2")   # before caffe: no net-construc
 import caffe  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from gencnn import cli, evaluation, imagenet, solver_io  # noqa: E402
+from gencnn import caffe_utils, cli, evaluation  # noqa: E402
+from gencnn.data import imagenet  # noqa: E402
 
 
 def main(argv=None):
@@ -64,7 +65,7 @@ def main(argv=None):
     caffe.set_mode_cpu()
     # Weights checked before Caffe copies them (it aborts on a bad file, and
     # a layer the file lacks would keep its random fillers).
-    net = solver_io.load_weights(caffe.Net(args.deploy, caffe.TEST), args.weights)
+    net = caffe_utils.load_weights(caffe.Net(args.deploy, caffe.TEST), args.weights)
     evaluator = evaluation.Evaluator(net, args.output_blob, mean, args.resize,
                                      args.input_scale, args.batch)
     progress = None if args.quiet else (

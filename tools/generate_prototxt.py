@@ -9,19 +9,21 @@ import os
 import sys
 
 import _init_paths  # noqa: F401
-from gencnn import netgen
+from gencnn import cli, netgen
 from gencnn.config import REPO_ROOT
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=REPO_ROOT,
                         help="root under which prototxt/ and solvers/ are written "
                              "(default: the repository, %(default)s)")
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if any file differs")
     args = parser.parse_args(argv)
+    if not args.check:
+        cli.check_writable(args.out)
     stale = []
     for rel, text in netgen.all_files().items():
         path = os.path.join(args.out, rel)
@@ -31,9 +33,7 @@ def main(argv=None):
         stale.append(rel)
         if not args.check:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path + ".tmp", "w") as f:
-                f.write(text)
-            os.replace(path + ".tmp", path)
+            cli.write_atomic(path, text)
             print("wrote %s" % rel)
     if args.check and stale:
         print("out of date: %s (run tools/generate_prototxt.py)" % ", ".join(stale),
@@ -43,4 +43,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -13,8 +13,9 @@ import sys
 
 import _init_paths  # noqa: F401
 import numpy as np
-from gencnn import cli, config, mnist
-from gencnn.lmdb_io import lmdb_count, write_lmdb
+from gencnn import cli, config
+from gencnn.data import mnist
+from gencnn.data.lmdb_io import lmdb_count, write_lmdb
 
 SIZES = {"train": 60000, "test": 10000}
 

@@ -28,7 +28,8 @@ import os
 import sys
 
 import _init_paths  # noqa: F401
-from gencnn import caffe_tools, cli, config, imagenet
+from gencnn import caffe_utils, cli, config
+from gencnn.data import imagenet
 
 SNAPSHOTS = os.path.join(config.REPO_ROOT, "results", "imagenet", "snapshots")
 
@@ -77,7 +78,7 @@ def main(argv=None):
         print("converting %d %s images -> %s" % (len(items), name, lmdb_path), flush=True)
         imagenet.convert_imageset(root, list_path, lmdb_path, len(items),
                                   os.path.join(args.out, "convert_%s.log" % name))
-    caffe_tools.finish_dataset(os.path.join(args.out, "ilsvrc12_train_lmdb"),
+    caffe_utils.finish_dataset(os.path.join(args.out, "ilsvrc12_train_lmdb"),
                                os.path.join(args.out, "imagenet_mean.binaryproto"),
                                args.snapshots, os.path.join(args.out, "compute_image_mean.log"))
     return 0

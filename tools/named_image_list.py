@@ -13,7 +13,8 @@ import os
 import sys
 
 import _init_paths  # noqa: F401
-from gencnn import cli, imagenet
+from gencnn import cli
+from gencnn.data import imagenet
 
 
 def main(argv=None):

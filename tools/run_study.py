@@ -25,12 +25,12 @@ from gencnn import cli, experiment
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", choices=list(experiment.STUDIES), help="which study")
     parser.add_argument("--seeds", help="comma-separated seeds (default: the study's, "
                         "1,2,3,4,5)")
-    parser.add_argument("--jobs", type=int, default=1,
+    parser.add_argument("--jobs", type=cli.positive_int, default=1,
                         help="runs side by side, one core each (default %(default)s)")
     parser.add_argument("--work", help="where runs keep snapshots and logs (default "
                         "results/runs/<study>, git-ignored)")
@@ -45,8 +45,8 @@ def main(argv=None):
         raise cli.UserError("--seeds must be comma-separated integers, got %r" % args.seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise cli.UserError("--seeds needs distinct seeds, got %r" % args.seeds)
-    if args.jobs < 1:
-        raise cli.UserError("--jobs must be >= 1, got %d" % args.jobs)
+    if args.work:
+        cli.check_writable(args.work)
     runner = experiment.Runner(spec, seeds, work_dir=args.work, jobs=args.jobs)
     if not args.report_only:
         lmdb = spec.train_lmdb()

@@ -9,9 +9,9 @@ relative to an image root folder (BVLC's data/ilsvrc12/train.txt, val.txt).
 import os
 import shutil
 
-from gencnn import caffe_tools
+from gencnn import caffe_utils
 from gencnn.cli import DataError, write_atomic  # DataError: one class for all data tools
-from gencnn.lmdb_io import lmdb_count
+from gencnn.data.lmdb_io import lmdb_count
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp")
 RESIZE = 256          # convert_imageset warps every image to 256 x 256
@@ -95,7 +95,7 @@ def convert_imageset(root, list_path, lmdb_path, expected, log_path=None):
     tmp = lmdb_path.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        caffe_tools.run_tool("convert_imageset", [
+        caffe_utils.run_tool("convert_imageset", [
             "--resize_height=%d" % RESIZE, "--resize_width=%d" % RESIZE, "--shuffle",
             "--backend=lmdb", os.path.join(os.path.abspath(root), ""), list_path, tmp],
             log_path)

@@ -1,5 +1,15 @@
-"""Read Caffe solver and net prototxt files, resolve their relative paths."""
+"""Everything gencnn does with Caffe's own files and tools, in one place:
+
+- prototxt: read solvers and nets (caffe_pb2 + text_format), write solver
+  variants, the lr a solver gives at an iteration (Caffe's formula);
+- weights: check a caffemodel against a net before Caffe sees it;
+- tools: find and run Caffe's binaries (caffe, convert_imageset,
+  compute_image_mean) and parse the glog output of `caffe train`.
+"""
 import os
+import re
+import shutil
+import subprocess
 
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
@@ -208,3 +218,99 @@ def learning_rate(solver, it):
     if policy == "sigmoid":
         return base / (1.0 + math.exp(-solver.gamma * (it - solver.stepsize)))
     raise UserError("unknown lr_policy %r" % policy)
+
+
+# ---------------------------------------------------------------------------
+# Caffe's binaries: $CAFFE_BIN/<tool> when env.sh is sourced, else PATH
+# ---------------------------------------------------------------------------
+
+class ToolError(UserError, RuntimeError):
+    """A Caffe tool is missing or failed; the message is one line (a
+    UserError: the environment or the data, not a bug, is to blame)."""
+
+
+def tool_path(name):
+    caffe_bin = os.environ.get("CAFFE_BIN")
+    if caffe_bin and os.path.exists(os.path.join(caffe_bin, name)):
+        return os.path.join(caffe_bin, name)
+    found = shutil.which(name)
+    if found is None:
+        raise ToolError("Caffe tool %s not found: source env.sh (or put Caffe's tools on PATH)"
+                        % name)
+    return found
+
+
+def run_tool(name, args, log_path=None):
+    """Run a Caffe tool; its glog output goes to `log_path` (or is kept in
+    memory). Raises ToolError with the tool's last log line on failure."""
+    env = dict(os.environ, GLOG_logtostderr="1")
+    cmd = [tool_path(name)] + [str(a) for a in args]
+    if log_path:
+        with open(log_path, "w") as log:
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        with open(log_path) as log:
+            lines = log.read().splitlines()
+    else:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env=env, universal_newlines=True)
+        lines = proc.stdout.splitlines()
+    if proc.returncode != 0:
+        last = next((l for l in reversed(lines) if l.strip()), "(no output)")
+        raise ToolError("%s failed (exit %d): %s" % (name, proc.returncode, last.strip()))
+    return lines
+
+
+def compute_image_mean(lmdb_path, mean_path, log_path=None):
+    """Mean image of an LMDB with Caffe's compute_image_mean, written under a
+    temporary name and renamed, so `mean_path` is complete or absent."""
+    tmp = mean_path + ".tmp"
+    if os.path.exists(tmp):
+        os.remove(tmp)
+    try:
+        run_tool("compute_image_mean", ["-backend", "lmdb", lmdb_path, tmp], log_path)
+        os.replace(tmp, mean_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def finish_dataset(train_lmdb, mean_path, snapshots, log_path=None):
+    """The last step of every data tool: the training set's mean image (what
+    the nets' transform_param subtracts) and the solvers' snapshot folder,
+    without which `caffe train` aborts."""
+    compute_image_mean(train_lmdb, mean_path, log_path)
+    print("wrote %s" % mean_path)
+    os.makedirs(snapshots, exist_ok=True)
+
+
+# ---------------------------------------------------------------------------
+# The glog output of `caffe train` (BVLC Caffe 1.0 format)
+# ---------------------------------------------------------------------------
+
+# "Iteration 100 (12.3 iter/s, 8.1s/100 iters), loss = 0.2345"  (1.0)
+# "Iteration 100, loss = 0.2345"                                  (older)
+_TRAIN_LOSS = re.compile(r"Iteration (\d+)(?: \([^)]*\))?, loss = ([-+0-9.eEnaif]+)")
+# "Iteration 500, Testing net (#0)" then "    Test net output #0: accuracy = 0.98"
+_TEST_START = re.compile(r"Iteration (\d+), Testing net \(#(\d+)\)")
+_TEST_OUTPUT = re.compile(r"Test net output #\d+: (\S+) = ([-+0-9.eEnaif]+)")
+
+
+def train_losses(text):
+    """[(iteration, smoothed loss)] in log order."""
+    return [(int(it), float(loss)) for it, loss in _TRAIN_LOSS.findall(text)]
+
+
+def test_outputs(text):
+    """[(iteration, {output name: value})] for test net #0, in log order."""
+    results, current = [], None
+    for line in text.splitlines():
+        start = _TEST_START.search(line)
+        if start:
+            current = {} if start.group(2) == "0" else None
+            if current is not None:
+                results.append((int(start.group(1)), current))
+            continue
+        out = _TEST_OUTPUT.search(line)
+        if out and current is not None:
+            current[out.group(1)] = float(out.group(2))
+    return results
