@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""HMC generative visualization speed (gencnn/hmc.py), CPU.
+"""HMC generative visualization speed (gencnn/visualization/hmc.py), CPU.
 
 LeNet ip2 with the paper's schedule (section 4.2: 100 iterations x 50
 leapfrog steps): seconds per sample with 1 chain and with 64 chains sharing
@@ -23,7 +23,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import _init_paths  # noqa: F401,E402
 import numpy as np  # noqa: E402
 
-from gencnn import config, hmc  # noqa: E402
+from gencnn import config  # noqa: E402
+from gencnn.visualization import hmc, receptive_field  # noqa: E402
 
 LENET = os.path.join(config.REPO_ROOT, "prototxt", "lenet_deploy.prototxt")
 
@@ -32,7 +33,8 @@ def lenet_run(weights, chains, iters, steps, freeze=True):
     """Wall seconds of `iters` HMC iterations of `steps` leapfrog steps."""
     net = hmc.load_net(LENET, weights, chains, freeze_weights=freeze)
     score = hmc.NodeScore(net, "ip2", np.arange(chains) % 10)
-    sampler = hmc.HMCSampler(score, 0.1, steps, 0.01, "paper", seed=0, warn=lambda m: None)
+    sampler = hmc.HMCSampler(score, step_size=0.1, leapfrog_steps=steps, mass=0.01,
+                             mass_convention="paper", seed=0, warn=lambda m: None)
     x0 = sampler.initial_state((chains, 1, 28, 28))
     start = time.time()
     out = sampler.sample(x0, iters)
@@ -94,7 +96,7 @@ def main(argv=None):
     net_param = hmc.read_net_param(model)
     shape = (3, 227, 227)
     conv_blob, conv_position = "fire3/concat", (27, 27)
-    (y0, y1, x0, x1), small_position = hmc.input_crop(net_param, conv_blob, conv_position,
+    (y0, y1, x0, x1), small_position = receptive_field.input_crop(net_param, conv_blob, conv_position,
                                                       shape)
     print("SqueezeNet v1.0, seconds per leapfrog step (forward + backward, all chains)")
     print("  chains  pool_final (3x227x227)  %s centre (3x%dx%d crop)"

@@ -160,13 +160,15 @@ def _running(pid):
 
 
 def write_atomic(path, text):
-    """Write `text` to `path` through a temporary name and a rename, so the
-    file is either complete or absent (never half-written after a kill)."""
+    """Write `text` (str, or bytes for a binary file) to `path` through a
+    temporary name and a rename, so the file is either complete or absent
+    (never half-written after a kill)."""
     tmp = temp_name(path)
+    mode = "wb" if isinstance(text, bytes) else "w"
     try:
         # O_EXCL: the name is ours alone; mode 0666 lets the umask decide, as
         # for a plain open() (mkstemp would leave the file 0600).
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w") as f:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), mode) as f:
             f.write(text)
         os.replace(tmp, path)
     finally:

@@ -31,9 +31,10 @@ import numpy as np
 import caffe
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
-from gencnn import hmc, netgen
+from gencnn import netgen
+from gencnn.visualization import hmc
 from gencnn.cli import UserError, write_atomic
-from gencnn.lmdb_io import lmdb_count, read_lmdb
+from gencnn.data.lmdb_io import lmdb_count, read_lmdb
 
 # Every option of the training, with its default (tools/generative_learning.py
 # documents each one in its --help).

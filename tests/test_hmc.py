@@ -1,5 +1,6 @@
-"""HMC generative visualization (issue 4): gencnn/hmc.py and
-tools/hmc_visualize.py on real pycaffe. Fixed seeds throughout."""
+"""HMC generative visualization (issue 4): gencnn/visualization/ (hmc,
+reference, receptive_field) and tools/hmc_visualize.py on real pycaffe.
+Fixed seeds throughout."""
 import json
 import os
 import subprocess
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 
 import caffe
-from gencnn import hmc
+from gencnn.visualization import hmc, receptive_field, reference
+from gencnn.visualization import node as node_lib
 from gencnn.config import REPO_ROOT
 
 TOOL = os.path.join(REPO_ROOT, "tools", "hmc_visualize.py")
@@ -218,10 +220,10 @@ def test_diverged_chains_never_reach_the_net(tmp_path):
 
 def test_receptive_field_of_lenet_nodes():
     net_param = hmc.read_net_param(LENET)
-    assert hmc.receptive_field(net_param, "conv1", (3, 10), (1, 28, 28)) == (3, 8, 10, 15)
+    assert receptive_field.receptive_field(net_param, "conv1", (3, 10), (1, 28, 28)) == (3, 8, 10, 15)
     # conv2 (stride 2 after pool1): 14 x 14 pixels starting at 2 * position
-    assert hmc.receptive_field(net_param, "conv2", (4, 0), (1, 28, 28)) == (8, 22, 0, 14)
-    assert hmc.receptive_field(net_param, "ip2", (0, 0), (1, 28, 28)) is None
+    assert receptive_field.receptive_field(net_param, "conv2", (4, 0), (1, 28, 28)) == (8, 22, 0, 14)
+    assert receptive_field.receptive_field(net_param, "ip2", (0, 0), (1, 28, 28)) is None
 
 
 def test_node_on_its_input_crop_is_the_same_function(tmp_path, lenet_weights):
@@ -231,7 +233,7 @@ def test_node_on_its_input_crop_is_the_same_function(tmp_path, lenet_weights):
     full = hmc.load_net(LENET, lenet_weights, 2)
     x = np.random.RandomState(12).uniform(-1, 2, (2, 1, 28, 28))
     f, grad = hmc.NodeScore(full, "conv2", [5, 17], (3, 6))(x)
-    (y0, y1, x0, x1), small_position = hmc.input_crop(net_param, "conv2", (3, 6), (1, 28, 28))
+    (y0, y1, x0, x1), small_position = receptive_field.input_crop(net_param, "conv2", (3, 6), (1, 28, 28))
     assert (y1 - y0, x1 - x0) == (14, 14)
     small = hmc.load_net(hmc.truncate_net_param(net_param, "conv2"), lenet_weights, 2)
     assert list(small._layer_names) == ["data", "conv1", "pool1", "conv2"]
@@ -245,7 +247,40 @@ def test_node_on_its_input_crop_is_the_same_function(tmp_path, lenet_weights):
     grad[..., y0:y1, x0:x1] = 0
     assert not grad.any()                 # nothing outside the crop matters
     # a field reaching into padding, or the whole image: no crop
-    assert hmc.input_crop(net_param, "ip2", (0, 0), (1, 28, 28)) is None
+    assert receptive_field.input_crop(net_param, "ip2", (0, 0), (1, 28, 28)) is None
+
+
+def test_sample_node_on_a_crop_puts_q_draws_outside_the_field(lenet_weights):
+    """sample_node samples a conv node on its field only and fills the rest
+    of each sample from q; a fully connected node gets the net's verdict."""
+    q = reference.DiagonalGaussian(0.1, 0.3)
+    node = node_lib.open_node(LENET, lenet_weights, "conv2", [3, 7], 2, (2, 5))
+    assert node.box == (4, 18, 10, 24) and list(node.chain_units) == [3, 3, 7, 7]
+    result = node_lib.sample_node(node, q, iters=3, step_size=0.05, leapfrog_steps=3,
+                                  mass=1.0, seed=5, warn=len)
+    assert result.crop == ((4, 18, 10, 24), (0, 0)) and result.sample_shape == (1, 14, 14)
+    assert result.sampler.evaluations == 1 + 3 * 3
+    samples = result.out["samples"]
+    assert samples.shape == (4, 1, 28, 28) and result.predicted_fraction is None
+    outside = np.ones((28, 28), bool)
+    outside[4:18, 10:24] = False
+    rest = samples[:, 0][:, outside]
+    assert abs(rest.mean() - 0.1) < 0.03 and abs(rest.std() - 0.3) < 0.03   # q's draws
+    assert np.all(result.out["chain_mean"][:, 0][:, outside] == 0.1)
+    assert result.out["accepted"].any()          # the field itself moved
+    with pytest.raises(ValueError, match="open_node again"):
+        node_lib.sample_node(node, q, iters=1)
+
+    node = node_lib.open_node(LENET, lenet_weights, "ip2", None, 1)
+    assert node.units == list(range(10)) and node.position is None
+    result = node_lib.sample_node(node, q, iters=2, step_size=0.05, leapfrog_steps=2,
+                                  mass=1.0, seed=5, warn=len)
+    assert result.crop is None
+    net = hmc.load_net(LENET, lenet_weights, 10)
+    net.blobs["data"].data[...] = result.out["samples"]
+    net.forward()
+    predicted = net.blobs["ip2"].data.argmax(axis=1)
+    assert result.predicted_fraction == np.mean(predicted == np.arange(10))
 
 
 # ---------------------------------------------------------------------------
@@ -318,7 +353,14 @@ def test_cli_small_run_writes_its_outputs(tmp_path, lenet_weights):
     summary = json.load(open(str(out / "summary.json")))
     assert summary["preset"] == "lenet" and summary["mass_convention"] == "inverse"
     assert summary["iters"] == 3 and summary["adapt"] == 2 and summary["evaluations"] == 21
-    assert 0 <= summary["acceptance_rate"] <= 1
+    # the summary's statistics are those of the chains in samples.npz (sampling
+    # iterations only for the acceptance)
+    assert summary["acceptance_rate"] == pytest.approx(samples["accepted"][2:].mean())
+    assert summary["acceptance_rate_adapt"] == pytest.approx(samples["accepted"][:2].mean())
+    assert summary["divergences"] == samples["divergent"].sum()
+    assert summary["f_final_mean"] == pytest.approx(samples["trace"][-1].mean())
+    assert summary["f_final_per_unit"] == pytest.approx(
+        [samples["trace"][-1][:3].mean(), samples["trace"][-1][3:].mean()])
     # conv2 at (2, 5) sees input rows 4..17 and columns 10..23
     assert summary["receptive_field_box"] == [4, 18, 10, 24]
     import matplotlib.pyplot as plt

@@ -13,8 +13,9 @@ accepted, accept_prob, delta_h, divergent, sq_norm, step_size), summary.json,
 grid.png (the samples as images, one row per unit when several units are
 given: final states, or chain averages with --show mean), grid_mean.png (or
 grid_final.png: the other of the two) and trajectory.png (chain 0 over the
-iterations, and f_y of every chain). The sampler itself is gencnn/hmc.py; the mass convention is described
-there and in docs/visualization.md.
+iterations, and f_y of every chain). The sampler, the node set-up and the
+figures are the library gencnn/visualization/ (hmc, node, figures); the mass
+convention is described in its hmc.py and in docs/visualization.md.
 
 Presets (an explicit option always wins):
   lenet         the paper's LeNet setting (section 4.2) read literally:
@@ -33,7 +34,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import _init_paths  # noqa: F401
 from gencnn import cli, config
@@ -221,175 +221,39 @@ def preset_settings(args, channels, is_conv):
     return settings
 
 
-# ---------------------------------------------------------------------------
-# Display
-# ---------------------------------------------------------------------------
+def fit_q(args, node, settings, display_mean):
+    """The reference q of the options: fixed, or fitted to --reference-lmdb."""
+    from gencnn.visualization import reference as ref
+    from gencnn.visualization.node import lmdb_images
+    if args.reference == "fixed":
+        return ref.DiagonalGaussian(settings["ref_mean"], settings["sigma"])
+    try:
+        images = lmdb_images(args.reference_lmdb, args.reference_count,
+                             args.reference_scale, node.input_shape)
+    except ValueError as err:
+        raise UsageError(str(err))
+    return ref.DiagonalGaussian(*ref.fit_reference(images,
+                                                   per_pixel=args.reference == "fit-pixel"))
 
-def to_pixels(x, display, display_mean, box=None):
-    """One chain's state (C x H x W, input units) -> H x W [x 3] uint8 image."""
-    import numpy as np
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim == 1:                      # an N x d input: show it as a square if it is one
-        side = int(round(np.sqrt(x.size)))
-        x = x.reshape(1, side, -1) if side * side == x.size else x.reshape(1, 1, -1)
-    if box is not None:
-        y0, y1, x0, x1 = box
-        x = x[:, y0:y1, x0:x1]
-    if display == "lenet":
-        image = x * 255.0
-    elif display == "imagenet":
-        mean = np.array(display_mean[:x.shape[0]]).reshape(-1, 1, 1)
-        image = (x + mean)[::-1]            # BGR -> RGB
-    else:
-        image = 255.0 * (x - x.min()) / max(x.max() - x.min(), 1e-12)
-    image = np.clip(image, 0, 255).astype(np.uint8).transpose(1, 2, 0)
-    return image[:, :, 0] if image.shape[2] == 1 else image
-
-
-def tile(images, rows, cols, min_side=64, gap=2):
-    """Images (all one shape) in a rows x cols grid, upscaled (nearest) to at
-    least `min_side` pixels each, on a white background."""
-    import numpy as np
-    first = images[0]
-    zoom = max(1, int(np.ceil(min_side / float(max(first.shape[:2])))))
-    h, w = first.shape[0] * zoom, first.shape[1] * zoom
-    grid = np.full((rows * (h + gap) + gap, cols * (w + gap) + gap) + first.shape[2:], 255,
-                   dtype=np.uint8)
-    for i, image in enumerate(images):
-        r, c = divmod(i, cols)
-        big = image.repeat(zoom, axis=0).repeat(zoom, axis=1)
-        grid[gap + r * (h + gap):gap + r * (h + gap) + h,
-             gap + c * (w + gap):gap + c * (w + gap) + w] = big
-    return grid
-
-
-def save_png(path, image):
-    import matplotlib.pyplot as plt
-    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
-    plt.imsave(tmp, image, cmap="gray", vmin=0, vmax=255, format="png")
-    os.replace(tmp, path)
-
-
-def save_trajectory(path, out, pixels, title):
-    """Fig. 1 style: chain 0 at a few iterations, then f_y of every chain."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-    shots = out["snapshot_iters"]
-    fig = plt.figure(figsize=(1.5 * len(shots), 4.2))
-    f0 = np.concatenate([[np.nan], out["f"][:, 0]])
-    for i, (it, state) in enumerate(zip(shots, out["snapshots"])):
-        ax = fig.add_subplot(2, len(shots), i + 1)
-        image = pixels(state)
-        ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        ax.set_title("it %d\nf=%.1f" % (it, f0[it]) if it else "start", fontsize=8)
-        ax.axis("off")
-    ax = fig.add_subplot(2, 1, 2)
-    its = np.arange(1, len(out["f"]) + 1)
-    ax.plot(its, out["f"], color="0.7", lw=0.5)
-    ax.plot(its, out["f"][:, 0], color="C0", lw=1.5, label="chain 0")
-    ax.set_xlabel("HMC iteration")
-    ax.set_ylabel("f_y(x)")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    cli.save_figure(fig, path, dpi=90)
-    plt.close(fig)
-
-
-def class_means(lmdb_path, scale, count, input_shape):
-    """(classes, mean image of each class, flattened) of a labeled LMDB; read
-    before sampling, so a bad --compare-lmdb costs no sampling time."""
-    import numpy as np
-    from gencnn.lmdb_io import read_lmdb
-    entries = list(read_lmdb(lmdb_path, count))
-    if not entries:
-        raise UsageError("--compare-lmdb %s is empty" % lmdb_path)
-    images, labels = zip(*entries)
-    if len({image.shape for image in images}) != 1 or \
-            images[0].size != int(np.prod(input_shape)):
-        raise UsageError("--compare-lmdb images (%s) do not match the net's input %s"
-                         % (images[0].shape, tuple(input_shape)))
-    images = np.array(images, dtype=np.float64).reshape(len(labels), -1) * scale
-    labels = np.array(labels)
-    classes = np.unique(labels)
-    return classes, np.array([images[labels == c].mean(axis=0) for c in classes])
-
-
-def compare_with_classes(states, units, classes, means):
-    """How digit-like are the states? Correlation with their class's mean
-    training image, and how often that class mean correlates best."""
-    import numpy as np
-    states = states.reshape(len(states), -1)
-
-    def standardize(a):
-        a = a - a.mean(axis=1, keepdims=True)
-        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    corr = standardize(states).dot(standardize(means).T)       # states x classes
-    own = corr[np.arange(len(units)), np.searchsorted(classes, units)]
-    return {"corr_with_own_class_mean": float(own.mean()),
-            "closest_class_mean_is_unit": float((classes[corr.argmax(axis=1)] == units).mean())}
-
-
-# ---------------------------------------------------------------------------
 
 def run(args):
     units, position, weights, display_mean, out_dir = resolve(args)
     import numpy as np
     from tqdm import tqdm
-    from gencnn import hmc
-    from gencnn.lmdb_io import read_lmdb
+    from gencnn.visualization import figures
+    from gencnn.visualization.node import (class_means, compare_with_classes, open_node,
+                                           sample_node, save_samples)
 
     try:
-        net_param = hmc.read_net_param(args.model)
-    except ValueError as err:
+        node = open_node(args.model, weights, args.blob, units, args.num_chains, position,
+                         args.input_blob, crop_display=not args.no_crop)
+        compare = (class_means(args.compare_lmdb, args.reference_scale, args.reference_count,
+                               node.input_shape) if args.compare_lmdb else None)
+    except ValueError as err:       # unknown blob or input blob, unit out of range, bad LMDB
         raise UsageError(str(err))
-    try:
-        if units is None:                   # --unit all: the blob's channel count
-            probe = hmc.load_net(net_param, weights, 1, args.input_blob)
-            hmc.NodeScore(probe, args.blob, 0)   # the unknown-blob error, if any
-            units = list(range(probe.blobs[args.blob].data.shape[1]))
-            del probe
-        num_chains = args.num_chains * len(units)
-        net = hmc.load_net(net_param, weights, num_chains, args.input_blob)
-        input_blob = args.input_blob or net.inputs[0]
-        score = hmc.NodeScore(net, args.blob, np.repeat(units, args.num_chains),
-                              position, input_blob)
-    except ValueError as err:       # unknown blob or input blob, unit out of range
-        raise UsageError(str(err))
-    input_shape = net.blobs[input_blob].data.shape[1:]
-    compare = (class_means(args.compare_lmdb, args.reference_scale, args.reference_count,
-                           input_shape) if args.compare_lmdb else None)
-    settings = preset_settings(args, input_shape[0] if len(input_shape) == 3 else 1,
-                               score.is_conv)
-    ref_mean, sigma = settings["ref_mean"], settings["sigma"]
-    if args.reference != "fixed":
-        images = np.array([image for image, _ in read_lmdb(args.reference_lmdb,
-                                                           args.reference_count)])
-        images = images.astype(np.float64) * args.reference_scale
-        if images.shape[1:] != tuple(input_shape):
-            raise UsageError("--reference-lmdb images are %s, the net's input is %s"
-                             % (images.shape[1:], tuple(input_shape)))
-        ref_mean, sigma = hmc.fit_reference(images, per_pixel=args.reference == "fit-pixel")
-    full_ref_mean, full_sigma = ref_mean, sigma
-    is_conv, position = score.is_conv, score.position   # of the node in the whole input
-    box = crop = None
-    if score.is_conv and len(input_shape) == 3:
-        if not args.no_crop:
-            box = hmc.receptive_field(net_param, args.blob, score.position, input_shape)
-        if not args.full_input:
-            crop = hmc.input_crop(net_param, args.blob, score.position, input_shape)
-    if crop is not None:
-        # Sample only the node's receptive field: reshape the net to the crop.
-        (cy0, cy1, cx0, cx1), small_position = crop
-        del net
-        net = hmc.load_net(hmc.truncate_net_param(net_param, args.blob), weights,
-                           num_chains, input_blob)
-        net.blobs[input_blob].reshape(num_chains, input_shape[0], cy1 - cy0, cx1 - cx0)
-        net.reshape()
-        score = hmc.NodeScore(net, args.blob, score.units, small_position, input_blob)
-        ref_mean, sigma = [a[..., cy0:cy1, cx0:cx1] if np.ndim(a) == 3 else a
-                           for a in (ref_mean, sigma)]
-    sample_shape = net.blobs[input_blob].data.shape[1:]
+    units, input_shape, is_conv = node.units, node.input_shape, node.is_conv
+    settings = preset_settings(args, node.channels, is_conv)
+    q = fit_q(args, node, settings, display_mean)
 
     warnings_shown = [0]
 
@@ -400,117 +264,77 @@ def run(args):
         elif warnings_shown[0] == 4:
             tqdm.write("warning: more divergences; see summary.json", file=sys.stderr)
 
-    sampler = hmc.HMCSampler(score, settings["step_size"], settings["leapfrog_steps"],
-                             settings["mass"], settings["mass_convention"], sigma, ref_mean,
-                             args.seed, settings["temperature"], warn=warn)
     iters, adapt = settings["iters"], settings["adapt"]
-    total = adapt + iters
-    snapshot_iters = np.unique(np.linspace(0, total, 8).round().astype(int))
-    bar = tqdm(total=total, desc="HMC %s unit %s" % (args.blob, args.unit), file=sys.stderr,
-               unit="it", dynamic_ncols=True)
+    bar = tqdm(total=adapt + iters, desc="HMC %s unit %s" % (args.blob, args.unit),
+               file=sys.stderr, unit="it", dynamic_ncols=True)
 
     def progress(it, out):
         bar.update(1)
         bar.set_postfix(acc="%.2f" % out["accepted"][:it + 1].mean(),
                         f="%.2f" % out["f"][it].mean(), eps="%.3g" % out["step_size"][it])
 
-    x0 = sampler.initial_state((num_chains,) + tuple(sample_shape))
-    start = time.time()
-    out = sampler.sample(x0, iters, adapt=adapt, target_accept=args.target_accept,
-                         callback=progress, snapshot_iters=snapshot_iters)
-    wall = time.time() - start
+    result = sample_node(node, q, iters, step_size=settings["step_size"],
+                         leapfrog_steps=settings["leapfrog_steps"], mass=settings["mass"],
+                         mass_convention=settings["mass_convention"],
+                         temperature=settings["temperature"], adapt=adapt,
+                         target_accept=args.target_accept, full_input=args.full_input,
+                         seed=args.seed, warn=warn, callback=progress)
     bar.close()
-    if crop is not None:
-        # Back to whole inputs: outside the field, samples are fresh draws
-        # from q (exact, f ignores those pixels), averages and snapshots q's mean.
-        full_mean = np.broadcast_to(np.asarray(full_ref_mean, dtype=np.float64), input_shape)
-        noise = np.random.RandomState(args.seed + 1).standard_normal(
-            (num_chains,) + tuple(input_shape))
-        for key, fill in (("samples", full_mean + full_sigma * noise),
-                          ("chain_mean", full_mean + 0 * noise),
-                          ("snapshots", np.broadcast_to(full_mean, (len(out["snapshots"]),)
-                                                        + tuple(input_shape)))):
-            full = np.array(fill)
-            full[..., cy0:cy1, cx0:cx1] = out[key]
-            out[key] = full
-
-    # Which class does the net give the final samples (fully connected nodes)?
-    top = net.blobs[args.blob]
-    predicted_fraction = None
-    if not is_conv:
-        net.blobs[input_blob].data[...] = out["samples"]
-        net.forward(end=score.layer)
-        scores = top.data.reshape(num_chains, -1)
-        predicted_fraction = float((scores.argmax(axis=1) == score.units).mean())
+    out, sampler, crop, wall = result.out, result.sampler, result.crop, result.wall
+    chain_units = node.chain_units
 
     os.makedirs(out_dir, exist_ok=True)
     sampling = slice(adapt, None)
     summary = {
         "model": args.model, "weights": weights, "blob": args.blob, "units": units,
-        "position": list(position) if is_conv else None,
-        "receptive_field_box": list(box) if box else None,
-        "input_shape": list(input_shape), "sampled_input_shape": list(sample_shape),
+        "position": list(node.position) if is_conv else None,
+        "receptive_field_box": list(node.box) if node.box else None,
+        "input_shape": list(input_shape), "sampled_input_shape": list(result.sample_shape),
         "input_crop_box": list(crop[0]) if crop else None,
         "temperature": settings["temperature"], "chains_per_unit": args.num_chains,
-        "num_chains": num_chains, "preset": settings["preset"], "iters": iters,
+        "num_chains": node.num_chains, "preset": settings["preset"], "iters": iters,
         "adapt": adapt, "target_accept": args.target_accept if adapt else None,
         "step_size": settings["step_size"], "final_step_size": out["final_step_size"],
         "leapfrog_steps": settings["leapfrog_steps"], "mass": settings["mass"],
         "mass_convention": settings["mass_convention"], "inv_mass": sampler.inv_mass,
         "effective_unit_mass_step": out["final_step_size"] * np.sqrt(sampler.inv_mass),
         "reference": args.reference,
-        "sigma": float(np.mean(sigma)), "ref_mean": float(np.mean(ref_mean)),
+        "sigma": sampler.reference.std_value, "ref_mean": sampler.reference.mean_value,
         "seed": args.seed,
         "acceptance_rate": float(out["accepted"][sampling].mean()),
         "acceptance_rate_adapt": float(out["accepted"][:adapt].mean()) if adapt else None,
         "divergences": int(out["divergent"].sum()),
         "f_final_mean": float(out["f"][-1].mean()), "f_final_std": float(out["f"][-1].std()),
-        "f_final_per_unit": [float(out["f"][-1][score.units == u].mean()) for u in units],
-        "predicted_as_unit_fraction": predicted_fraction,
+        "f_final_per_unit": [float(out["f"][-1][chain_units == u].mean()) for u in units],
+        "predicted_as_unit_fraction": result.predicted_fraction,
         "sq_norm_final_mean": float(out["sq_norm"][-1].mean()),
         "evaluations": sampler.evaluations, "wall_s": round(wall, 2),
         "s_per_leapfrog_step": wall / max(sampler.evaluations, 1),
-        "s_per_sample": wall / num_chains,
+        "s_per_sample": wall / node.num_chains,
         "show": settings["show"],
     }
-
-    shown = out["samples"] if settings["show"] == "final" else out["chain_mean"]
     for name, states in (("final", out["samples"]), ("mean", out["chain_mean"])):
         if compare is not None:
-            summary["compare_" + name] = compare_with_classes(states, score.units, *compare)
+            summary["compare_" + name] = compare_with_classes(states, chain_units, *compare)
 
     def pixels(state):
-        return to_pixels(state, settings["display"], display_mean, box)
+        return figures.to_pixels(state, settings["display"], display_mean, node.box)
 
-    images = [pixels(state) for state in shown]
-    if len(units) > 1:
-        rows, cols = len(units), args.num_chains
-    else:
-        cols = int(np.ceil(np.sqrt(num_chains)))
-        rows = int(np.ceil(num_chains / float(cols)))
-    save_png(os.path.join(out_dir, "grid.png"), tile(images, rows, cols))
+    rows, cols = figures.grid_shape(len(units), args.num_chains)
     other = "mean" if settings["show"] == "final" else "final"
-    others = out["chain_mean"] if other == "mean" else out["samples"]
-    save_png(os.path.join(out_dir, "grid_%s.png" % other),
-             tile([pixels(state) for state in others], rows, cols))
-    save_trajectory(os.path.join(out_dir, "trajectory.png"), out, pixels,
-                    "%s unit %d, chain 0: preset %s, eps %.3g, L %d, mass %g (%s), "
-                    "q = N(%.3g, %.3g^2), T %g" % (
-                        args.blob, units[0], settings["preset"], out["final_step_size"],
-                        settings["leapfrog_steps"], settings["mass"],
-                        settings["mass_convention"], np.mean(full_ref_mean),
-                        np.mean(full_sigma), settings["temperature"]))
-    tmp = os.path.join(out_dir, ".samples.npz.tmp")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, samples=out["samples"].astype(np.float32),
-                            chain_mean=out["chain_mean"].astype(np.float32),
-                            trace=out["f"], accepted=out["accepted"],
-                            accept_prob=out["accept_prob"], delta_h=out["delta_h"],
-                            divergent=out["divergent"], sq_norm=out["sq_norm"],
-                            step_size=out["step_size"], units=score.units,
-                            snapshots=out["snapshots"].astype(np.float32),
-                            snapshot_iters=out["snapshot_iters"])
-    os.replace(tmp, os.path.join(out_dir, "samples.npz"))
+    states = {"final": out["samples"], "mean": out["chain_mean"]}
+    figures.save_grid(os.path.join(out_dir, "grid.png"), states[settings["show"]], pixels,
+                      rows, cols)
+    figures.save_grid(os.path.join(out_dir, "grid_%s.png" % other), states[other], pixels,
+                      rows, cols)
+    figures.save_trajectory(os.path.join(out_dir, "trajectory.png"), out, pixels,
+                            "%s unit %d, chain 0: preset %s, eps %.3g, L %d, mass %g (%s), "
+                            "q = %s, T %g" % (
+                                args.blob, units[0], settings["preset"],
+                                out["final_step_size"], settings["leapfrog_steps"],
+                                settings["mass"], settings["mass_convention"], q.describe(),
+                                settings["temperature"]))
+    save_samples(os.path.join(out_dir, "samples.npz"), out, chain_units)
     cli.write_atomic(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1))
     print("%s unit %s: acceptance %.3f, divergences %d, f_y %.2f, %.1f s -> %s"
           % (args.blob, args.unit, summary["acceptance_rate"], summary["divergences"],

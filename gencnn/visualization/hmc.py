@@ -41,7 +41,9 @@ from google.protobuf import text_format
 os.environ.setdefault("GLOG_minloglevel", "2")   # quiet net construction
 import caffe  # noqa: E402
 from caffe.proto import caffe_pb2  # noqa: E402
-from gencnn import solver_io  # noqa: E402
+from gencnn import caffe_utils  # noqa: E402
+from gencnn.visualization.reference import (  # noqa: E402,F401 (fit_reference: API)
+    DiagonalGaussian, fit_reference)
 
 # |Delta H| above this (or a non-finite H) marks a divergent trajectory.
 DIVERGENCE_THRESHOLD = 1000.0
@@ -139,7 +141,7 @@ def load_net(model, weights=None, num_chains=1, input_blob=None, freeze_weights=
     if weights is not None:
         # Checked first: Caffe's own copy aborts the process on a bad file
         # and leaves layers the file lacks at their random fillers.
-        solver_io.load_weights(net, weights)
+        caffe_utils.load_weights(net, weights)
     if input_blob is not None and input_blob not in net.inputs:
         raise ValueError("unknown input blob '%s'; the net's inputs: %s"
                          % (input_blob, ", ".join(net.inputs)))
@@ -246,24 +248,6 @@ class NodeScore(object):
 
 
 # ---------------------------------------------------------------------------
-# Reference distribution q
-# ---------------------------------------------------------------------------
-
-def fit_reference(images, per_pixel=False, min_std=1e-2):
-    """(mean, std) of a Gaussian q fitted to images (M x input shape).
-
-    per_pixel=False: one mean and one marginal std over all pixels, the
-    "white noise with the images' marginal variance" of section 3.4.
-    per_pixel=True: the mean image and each pixel's std (floored at
-    `min_std`, since MNIST's border pixels never vary).
-    """
-    images = np.asarray(images, dtype=np.float64)
-    if per_pixel:
-        return images.mean(axis=0), np.maximum(images.std(axis=0), min_std)
-    return float(images.mean()), float(images.std())
-
-
-# ---------------------------------------------------------------------------
 # HMC
 # ---------------------------------------------------------------------------
 
@@ -307,38 +291,39 @@ class DualAveraging(object):
 
 
 class HMCSampler(object):
-    """HMC on U(x) = -f_y(x) / T + |x - mu|^2 / (2 sigma^2), one chain per row of x.
+    """HMC on U(x) = -f_y(x) / T - log q(x), one chain per row of x.
 
     score:   callable x -> (f_y(x) per chain, df_y/dx), e.g. a NodeScore.
     mass:    the particle mass in `mass_convention` ("paper": K = |phi|^2/2m;
              "inverse": mass is 1/m); see the module docstring.
     sigma, ref_mean: the reference q = N(ref_mean, sigma^2), scalars or
-             arrays broadcastable to one chain's input shape.
+             arrays broadcastable to one chain's input shape; ignored when
+             `reference` is given.
+    reference: a q of gencnn.visualization.reference; default
+             DiagonalGaussian(ref_mean, sigma).
     temperature: T, 1 in the paper; T < 1 sharpens p_y toward the modes of
              f_y - |x - mu|^2 / (2 sigma^2 T) (an extension, off by default).
     """
 
     def __init__(self, score, step_size=0.1, leapfrog_steps=50, mass=0.01,
                  mass_convention="paper", sigma=1.0, ref_mean=0.0, seed=0,
-                 temperature=1.0, warn=warnings.warn):
+                 temperature=1.0, warn=warnings.warn, reference=None):
         if mass_convention not in ("paper", "inverse"):
             raise ValueError("mass_convention must be 'paper' or 'inverse'")
         for name, value in (("step size", step_size), ("mass", mass)):
             if not value > 0:
                 raise ValueError("%s must be positive, got %s" % (name, value))
-        if not np.all(np.asarray(sigma) > 0):
-            raise ValueError("sigma must be positive")
         if not temperature > 0:
             raise ValueError("temperature must be positive, got %s" % temperature)
         if int(leapfrog_steps) < 1:
             raise ValueError("leapfrog steps must be >= 1, got %s" % leapfrog_steps)
+        self.reference = reference if reference is not None else DiagonalGaussian(ref_mean, sigma)
         self.score = score
         self.step_size = float(step_size)
         self.leapfrog_steps = int(leapfrog_steps)
         self.mass, self.mass_convention = float(mass), mass_convention
         self.inv_mass = 1.0 / mass if mass_convention == "paper" else float(mass)
-        self.sigma = np.asarray(sigma, dtype=np.float64)
-        self.ref_mean = np.asarray(ref_mean, dtype=np.float64)
+        self.ref_mean = self.reference.mean
         self.temperature = float(temperature)
         self.rng = np.random.RandomState(seed)
         self.warn = warn
@@ -350,17 +335,20 @@ class HMCSampler(object):
         return a.reshape(a.shape[0], -1).sum(axis=1)
 
     def potential_energy(self, x, f):
-        """U(x) = -f_y(x) / T + |x - mu|^2 / (2 sigma^2), per chain."""
-        return -f / self.temperature + self._sum((x - self.ref_mean) ** 2
-                                                 / (2 * self.sigma ** 2))
+        """U(x) = -f_y(x) / T - log q(x) (|x - mu|^2 / (2 sigma^2) for white q), per chain."""
+        return -f / self.temperature + self.reference.energy(x)
 
     def grad_potential(self, x, dfdx):
-        """dU/dx = -(df_y/dx) / T + (x - mu) / sigma^2."""
-        return -dfdx / self.temperature + (x - self.ref_mean) / self.sigma ** 2
+        """dU/dx = -(df_y/dx) / T + Sigma^-1 (x - mu)."""
+        return -dfdx / self.temperature + self.reference.grad(x)
 
     def kinetic_energy(self, phi):
         """K(phi) = |phi|^2 / (2m) = inv_mass |phi|^2 / 2, per chain."""
         return 0.5 * self.inv_mass * self._sum(phi ** 2)
+
+    def drift(self, phi, step_size):
+        """The position step of eq. 12: eps dK/dphi = eps inv_mass phi."""
+        return step_size * self.inv_mass * phi
 
     def sample_momentum(self, shape):
         """phi ~ N(0, m I) = N(0, I / inv_mass)."""
@@ -376,7 +364,7 @@ class HMCSampler(object):
         """
         self.evaluations += 1
         with np.errstate(all="ignore"):
-            distance = (np.abs(x - self.ref_mean) / self.sigma).reshape(len(x), -1).max(axis=1)
+            distance = self.reference.whitened_distance(x)
         far = ~(distance <= FAR_FROM_Q)
         if far.any():
             x = np.where(far.reshape((-1,) + (1,) * (x.ndim - 1)), np.nan, x)
@@ -385,7 +373,7 @@ class HMCSampler(object):
 
     def initial_state(self, shape):
         """x ~ q, as the paper initializes its chains."""
-        return self.ref_mean + self.sigma * self.rng.standard_normal(shape)
+        return self.reference.sample(self.rng, shape)
 
     # -- dynamics ----------------------------------------------------------
     def leapfrog(self, x, phi, grad, step_size, steps):
@@ -397,7 +385,7 @@ class HMCSampler(object):
         """
         phi = phi - 0.5 * step_size * grad                          # eq. 11
         for step in range(steps):
-            x = x + step_size * self.inv_mass * phi                  # eq. 12
+            x = x + self.drift(phi, step_size)                       # eq. 12
             f, grad = self.evaluate(x)
             kick = step_size if step < steps - 1 else 0.5 * step_size
             phi = phi - kick * grad                                  # eq. 13 (+ next eq. 11)
@@ -475,131 +463,3 @@ class HMCSampler(object):
         out["snapshot_iters"] = np.array(sorted(snapshots), dtype=int)
         out["snapshots"] = np.array([snapshots[i] for i in sorted(snapshots)])
         return out
-
-
-# ---------------------------------------------------------------------------
-# Receptive field of a convolutional node (for display crops)
-# ---------------------------------------------------------------------------
-
-def _window(layer):
-    """(kernel, stride, pad, dilation) per spatial axis of a Convolution or
-    Pooling layer, or None for a layer that keeps positions; 'global' for
-    global pooling."""
-    def pair(param, name, hw, default):
-        """(h, w) as Caffe reads them: hw_h/hw_w when set, else the repeated
-        (convolution) or single (pooling) field `name`, else the default."""
-        if param.HasField(hw + "_h"):
-            return getattr(param, hw + "_h"), getattr(param, hw + "_w")
-        value = getattr(param, name)
-        if not isinstance(value, int):                  # repeated field
-            value = list(value)[0] if len(value) else default
-        elif not param.HasField(name):
-            value = default
-        return value, value
-    if layer.type == "Convolution":
-        p = layer.convolution_param
-        dilation = list(p.dilation)[0] if len(p.dilation) else 1
-        return (pair(p, "kernel_size", "kernel", 1), pair(p, "stride", "stride", 1),
-                pair(p, "pad", "pad", 0), (dilation, dilation))
-    if layer.type == "Pooling":
-        p = layer.pooling_param
-        if p.global_pooling:
-            return "global"
-        return (pair(p, "kernel_size", "kernel", 1), pair(p, "stride", "stride", 1),
-                pair(p, "pad", "pad", 0), (1, 1))
-    if layer.type == "LRN" and layer.lrn_param.norm_region == caffe_pb2.LRNParameter.WITHIN_CHANNEL:
-        size = layer.lrn_param.local_size
-        return (size, size), (1, 1), ((size - 1) // 2,) * 2, (1, 1)
-    if layer.type in ("ReLU", "Dropout", "LRN", "BatchNorm", "Scale", "Bias", "PReLU", "ELU",
-                      "Sigmoid", "TanH", "Power", "AbsVal", "BNLL", "Eltwise", "Concat",
-                      "Split", "Input", "Softmax"):
-        return None
-    return "unknown"
-
-
-def blob_fields(net_param, input_shape):
-    """Per blob, per spatial axis, (start, jump, size): position i of the blob
-    sees input pixels start + i * jump ... + size - 1 (start < 0 where the
-    field reaches into padding). None for blobs this cannot model.
-
-    A window of kernel k, stride s, pad p, dilation d maps (start, jump, size)
-    to (start - p jump, jump s, size + (k-1) d jump); branches joined by
-    Concat/Eltwise take the widest view; global pooling sees everything.
-    """
-    height, width = input_shape[-2:]
-    fields = {name: ((0, 1, 1), (0, 1, 1)) for name in net_param.input}
-    for layer in net_param.layer:
-        if layer.type == "Input":
-            for top in layer.top:
-                fields[top] = ((0, 1, 1), (0, 1, 1))
-            continue
-        if any(rule.phase == caffe_pb2.TRAIN for rule in layer.include):
-            continue
-        inputs = [fields.get(b) for b in layer.bottom]
-        window = _window(layer)
-        if window == "unknown" or any(f is None for f in inputs) or not inputs:
-            for top in layer.top:
-                fields[top] = None
-            continue
-        if window == "global":
-            new = ((0, 1, height), (0, 1, width))
-        else:
-            new = tuple((min(f[a][0] for f in inputs), inputs[0][a][1],
-                         max(f[a][0] + f[a][2] for f in inputs) - min(f[a][0] for f in inputs))
-                        for a in range(2))
-            if window is not None:
-                kernel, stride, pad, dilation = window
-                new = tuple((start - pad[a] * jump, jump * stride[a],
-                             size + (kernel[a] - 1) * dilation[a] * jump)
-                            for a, (start, jump, size) in enumerate(new))
-        for top in layer.top:
-            fields[top] = new
-    return fields
-
-
-def receptive_field(net_param, blob, position, input_shape):
-    """Box (y0, y1, x0, x1), end exclusive, clipped to the input image, of the
-    input pixels that node `position` (y, x) of `blob` can see; None when it
-    sees the whole image or the net has a layer `blob_fields` does not model.
-    """
-    height, width = input_shape[-2:]
-    field = blob_fields(net_param, input_shape).get(blob)
-    if field is None:
-        return None
-    box = []
-    for (start, jump, size), p, limit in zip(field, position, (height, width)):
-        lo = start + p * jump
-        box += [max(lo, 0), min(lo + size, limit)]
-    if box == [0, height, 0, width]:
-        return None
-    return tuple(box)
-
-
-def input_crop(net_param, blob, position, input_shape):
-    """Sample a convolutional node on a crop of the input, not the whole image.
-
-    f_y of node `position` depends only on the pixels of its receptive field,
-    so under p_y the other pixels are independent draws from q: sampling the
-    field alone (in a net whose input is reshaped to the crop) and drawing
-    the rest from q is exact, and far cheaper for low layers. This holds when
-    the field lies inside the image (it touches no padding); the net's
-    layers are translation-equivariant, so the node at `small_position` of
-    the cropped net computes the same function of the same pixels.
-
-    Returns (crop box (y0, y1, x0, x1) in the input, small_position), or
-    None when the field is the whole image, reaches into padding, or the
-    net has a layer `blob_fields` does not model.
-    """
-    field = blob_fields(net_param, input_shape).get(blob)
-    if field is None:
-        return None
-    crop, small_position = [], []
-    for (start, jump, size), p, limit in zip(field, position, input_shape[-2:]):
-        lo = start + p * jump
-        if lo < 0 or lo + size > limit or size >= limit:
-            return None
-        first = -(start // jump)       # first position whose field starts at >= 0
-        offset = start + first * jump  # where that field starts in the crop
-        crop += [lo - offset, lo + size]
-        small_position.append(first)
-    return tuple(crop), tuple(small_position)

@@ -1,0 +1,212 @@
+"""Sample one node of a trained net: what tools/hmc_visualize.py runs.
+
+    node = open_node(model, weights, blob, units, chains_per_unit)   # checks, loads
+    result = sample_node(node, reference, step_size=..., ...)        # HMC
+    result.out["samples"]                 # chains x input shape, input units
+
+`open_node` loads the net and checks the blob, units, position and input
+blob (ValueError with a one-line reason); `units=None` means every channel
+of the blob. `sample_node` draws the chains from q, runs HMCSampler, and
+for a convolutional node whose receptive field lies inside the image and a
+q that factorizes over pixels samples only that field (exact: see
+gencnn.visualization.receptive_field.input_crop), then puts the samples
+back into whole inputs with fresh draws from q outside the field. For a
+fully connected node it also reports which class the net gives the final
+samples.
+"""
+import io
+import time
+
+import numpy as np
+
+from gencnn import cli
+from gencnn.visualization import hmc
+from gencnn.visualization.receptive_field import input_crop, receptive_field
+
+
+class Node(object):
+    """A node of a loaded net: net_param, weights, blob, units, chains_per_unit,
+    num_chains, chain_units (the unit of each chain), input_blob, input_shape, channels
+    (of the input), is_conv, position (in the whole input; None for a fully
+    connected node), box (the receptive field to crop the display to, or
+    None), and the loaded `net` and `score` (NodeScore, one unit per chain)."""
+
+
+def open_node(model, weights, blob, units=None, chains_per_unit=1, position=None,
+              input_blob=None, crop_display=True):
+    """Load `model` (prototxt path or NetParameter) with `weights` for
+    chains_per_unit chains per unit of `blob`; ValueError for an unknown
+    blob or input blob, a unit or position out of range, or bad weights."""
+    net_param = hmc.read_net_param(model) if isinstance(model, str) else model
+    if units is None:                   # every channel of the blob
+        probe = hmc.load_net(net_param, weights, 1, input_blob)
+        hmc.NodeScore(probe, blob, 0)   # the unknown-blob error, if any
+        units = list(range(probe.blobs[blob].data.shape[1]))
+        del probe
+    node = Node()
+    node.net_param, node.weights, node.blob = net_param, weights, blob
+    node.units, node.chains_per_unit = list(units), int(chains_per_unit)
+    node.num_chains = node.chains_per_unit * len(node.units)
+    node.chain_units = np.repeat(node.units, node.chains_per_unit)
+    node.net = hmc.load_net(net_param, weights, node.num_chains, input_blob)
+    node.input_blob = input_blob or node.net.inputs[0]
+    node.score = hmc.NodeScore(node.net, blob, node.chain_units, position,
+                               node.input_blob)
+    node.input_shape = tuple(node.net.blobs[node.input_blob].data.shape[1:])
+    node.channels = node.input_shape[0] if len(node.input_shape) == 3 else 1
+    node.is_conv = node.score.is_conv
+    node.position = node.score.position if node.is_conv else None
+    node.box = None
+    if node.is_conv and len(node.input_shape) == 3 and crop_display:
+        node.box = receptive_field(net_param, blob, node.score.position, node.input_shape)
+    return node
+
+
+class NodeSamples(object):
+    """What sample_node returns: `out` (HMCSampler.sample's dict, samples,
+    chain_mean and snapshots as whole inputs), `sampler`, `crop` ((box,
+    position in the crop) or None), `sample_shape` (what was sampled),
+    `wall` seconds, `predicted_fraction` (fully connected nodes: the
+    fraction of final samples the net scores highest at their own unit)."""
+
+
+def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0.01,
+                mass_convention="paper", temperature=1.0, adapt=0, target_accept=0.7,
+                full_input=False, seed=0, warn=None, callback=None,
+                num_snapshots=8):
+    """HMC samples of `node` (from open_node) under q = `reference`
+    (gencnn.visualization.reference), `adapt` + `iters` iterations.
+
+    full_input=False samples a convolutional node on its receptive field
+    when that is exact (the field lies inside the image, q factorizes over
+    pixels); chain 0 is snapshotted at `num_snapshots` iterations.
+    callback(it, out) is called after every iteration (a progress bar).
+    """
+    if node.net is None:
+        raise ValueError("this node was sampled on its receptive field, which freed its "
+                         "net: open_node again")
+    net, score = node.net, node.score
+    input_shape = node.input_shape
+    crop = None
+    if node.is_conv and len(input_shape) == 3 and not full_input and reference.factorized:
+        crop = input_crop(node.net_param, node.blob, score.position, input_shape)
+    sampled_reference = reference
+    if crop is not None:
+        # Sample only the node's receptive field: reshape a truncated net to the crop.
+        (cy0, cy1, cx0, cx1), small_position = crop
+        units = score.units
+        del net, score
+        node.net = node.score = None     # the whole-input net, freed first (memory)
+        net = hmc.load_net(hmc.truncate_net_param(node.net_param, node.blob), node.weights,
+                           node.num_chains, node.input_blob)
+        net.blobs[node.input_blob].reshape(node.num_chains, input_shape[0], cy1 - cy0,
+                                           cx1 - cx0)
+        net.reshape()
+        score = hmc.NodeScore(net, node.blob, units, small_position, node.input_blob)
+        sampled_reference = reference.crop(crop[0])
+    sample_shape = tuple(net.blobs[node.input_blob].data.shape[1:])
+
+    sampler = hmc.HMCSampler(score, step_size=step_size, leapfrog_steps=leapfrog_steps,
+                             mass=mass, mass_convention=mass_convention, seed=seed,
+                             temperature=temperature, reference=sampled_reference,
+                             **({"warn": warn} if warn is not None else {}))
+    total = adapt + iters
+    snapshot_iters = np.unique(np.linspace(0, total, num_snapshots).round().astype(int))
+    x0 = sampler.initial_state((node.num_chains,) + sample_shape)
+    start = time.time()
+    out = sampler.sample(x0, iters, adapt=adapt, target_accept=target_accept,
+                         callback=callback, snapshot_iters=snapshot_iters)
+    wall = time.time() - start
+    if crop is not None:
+        _embed(out, crop[0], reference, input_shape, node.num_chains, seed)
+
+    predicted_fraction = None
+    if not node.is_conv:             # (never cropped: node.net is the whole net)
+        node.net.blobs[node.input_blob].data[...] = out["samples"]
+        node.net.forward(end=node.score.layer)
+        scores = node.net.blobs[node.blob].data.reshape(node.num_chains, -1)
+        predicted_fraction = float((scores.argmax(axis=1) == node.score.units).mean())
+
+    result = NodeSamples()
+    result.out, result.sampler, result.crop = out, sampler, crop
+    result.sample_shape, result.wall = sample_shape, wall
+    result.predicted_fraction = predicted_fraction
+    return result
+
+
+def _embed(out, box, reference, input_shape, num_chains, seed):
+    """Crops back to whole inputs: outside the field, samples are fresh draws
+    from q (exact, f ignores those pixels), averages and snapshots q's mean."""
+    cy0, cy1, cx0, cx1 = box
+    full_mean = np.broadcast_to(reference.mean, input_shape)
+    noise = np.random.RandomState(seed + 1).standard_normal((num_chains,) + tuple(input_shape))
+    for key, fill in (("samples", full_mean + reference.std * noise),
+                      ("chain_mean", full_mean + 0 * noise),
+                      ("snapshots", np.broadcast_to(full_mean, (len(out["snapshots"]),)
+                                                    + tuple(input_shape)))):
+        full = np.array(fill)
+        full[..., cy0:cy1, cx0:cx1] = out[key]
+        out[key] = full
+
+
+# ---------------------------------------------------------------------------
+# Reference q from an LMDB, comparison with class means, the samples file
+# ---------------------------------------------------------------------------
+
+def lmdb_images(path, count, scale, input_shape):
+    """Up to `count` images of an LMDB, x `scale`, checked against the net's
+    input shape (ValueError otherwise)."""
+    from gencnn.data.lmdb_io import read_lmdb
+    images = np.array([image for image, _ in read_lmdb(path, count)])
+    images = images.astype(np.float64) * scale
+    if images.shape[1:] != tuple(input_shape):
+        raise ValueError("--reference-lmdb images are %s, the net's input is %s"
+                         % (images.shape[1:], tuple(input_shape)))
+    return images
+
+
+def class_means(lmdb_path, scale, count, input_shape):
+    """(classes, mean image of each class, flattened) of a labeled LMDB; read
+    before sampling, so a bad --compare-lmdb costs no sampling time.
+    ValueError for an empty LMDB or images of another shape."""
+    from gencnn.data.lmdb_io import read_lmdb
+    entries = list(read_lmdb(lmdb_path, count))
+    if not entries:
+        raise ValueError("--compare-lmdb %s is empty" % lmdb_path)
+    images, labels = zip(*entries)
+    if len({image.shape for image in images}) != 1 or \
+            images[0].size != int(np.prod(input_shape)):
+        raise ValueError("--compare-lmdb images (%s) do not match the net's input %s"
+                         % (images[0].shape, tuple(input_shape)))
+    images = np.array(images, dtype=np.float64).reshape(len(labels), -1) * scale
+    labels = np.array(labels)
+    classes = np.unique(labels)
+    return classes, np.array([images[labels == c].mean(axis=0) for c in classes])
+
+
+def compare_with_classes(states, units, classes, means):
+    """How digit-like are the states? Correlation with their class's mean
+    training image, and how often that class mean correlates best."""
+    states = states.reshape(len(states), -1)
+
+    def standardize(a):
+        a = a - a.mean(axis=1, keepdims=True)
+        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    corr = standardize(states).dot(standardize(means).T)       # states x classes
+    own = corr[np.arange(len(units)), np.searchsorted(classes, units)]
+    return {"corr_with_own_class_mean": float(own.mean()),
+            "closest_class_mean_is_unit": float((classes[corr.argmax(axis=1)] == units).mean())}
+
+
+def save_samples(path, out, units):
+    """samples.npz (see tools/hmc_visualize.py), written atomically."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, samples=out["samples"].astype(np.float32),
+                        chain_mean=out["chain_mean"].astype(np.float32),
+                        trace=out["f"], accepted=out["accepted"],
+                        accept_prob=out["accept_prob"], delta_h=out["delta_h"],
+                        divergent=out["divergent"], sq_norm=out["sq_norm"],
+                        step_size=out["step_size"], units=units,
+                        snapshots=out["snapshots"].astype(np.float32),
+                        snapshot_iters=out["snapshot_iters"])
+    cli.write_atomic(path, buffer.getvalue())
