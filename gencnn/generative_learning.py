@@ -37,29 +37,33 @@ from gencnn.cli import UserError, write_atomic
 from gencnn.data.lmdb_io import lmdb_count, read_lmdb
 
 # Every option of the training, with its default (tools/generative_learning.py
-# documents each one in its --help).
+# documents each one in its --help). The defaults are the configuration measured
+# in docs/visualization.md (there from a DG-trained LeNet, --weights), except
+# buffer_size: the measured runs keep 100 chains per class, so that in a
+# one-epoch run each chain is drawn ~30 times (~300 transitions) instead of ~3.
 DEFAULTS = {
-    "epochs": 3.0,              # training length in epochs of the training LMDB
-    "synthesized": 64,          # M synthesized images per batch (N = 64 observed)
+    "epochs": 1.0,              # training length in epochs of the training LMDB
+    "synthesized": 32,          # M synthesized images per batch (N = 64 observed)
     "buffer_size": 1000,        # persistent chains per class
     "restart_prob": 0.05,       # chance a drawn chain restarts from q
-    "mcmc_iters": 20,           # K HMC transitions per training iteration
+    "mcmc_iters": 10,           # K HMC transitions per training iteration
     "leapfrog_steps": 1,        # L per transition; 1 = Metropolis-adjusted Langevin
-    "step_size": 0.01,          # initial leapfrog step (unit mass, input units)
+    "step_size": 0.05,          # initial leapfrog step (unit mass, input units)
     "target_accept": 0.65,      # step-size adaptation target (0 = fixed step)
     "adapt_rate": 0.05,         # log step += rate * (mean acceptance - target) per iteration
     "min_step": 1e-4,
     "max_step": 0.5,
     "temperature": 1.0,         # T of the training chains (the paper's model: 1)
     "clamp_sigmas": 5.0,        # chains clamped to mu +- this many sigma (0 = off)
-    "dg_weight": 1.0,           # loss_weight of SoftmaxWithLoss on the observed half
-    "alpha": 0.001,             # energy penalty alpha * mean f_y^2
-    "base_lr": 0.001,
+    "dg_weight": 10.0,          # loss_weight of SoftmaxWithLoss on the observed half
+    "alpha": 0.0001,            # energy penalty alpha * mean f_y^2
+    "base_lr": 0.0003,
     "clip_gradients": 10.0,     # Caffe's global L2 clip of the weight gradient (0 = off)
     "weight_decay": 0.0005,
     "max_abs_score": 1e5,       # |f_y| above this counts as divergence
     "checkpoint_every": 100,
     "reference_count": 10000,   # training images q is fitted to
+    "match_labels": 1,          # 1: synthesized classes = the observed batch's; 0: uniform
 }
 SCALE = 0.00390625              # pixels -> input units, as the nets' transform_param
 DEPLOY = "prototxt/lenet_deploy.prototxt"
@@ -102,11 +106,14 @@ class ChainBuffer(object):
         self.images = (mean + std * rng.standard_normal((num_classes, size) + shape)
                        ).astype(np.float32)
 
-    def draw(self, count, restart_prob, rng):
-        """(labels, slots, x): `count` chains of uniformly drawn classes, each
-        restarted from q with probability restart_prob."""
+    def draw(self, count, restart_prob, rng, labels=None):
+        """(labels, slots, x, restarts): `count` chains of the given classes
+        (default: uniformly drawn), each restarted from q with probability
+        restart_prob."""
         num_classes, size = self.images.shape[:2]
-        labels = rng.randint(num_classes, size=count)
+        if labels is None:
+            labels = rng.randint(num_classes, size=count)
+        labels = np.asarray(labels, dtype=int)
         slots = rng.randint(size, size=count)
         x = self.images[labels, slots].astype(np.float64)
         restart = rng.uniform(size=count) < restart_prob
@@ -149,6 +156,9 @@ class GenerativeLearner(object):
             raise UserError("--weights %s does not exist" % weights)
         self._check_opts()
         self.train_size = lmdb_count(self.train_source)
+        self.train_labels = None
+        if self.opts["match_labels"]:
+            self.train_labels = np.array([label for _, label in read_lmdb(self.train_source)])
         self.epoch_iters = self.train_size / float(self.batch)
         self.max_iter = int(math.ceil(self.opts["epochs"] * self.epoch_iters - 1e-9))
         self.data_period = self.train_size // math.gcd(self.train_size, self.batch)
@@ -168,6 +178,8 @@ class GenerativeLearner(object):
                     "adapt_rate"):
             if not o[key] >= 0:
                 raise UserError("%s must be >= 0, got %r" % (key.replace("_", "-"), o[key]))
+        if o["match_labels"] not in (0, 1):
+            raise UserError("match-labels must be 0 or 1, got %r" % o["match_labels"])
         if not 0 <= o["restart_prob"] <= 1:
             raise UserError("restart-prob must be in [0, 1], got %r" % o["restart_prob"])
         if not 0 <= o["target_accept"] < 1:
@@ -320,8 +332,15 @@ class GenerativeLearner(object):
             with open(tsv_path, "a") as tsv:
                 while solver.iter < self.max_iter:
                     started = time.time()
-                    labels, slots, x, restarts = buffer.draw(o["synthesized"],
-                                                             o["restart_prob"], rngs["train"])
+                    wanted = None
+                    if o["match_labels"]:
+                        # The classes of the batch the Data layer will read
+                        # (the LMDB in key order, wrapping around).
+                        rows = (solver.iter * self.batch + np.arange(o["synthesized"])
+                                % self.batch) % self.train_size
+                        wanted = self.train_labels[rows]
+                    labels, slots, x, restarts = buffer.draw(
+                        o["synthesized"], o["restart_prob"], rngs["train"], wanted)
                     score = hmc.NodeScore(sampler_net, "ip2", labels)
                     hmc_sampler.score = score
                     f, grad = hmc_sampler.evaluate(x)
@@ -349,6 +368,11 @@ class GenerativeLearner(object):
                     solver.step(1)
                     it = solver.iter
                     net = solver.net
+                    if wanted is not None:
+                        seen = net.blobs["observed_label"].data.astype(int)
+                        if not np.array_equal(seen[np.arange(len(wanted)) % self.batch], wanted):
+                            raise RuntimeError("iteration %d: the Data layer's labels are not "
+                                               "the LMDB's in key order" % it)
                     scores = net.blobs["ip2"].data.reshape(len(net.blobs["label"].data), -1)
                     fy = scores[np.arange(len(scores)), net.blobs["label"].data.astype(int)]
                     f_data, f_syn = float(fy[:self.batch].mean()), float(fy[self.batch:].mean())
@@ -523,3 +547,55 @@ def judge(samples, units, model, weights):
     net.blobs[net.inputs[0]].data[...] = samples
     scores = net.forward()[net.outputs[0]].reshape(len(samples), -1)
     return float((scores.argmax(axis=1) == np.asarray(units)).mean())
+
+
+def summarize(runs, hmc_name, judge_model, judge_weights, speed=None):
+    """results/generative_learning.json's content from training runs (their
+    history.json) and the T = 1 HMC samples tools/hmc_visualize.py wrote in
+    <run>/<hmc_name> (summary.json with --compare-lmdb, samples.npz), judged
+    by a separately trained classifier. `speed`: bench output with
+    s_per_iter of DG and of this training, or None."""
+    seeds, errors, per_seed = [], [], []
+    for run in runs:
+        history = json.load(open(os.path.join(run, "history.json")))
+        seeds.append(history["config"]["seed"])
+        errors.append(history["final_test_error_pct"])
+        folder = os.path.join(run, hmc_name)
+        summary = json.load(open(os.path.join(folder, "summary.json")))
+        if "compare_final" not in summary:
+            raise UserError("%s has no compare_final: run hmc_visualize with --compare-lmdb"
+                            % folder)
+        if summary["temperature"] != 1.0:
+            raise UserError("%s was sampled at T = %g, not 1" % (folder, summary["temperature"]))
+        samples = np.load(os.path.join(folder, "samples.npz"))
+        per_seed.append({
+            "seed": history["config"]["seed"], "run": run,
+            "test_error_pct": history["final_test_error_pct"],
+            "closest_class_mean_is_unit": summary["compare_final"]["closest_class_mean_is_unit"],
+            "corr_with_own_class_mean": summary["compare_final"]["corr_with_own_class_mean"],
+            "chain_mean_closest_class_mean_is_unit":
+                summary["compare_mean"]["closest_class_mean_is_unit"],
+            "judge_correct": judge(samples["samples"], samples["units"], judge_model,
+                                   judge_weights),
+            "own_net_predicts_unit": summary["predicted_as_unit_fraction"],
+            "acceptance_rate": summary["acceptance_rate"],
+            "divergences": summary["divergences"],
+            "hmc": {k: summary[k] for k in ("iters", "adapt", "leapfrog_steps", "final_step_size",
+                                            "num_chains", "sigma", "ref_mean")},
+            "train_s_per_iter": float(np.mean([r["s_per_iter"] for r in history["epochs"]])),
+        })
+    mean = lambda key: float(np.mean([s[key] for s in per_seed]))  # noqa: E731
+    result = {
+        "seeds": seeds, "test_error_pct": errors,
+        "samples_T1": {"temperature": 1.0,
+                       "closest_class_mean_is_unit": mean("closest_class_mean_is_unit"),
+                       "corr_with_own_class_mean": mean("corr_with_own_class_mean"),
+                       "judge_correct": mean("judge_correct"),
+                       "acceptance_rate": mean("acceptance_rate")},
+        "cost_ratio_vs_dg": (speed["generative_s_per_iter"] / speed["dg_s_per_iter"]
+                             if speed else None),
+        "per_seed": per_seed, "judge": {"model": judge_model, "weights": judge_weights},
+        "speed": speed,
+        "note": "samples_T1 values are means over the seeds; per_seed has each one.",
+    }
+    return result

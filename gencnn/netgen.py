@@ -480,10 +480,10 @@ layer {
 }
 """
 
-SYNTHESIS_DEFAULTS = {"synthesized": 64, "alpha": 0.001, "dg_weight": 1.0}
+SYNTHESIS_DEFAULTS = {"synthesized": 32, "alpha": 0.0001, "dg_weight": 10.0}  # the tool's defaults
 
 
-def synthesis_net(net=None, synthesized=64, alpha=0.001, dg_weight=1.0, **data_overrides):
+def synthesis_net(net=None, synthesized=32, alpha=0.0001, dg_weight=10.0, **data_overrides):
     """Train/test prototxt text of LeNet for learning with synthesized images:
     batches of the LMDB's batch size of observed images plus `synthesized`
     images from an Input blob; SynthesisLossLayer with energy penalty `alpha`

@@ -50,6 +50,8 @@ HELP = {
     "max_abs_score": "a score |f_y| above this is a divergence: the run stops",
     "checkpoint_every": "iterations between resumable checkpoints",
     "reference_count": "training images q = N(mean, std^2) is fitted to",
+    "match_labels": "1: the synthesized images take the classes of the observed batch "
+                    "(each class column gets equal pushes up and down); 0: uniform classes",
 }
 
 
@@ -70,6 +72,8 @@ def main(argv=None):
             "reference_count"}
     for key, default in DEFAULTS.items():
         kind = cli.positive_int if key in ints else cli.nonneg_float
+        if key == "match_labels":
+            kind = cli.nonneg_int
         parser.add_argument("--" + key.replace("_", "-"), type=kind, default=default,
                             help="%s (default %%(default)s)" % HELP[key])
     args = parser.parse_args(argv)
