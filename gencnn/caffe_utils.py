@@ -15,7 +15,7 @@ from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
 from caffe.proto import caffe_pb2
-from gencnn.cli import UserError, write_atomic
+from gencnn.cli import UserError, atomic_output, write_atomic
 
 # Layer types whose blobs are learned; their names must match for a
 # fine-tune (Caffe copies weights by layer name).
@@ -24,12 +24,15 @@ LEARNED_TYPES = {"Convolution", "InnerProduct", "Deconvolution", "BatchNorm", "S
 
 
 def read_proto(path, message):
+    """The one prototxt reader: a text-format Caffe message (SolverParameter,
+    NetParameter) from `path`; a missing or unparsable file is one UserError."""
     if not os.path.isfile(path):
         raise UserError("%s does not exist" % path)
     try:
-        text_format.Merge(open(path).read(), message)
-    except text_format.ParseError as err:
-        raise UserError("%s: %s" % (path, err))
+        with open(path) as f:
+            text_format.Merge(f.read(), message)
+    except (text_format.ParseError, UnicodeDecodeError) as err:
+        raise UserError("%s does not parse: %s" % (path, str(err).splitlines()[0]))
     return message
 
 
@@ -263,15 +266,8 @@ def run_tool(name, args, log_path=None):
 def compute_image_mean(lmdb_path, mean_path, log_path=None):
     """Mean image of an LMDB with Caffe's compute_image_mean, written under a
     temporary name and renamed, so `mean_path` is complete or absent."""
-    tmp = mean_path + ".tmp"
-    if os.path.exists(tmp):
-        os.remove(tmp)
-    try:
+    with atomic_output(mean_path) as tmp:
         run_tool("compute_image_mean", ["-backend", "lmdb", lmdb_path, tmp], log_path)
-        os.replace(tmp, mean_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def finish_dataset(train_lmdb, mean_path, snapshots, log_path=None):

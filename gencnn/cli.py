@@ -2,10 +2,12 @@
 option types, and outputs that are never half-written."""
 import argparse
 import binascii
+import contextlib
 import errno
 import math
 import os
 import re
+import shutil
 import sys
 
 
@@ -159,30 +161,38 @@ def _running(pid):
     return True
 
 
-def write_atomic(path, text):
-    """Write `text` (str, or bytes for a binary file) to `path` through a
-    temporary name and a rename, so the file is either complete or absent
-    (never half-written after a kill)."""
-    tmp = temp_name(path)
-    mode = "wb" if isinstance(text, bytes) else "w"
+@contextlib.contextmanager
+def atomic_output(path, suffix=""):
+    """The one way gencnn writes a file: yield a fresh temporary name beside
+    `path` (ending in `suffix` for writers that pick a format by extension,
+    e.g. savefig, np.savez); when the block succeeds it is renamed to `path`,
+    so `path` is complete or absent (never half-written after a kill)."""
+    tmp = temp_name(path) + suffix
     try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_atomic(path, text):
+    """Write `text` (str, or bytes for a binary file) to `path` atomically."""
+    mode = "wb" if isinstance(text, bytes) else "w"
+    with atomic_output(path) as tmp:
         # O_EXCL: the name is ours alone; mode 0666 lets the umask decide, as
         # for a plain open() (mkstemp would leave the file 0600).
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), mode) as f:
             f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+
+def copy_atomic(src, path):
+    """Copy file `src` to `path` atomically."""
+    with atomic_output(path) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def save_figure(fig, path, dpi=90):
-    """Save a matplotlib figure like write_atomic writes text: complete or absent."""
-    root, ext = os.path.splitext(path)
-    tmp = temp_name(root) + ext      # the extension picks the format
-    try:
+    """Save a matplotlib figure atomically (its extension picks the format)."""
+    with atomic_output(path, suffix=os.path.splitext(path)[1]) as tmp:
         fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

@@ -13,7 +13,6 @@ a softmax, the probabilities); the centre-crop result is crop 0 alone.
 """
 import cv2
 import numpy as np
-from google.protobuf import text_format
 
 from caffe.proto import caffe_pb2
 from gencnn.cli import UserError
@@ -25,38 +24,25 @@ class EvaluationError(UserError, ValueError):
     """Bad input; the message is one line (reported by gencnn.cli.run)."""
 
 
-def check_deploy(path):
-    """Parse a deploy prototxt first, so a bad one is one line, not a Caffe abort."""
-    net = caffe_pb2.NetParameter()
-    try:
-        with open(path) as f:
-            text_format.Merge(f.read(), net)
-    except (IOError, OSError) as exc:
-        raise EvaluationError("cannot read deploy prototxt %s: %s" % (path, exc))
-    except text_format.ParseError as exc:
-        raise EvaluationError("deploy prototxt %s does not parse: %s" % (path, exc))
-    return net
-
-
 def load_mean_file(path, channels=3):
-    """C x H x W float32 mean from a .binaryproto (compute_image_mean's output)."""
+    """C x H x W float32 mean from a .binaryproto (compute_image_mean's output),
+    read with caffe.io.blobproto_to_array; a bad file is one line."""
+    import caffe.io
     blob = caffe_pb2.BlobProto()
     try:
         with open(path, "rb") as f:
             blob.ParseFromString(f.read())
+        mean = caffe.io.blobproto_to_array(blob).astype(np.float32)
     except (IOError, OSError) as exc:
         raise EvaluationError("cannot read mean file %s: %s" % (path, exc))
     except Exception:
         raise EvaluationError("%s is not a Caffe BlobProto mean file" % path)
-    if blob.HasField("shape") and len(blob.shape.dim) >= 3:
-        shape = tuple(blob.shape.dim)[-3:]
-    else:
-        shape = (blob.channels, blob.height, blob.width)
-    data = np.asarray(blob.data, np.float32)
-    if data.size != int(np.prod(shape)) or shape[0] != channels:
-        raise EvaluationError("mean file %s holds %d values, shape %s: expected %d channels"
-                              % (path, data.size, shape, channels))
-    return data.reshape(shape)
+    mean = mean.reshape(mean.shape[-3:]) if mean.ndim >= 3 and mean.size == \
+        int(np.prod(mean.shape[-3:])) else mean
+    if mean.ndim != 3 or mean.shape[0] != channels:
+        raise EvaluationError("mean file %s holds shape %s: expected %d x H x W"
+                              % (path, mean.shape, channels))
+    return mean
 
 
 def crop_offsets(canvas, crop):

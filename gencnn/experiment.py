@@ -29,7 +29,6 @@ import collections
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ import time
 import numpy as np
 
 from gencnn import config, netgen
-from gencnn.cli import UserError, write_atomic
+from gencnn.cli import UserError, copy_atomic, save_figure, write_atomic
 
 # arm key -> (solver suffix, needs GG's switch weights)
 ARMS = collections.OrderedDict([
@@ -91,7 +90,7 @@ STUDIES = collections.OrderedDict([
         notes="25 epochs of batch 64 (23,438 iterations). GG+DG = GG for 16 epochs (the GG "
               "run's epoch-16 weights), then DG at base_lr 0.003 for 9 epochs: GG+DG is the "
               "`restart` schedule (the stage-1 `inv` schedule restarted, 0.003 -> 0.0019), "
-              "GG+DG(aligned) continues DG's decay from the switch (0.003 -> 0.0023). Seeds "
+              "GG+DG(aligned) continues DG's decay from the switch (0.003 -> 0.0024). Seeds "
               "set random_seed (weight init); the data order is the LMDB's, the same for "
               "every seed. Wall time of GG+DG counts only its DG stage.")),
     ("cifar10", StudySpec(
@@ -231,8 +230,7 @@ class Run(object):
                 write_atomic(os.path.join(self.kept, name), json.dumps(history, indent=1,
                                                                        sort_keys=True))
             elif os.path.exists(src):
-                shutil.copyfile(src, os.path.join(self.kept, name) + ".tmp")
-                os.replace(os.path.join(self.kept, name) + ".tmp", os.path.join(self.kept, name))
+                copy_atomic(src, os.path.join(self.kept, name))
 
 
 class Runner(object):
@@ -480,6 +478,5 @@ def plot_study(histories, spec, path):
                title="GG: effective sample size of the importance weights")
     ax_ess.grid(True, alpha=0.3)
     fig.tight_layout()
-    from gencnn.cli import save_figure
     save_figure(fig, path)
     plt.close(fig)

@@ -23,7 +23,6 @@ uninterrupted one.
 import json
 import math
 import os
-import shutil
 import time
 
 import numpy as np
@@ -31,7 +30,7 @@ import numpy as np
 import caffe
 from caffe.proto import caffe_pb2
 from gencnn import caffe_utils
-from gencnn.cli import UserError, write_atomic
+from gencnn.cli import UserError, copy_atomic, save_figure, write_atomic
 from gencnn.data.lmdb_io import lmdb_count
 
 
@@ -48,6 +47,66 @@ def parse_switch(text):
     if kind == "ess" and not 0.0 < number <= 1.0:
         raise UserError("--switch ess:T needs 0 < T <= 1, got %g" % number)
     return kind, number
+
+
+def gpu_support():
+    """(CUDA, NCCL) of the pycaffe in use: a CPU-only build (ours) has neither.
+    CUDA shows as the CUDA runtime or cuBLAS mapped into this process once
+    caffe is imported; NCCL as caffe.NCCL.new_uid, which BVLC's _caffe.cpp
+    defines only when built with USE_NCCL."""
+    try:
+        with open("/proc/self/maps") as f:
+            maps = f.read()
+    except OSError:
+        maps = ""
+    cuda = "libcudart" in maps or "libcublas" in maps
+    nccl = hasattr(caffe, "NCCL") and hasattr(caffe.NCCL, "new_uid")
+    return cuda, nccl
+
+
+def check_gpus(gpus):
+    """Fail fast, in one line, when this Caffe cannot train on `gpus`."""
+    if not gpus:
+        return
+    cuda, nccl = gpu_support()
+    where = os.path.dirname(os.path.dirname(os.path.abspath(caffe.__file__)))
+    if not cuda:
+        raise UserError("--gpus needs a Caffe built with CUDA; the one in use (%s) is "
+                        "CPU-only: see docs/scaling.md" % where)
+    if len(gpus) > 1 and not nccl:
+        raise UserError("--gpus with %d GPUs needs a Caffe built with NCCL (USE_NCCL := 1); "
+                        "the one in use (%s) has none: see docs/scaling.md" % (len(gpus), where))
+
+
+def set_device(gpus, rank):
+    caffe.set_mode_gpu()
+    caffe.set_device(gpus[rank])
+    if len(gpus) > 1:
+        caffe.set_solver_count(len(gpus))
+        caffe.set_solver_rank(rank)
+        caffe.set_multiprocess(True)
+
+
+def join_nccl(solver, uid):
+    """Join the NCCL clique `uid`: take rank 0's weights, then all-reduce the
+    gradients every iteration (per layer when layer_wise_reduce is set)."""
+    nccl = caffe.NCCL(solver, uid)
+    nccl.bcast()
+    solver.add_callback(nccl)
+    if solver.param.layer_wise_reduce:
+        solver.net.after_backward(nccl)
+    return nccl
+
+
+def _gpu_worker(solver_file, gpus, rank, uid, stage_iters, restore):
+    """Rank > 0 of a multi-GPU stage (a separate process): step in lockstep."""
+    set_device(gpus, rank)
+    solver = caffe.get_solver(solver_file)
+    if restore:
+        solver.restore(restore)
+    nccl = join_nccl(solver, uid)   # referenced until the steps are done
+    solver.step(stage_iters - solver.iter)
+    del nccl
 
 
 def keep_name(epoch):
@@ -93,8 +152,9 @@ class Stage(object):
 class TwoStageRunner(object):
     def __init__(self, stage1, out_dir, stage2=None, switch=None, seed=None, weights=None,
                  start_epoch=0.0, keep_epochs=(), checkpoint_every=100, progress=True,
-                 stop_epoch=None, train_lmdb=None):
+                 stop_epoch=None, train_lmdb=None, gpus=()):
         self.out_dir = os.path.abspath(out_dir)
+        self.gpus = list(gpus)
         self.train_lmdb = train_lmdb
         self.stages = [self._stage(1, stage1)]
         self.seed = seed
@@ -104,7 +164,8 @@ class TwoStageRunner(object):
         self.checkpoint_every = int(checkpoint_every)
         self.progress = progress
         first = self.stages[0]
-        self.epoch_iters = first.epoch_iters
+        # With G GPUs every iteration reads G batches (Caffe shards the data).
+        self.epoch_iters = first.epoch_iters / max(1, len(self.gpus))
         self.total_iters = first.param.max_iter     # the whole schedule
         if stop_epoch is not None:
             # Train only up to `stop_epoch` of the schedule (e.g. GG to the
@@ -129,6 +190,9 @@ class TwoStageRunner(object):
             self._check_stage2()
         elif switch:
             raise UserError("a switch needs --stage2")
+        if len(self.gpus) > 1 and switch and switch[0] == "ess":
+            raise UserError("--switch ess:T needs one device: with several GPUs the other "
+                            "ranks cannot learn of the switch; use --switch-epoch")
 
     # ------------------------------------------------------------- checks
     def _check_stage2(self):
@@ -221,8 +285,9 @@ class TwoStageRunner(object):
         if self.seed is not None:
             param.random_seed = self.seed
         solver_file = self.path("stage%d_solver.prototxt" % stage.index)
-        with open(solver_file, "w") as f:
-            f.write(str(param))
+        write_atomic(solver_file, str(param))
+        if self.gpus:
+            set_device(self.gpus, 0)
         solver = caffe.get_solver(solver_file)
         return solver, param
 
@@ -382,6 +447,8 @@ class TwoStageRunner(object):
                      % (stage.index, stage.solver_path, os.path.basename(stage.net_path),
                         stage_iters, ", from %s" % weights if weights else ""))
             open(iters_log, "w").close()
+        workers = self._start_workers(solver, stage, stage_iters, state) \
+            if len(self.gpus) > 1 else []
         history = state["history"]["stage%d" % stage.index]
         epoch_losses, epoch_ess = self._epoch_sums(iters_log, history)
         has_ess = "ess" in solver.net.outputs
@@ -428,6 +495,10 @@ class TwoStageRunner(object):
                         self._keep_copy(model, keep_name(kept_epoch))
                 if switched:
                     break
+        for worker in workers:
+            worker.join()
+            if worker.exitcode != 0:
+                raise UserError("GPU worker %s failed (exit %s)" % (worker.name, worker.exitcode))
         final_model = self.path("snapshots", "stage%d_iter_%d.caffemodel"
                                 % (stage.index, solver.iter))
         self._keep_copy(final_model, "stage%d_final.caffemodel" % stage.index)
@@ -442,10 +513,30 @@ class TwoStageRunner(object):
         self._write_json("state.json", state)
         del solver  # release the data reader before another solver opens the LMDB
 
+    def _start_workers(self, solver, stage, stage_iters, state):
+        """Several GPUs, as BVLC's python/train.py: one process per GPU, joined
+        by NCCL (gradients summed, then averaged, every iteration). This
+        process is rank 0 and does all testing and checkpointing; ranks 1.. only
+        step, starting from rank 0's weights (NCCL broadcasts them)."""
+        import multiprocessing
+        uid = caffe.NCCL.new_uid()
+        restore = self._inside(state["solverstate"]) \
+            if state["solverstate"] and state["stage"] == stage.index else None
+        context = multiprocessing.get_context("spawn")   # no CUDA state across a fork
+        workers = []
+        for rank in range(1, len(self.gpus)):
+            worker = context.Process(
+                target=_gpu_worker, name="rank%d" % rank,
+                args=(self.path("stage%d_solver.prototxt" % stage.index), self.gpus, rank, uid,
+                      stage_iters, restore))
+            worker.start()
+            workers.append(worker)
+        # Caffe keeps only a raw pointer to the NCCL object: hold it while stepping.
+        self._nccl = join_nccl(solver, uid)
+        return workers
+
     def _keep_copy(self, model, name):
-        tmp = self.path(name + ".tmp")
-        shutil.copyfile(model, tmp)
-        os.replace(tmp, self.path(name))
+        copy_atomic(model, self.path(name))
 
     def _epoch_record(self, solver, stage, global_iter, epoch, losses, ess, last):
         results = self._test(solver, stage)
@@ -471,9 +562,7 @@ class TwoStageRunner(object):
         if not os.path.exists(path):
             return
         keep = [line for line in open(path) if line.strip() and int(line.split("\t")[0]) <= last_iter]
-        with open(path + ".tmp", "w") as f:
-            f.writelines(keep)
-        os.replace(path + ".tmp", path)
+        write_atomic(path, "".join(keep))
 
     @staticmethod
     def _epoch_sums(path, history):
@@ -522,7 +611,5 @@ def plot_curves(runs, path, title=None):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=90)
+    save_figure(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)

@@ -107,12 +107,11 @@ def small_solvers(subset, tmp_path_factory):
             test_source=str(subset / "mnist_test_lmdb")))
     paths = {}
     for name, net, iters in (("dg", "dg", 250), ("gg", "gg", 250), ("gg_dg", "dg", 250 - 94)):
-        text = netgen.SOLVERS["lenet_" + name]
-        text = re.sub(r'net: ".*"', 'net: "%s"' % (root / ("lenet_%s.prototxt" % net)), text)
-        text = re.sub(r"max_iter: \d+", "max_iter: %d" % iters, text)
-        text = re.sub(r"test_iter: \d+", "test_iter: 5", text)   # 5 x 100 = the 500 test images
         paths[name] = root / ("solver_%s.prototxt" % name)
-        paths[name].write_text(text)
+        # 5 x 100 = the 500 test images
+        caffe_utils.write_solver_variant(
+            os.path.join(REPO_ROOT, "solvers", "lenet_%s.prototxt" % name), str(paths[name]),
+            net=str(root / ("lenet_%s.prototxt" % net)), max_iter=iters, test_iter=5)
     return paths
 
 
@@ -226,8 +225,7 @@ def test_bad_input_fails_before_training(small_solvers, tmp_path, subset):
     renamed.write_text(open(str(small_solvers["dg"].parent / "lenet_dg.prototxt")).read()
                        .replace('"ip2"', '"fc2"'))
     bad_stage2 = tmp_path / "bad_stage2.prototxt"
-    bad_stage2.write_text(re.sub(r'net: ".*"', 'net: "%s"' % renamed,
-                                 small_solvers["gg_dg"].read_text()))
+    caffe_utils.write_solver_variant(str(small_solvers["gg_dg"]), str(bad_stage2), net=str(renamed))
     cases["layer names"] = ["--stage1", small_solvers["gg"], "--stage2", bad_stage2,
                             "--switch-epoch", 3]
     # A net whose LMDB is missing.
@@ -235,8 +233,8 @@ def test_bad_input_fails_before_training(small_solvers, tmp_path, subset):
     no_data.write_text(netgen.train_test_net(netgen.LENET, "dg", train_source="/nonexistent_lmdb",
                                              test_source="/nonexistent_lmdb"))
     no_data_solver = tmp_path / "no_data_solver.prototxt"
-    no_data_solver.write_text(re.sub(r'net: ".*"', 'net: "%s"' % no_data,
-                                     small_solvers["dg"].read_text()))
+    caffe_utils.write_solver_variant(str(small_solvers["dg"]), str(no_data_solver),
+                                     net=str(no_data))
     cases["missing lmdb"] = ["--stage1", no_data_solver]
     expected = {"missing solver": "does not exist", "switch too late": "switch epoch",
                 "bad ess": "ess", "layer names": "fc2", "missing lmdb": "LMDB"}
@@ -257,11 +255,11 @@ def test_ess_switch_survives_a_crash_at_the_switch(small_solvers, tmp_path):
     out = tmp_path / "crashed"
     out.mkdir()
     # A folder in the way of the copy makes the run die exactly there.
-    (out / "stage1_final.caffemodel.tmp").mkdir()
+    (out / "stage1_final.caffemodel").mkdir()
     assert tool("two_stage.py", *(args + ["--out", out]), check=False).returncode != 0
     state = json.load(open(str(out / "state.json")))
     assert state["stage"] == 1 and state["stage_iter"] == whole["switch_iter"]
-    (out / "stage1_final.caffemodel.tmp").rmdir()
+    (out / "stage1_final.caffemodel").rmdir()
     tool("two_stage.py", *(args + ["--out", out, "--resume"]))
     resumed = history(out)
     assert resumed["switch_iter"] == whole["switch_iter"]
@@ -331,3 +329,22 @@ def test_resume_refuses_changed_options_and_bad_weights(small_solvers, tmp_path)
                                       "--weights", weights, "--out", fresh, check=False))
         assert expected in message, message
         assert not fresh.exists()
+
+
+def test_gpus_fail_fast_without_cuda(small_solvers, tmp_path):
+    """--gpus on a CPU-only Caffe (ours) is one line naming what is missing,
+    before anything is written; with a CUDA build, the NCCL check instead."""
+    from gencnn import two_stage
+    cuda, nccl = two_stage.gpu_support()
+    out = tmp_path / "gpu"
+    if not cuda:
+        message = one_line_error(tool("two_stage.py", "--stage1", small_solvers["dg"], "--out",
+                                      out, "--gpus", "0", check=False))
+        assert "CPU-only" in message
+    elif not nccl:
+        message = one_line_error(tool("two_stage.py", "--stage1", small_solvers["dg"], "--out",
+                                      out, "--gpus", "0,1", check=False))
+        assert "NCCL" in message
+    else:
+        pytest.skip("this Caffe has CUDA and NCCL: nothing to refuse")
+    assert not out.exists()

@@ -80,7 +80,8 @@ def solver_param(name):
 def test_imagenet_solvers_follow_the_paper(key):
     # 70 epochs of 1,281,167 images at batch 256; GG+DG switches at epoch 45
     epoch = 1281167 / 256.0
-    assert 350320 == int(np.ceil(70 * epoch)) and 225206 == int(np.ceil(45 * epoch))
+    assert solver_param("%s_dg" % key).max_iter == int(np.ceil(70 * epoch))
+    assert netgen.PROTOCOLS[key].switch_iter == int(np.ceil(45 * epoch)) == 225206
     for variant in ("dg", "gg"):
         s = solver_param("%s_%s" % (key, variant))
         assert s.net == "prototxt/%s_train_test_%s.prototxt" % (key, variant)

@@ -58,7 +58,7 @@ def main(argv=None):
     for path, what in ((args.deploy, "deploy prototxt"), (args.weights, "weights")):
         if not os.path.isfile(path):
             raise evaluation.EvaluationError("%s %s not found" % (what, path))
-    evaluation.check_deploy(args.deploy)
+    caffe_utils.read_net(args.deploy)
     items = imagenet.read_image_list(args.images, args.root)
     mean = (evaluation.load_mean_file(args.mean_file) if args.mean_file
             else args.mean_values)

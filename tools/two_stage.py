@@ -54,6 +54,12 @@ def main(argv=None):
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its newest checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--gpus", default="",
+                        help="comma-separated GPU ids (default: CPU). One id: train on that "
+                             "GPU; several: one process per GPU joined by NCCL, as BVLC's "
+                             "python/train.py (each GPU takes the net's batch; eq. 10's "
+                             "reference is then estimated per GPU, see docs/scaling.md). "
+                             "Needs a Caffe built with CUDA (and NCCL for several)")
     args = parser.parse_args(argv)
 
     from gencnn import two_stage
@@ -70,13 +76,21 @@ def main(argv=None):
         raise cli.UserError("--keep-epochs must be numbers, got %r" % args.keep_epochs)
     if args.train_lmdb and not os.path.isdir(args.train_lmdb):
         raise cli.UserError("--train-lmdb %s is not an LMDB folder" % args.train_lmdb)
+    try:
+        gpus = [int(g) for g in args.gpus.split(",") if g.strip()]
+    except ValueError:
+        raise cli.UserError("--gpus must be comma-separated GPU ids, got %r" % args.gpus)
+    if len(set(gpus)) != len(gpus) or any(g < 0 for g in gpus):
+        raise cli.UserError("--gpus must be distinct ids >= 0, got %r" % args.gpus)
     import caffe
-    caffe.set_mode_cpu()
+    two_stage.check_gpus(gpus)
+    if not gpus:
+        caffe.set_mode_cpu()
     runner = two_stage.TwoStageRunner(
         args.stage1, args.out, stage2=args.stage2, switch=switch, seed=args.seed,
         weights=args.weights, start_epoch=args.start_epoch, keep_epochs=keep,
         checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
-        stop_epoch=args.stop_epoch, train_lmdb=args.train_lmdb)
+        stop_epoch=args.stop_epoch, train_lmdb=args.train_lmdb, gpus=gpus)
     runner.run(resume=args.resume)
     return 0
 

@@ -10,8 +10,8 @@ import os
 import shutil
 
 from gencnn import caffe_utils
-from gencnn.cli import DataError, write_atomic  # DataError: one class for all data tools
-from gencnn.data.lmdb_io import lmdb_count
+from gencnn.cli import DataError, temp_name, write_atomic  # DataError: one class for all data tools
+from gencnn.data.lmdb_io import install_lmdb, lmdb_count
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp")
 RESIZE = 256          # convert_imageset warps every image to 256 x 256
@@ -92,8 +92,7 @@ def write_image_list(path, items):
 def convert_imageset(root, list_path, lmdb_path, expected, log_path=None):
     """Caffe's convert_imageset (resize 256x256, shuffle) into `lmdb_path`,
     via a temporary name; checks that every listed image made it in."""
-    tmp = lmdb_path.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temp_name(lmdb_path)
     try:
         caffe_utils.run_tool("convert_imageset", [
             "--resize_height=%d" % RESIZE, "--resize_width=%d" % RESIZE, "--shuffle",
@@ -104,9 +103,7 @@ def convert_imageset(root, list_path, lmdb_path, expected, log_path=None):
             raise DataError("convert_imageset stored %d of %d images of %s (unreadable "
                             "images are skipped; see %s)" % (count, expected, list_path,
                                                             log_path or "its log"))
-        if os.path.exists(lmdb_path):
-            shutil.rmtree(lmdb_path)
-        os.rename(tmp, lmdb_path)
+        install_lmdb(tmp, lmdb_path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return count

@@ -11,6 +11,10 @@ from caffe.proto import caffe_pb2
 from gencnn import cli
 
 
+# make_datum / datum_to_array are caffe.io.array_to_datum / datum_to_array
+# written again on purpose: upstream's use ndarray.tostring / np.fromstring,
+# which numpy 2 removed. Our Caffe build patches them, a user's own Caffe 1.0
+# does not, so gencnn keeps this one copy and never calls caffe.io's.
 def make_datum(image, label):
     """Datum from a C x H x W array: uint8 -> data bytes, else float_data."""
     image = np.asarray(image)
@@ -62,7 +66,7 @@ def write_lmdb(path, examples, map_size=1 << 40, commit_every=1000):
         if stored != count:
             raise cli.UserError("%s: stored %d of %d entries" % (path, stored, count))
         env.close()
-        _install(tmp, path)
+        install_lmdb(tmp, path)
     except BaseException:
         env.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -70,7 +74,7 @@ def write_lmdb(path, examples, map_size=1 << 40, commit_every=1000):
     return count
 
 
-def _install(tmp, path):
+def install_lmdb(tmp, path):
     """Rename the finished LMDB `tmp` to `path`. A folder already there (an
     older LMDB, or a concurrent writer's just installed) is first renamed
     aside and then deleted, so `path` never holds a mix of two."""
