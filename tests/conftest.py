@@ -6,6 +6,10 @@ import sys
 import pytest
 
 os.environ.setdefault("GLOG_minloglevel", "2")   # quiet pycaffe net construction
+# One OpenBLAS thread for the tests and the tools they start: the nets are
+# small, and several threads per process spin against each other when tests
+# run trainings side by side (runs/resumes are also compared bit for bit).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 for sub in ("", "python_layers"):
     path = os.path.join(REPO, sub)
