@@ -95,6 +95,139 @@ def test_gaussian_target_mean_and_variance(tmp_path, mass, convention):
     assert sampler.evaluations == 1 + 30 * 5     # one forward+backward per leapfrog step
 
 
+# An InnerProduct on a 2 x 6 x 6 image: f_y = w_y . x + b_y again, for a q
+# with a correlated (spectral) covariance Sigma: p_y = N(mu + Sigma w_y, Sigma).
+IMAGE_GAUSSIAN_NET = """
+name: "image_gaussian"
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 1 dim: 2 dim: 6 dim: 6 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+        inner_product_param { num_output: 3 } }
+"""
+
+
+def power_law_spectrum(channels=2, side=6, amplitudes=(1.0, 3.0), offset=0.01):
+    """P[c, k] = a_c / (offset + |k|^2): symmetric in k, 50x from the lowest
+    to the highest frequency (natural images are ~1/|k|^2)."""
+    fy = np.fft.fftfreq(side).reshape(-1, 1)
+    fx = np.fft.fftfreq(side).reshape(1, -1)
+    return np.array([a / (offset + fy ** 2 + fx ** 2) for a in amplitudes[:channels]])
+
+
+ROTATION = np.array([[0.8, -0.6], [0.6, 0.8]])      # an orthogonal colour basis
+
+
+@pytest.mark.parametrize("basis", [None, ROTATION])
+def test_spectral_q_operators(basis):
+    power = power_law_spectrum()
+    q = reference.SpectralGaussian([0.5, -1.0], power, basis)
+    rng = np.random.RandomState(20)
+    v = rng.standard_normal((3, 2, 6, 6))
+    np.testing.assert_allclose(q.cov_power(q.cov_power(v, 0.5), -0.5), v, atol=1e-12)
+    np.testing.assert_allclose(q.cov_power(q.cov_power(v, 0.5), 0.5), q.cov_power(v, 1.0),
+                               rtol=1e-10, atol=1e-12)
+    # energy: (x - mu)^T Sigma^-1 (x - mu) / 2 = sum_k |X_k|^2 / P_k / 2 (full FFT)
+    x = q.mean + v
+    rotated = v if basis is None else np.einsum("dc,nd...->nc...", basis, v)
+    spectrum = np.fft.fft2(rotated, norm="ortho")
+    np.testing.assert_allclose(q.energy(x), 0.5 * (np.abs(spectrum) ** 2 / power).sum(axis=(1, 2, 3)),
+                               rtol=1e-10)
+    np.testing.assert_allclose(q.grad(x), q.cov_power(v, -1.0))
+    # Sigma is symmetric: <a, Sigma b> = <Sigma a, b>
+    a, b = v[0], v[1]
+    assert abs((a * q.cov_power(b[None], 1.0)[0]).sum()
+               - (q.cov_power(a[None], 1.0)[0] * b).sum()) < 1e-9
+    # draws: per-pixel variance mean(P) per channel (rotated by the basis)
+    draws = q.sample(rng, (20000, 2, 6, 6))
+    np.testing.assert_allclose(draws.var(axis=(0, 2, 3)), q.marginal_std() ** 2, rtol=0.03)
+    if basis is None:
+        np.testing.assert_allclose(q.marginal_std() ** 2, power.mean(axis=(1, 2)))
+    else:     # the channels are correlated as the basis says
+        colour_cov = np.cov(draws.transpose(1, 0, 2, 3).reshape(2, -1))
+        expected = basis.dot(np.diag(power.mean(axis=(1, 2)))).dot(basis.T)
+        np.testing.assert_allclose(colour_cov, expected, atol=0.03 * expected.max())
+    with pytest.raises(ValueError, match="symmetric"):
+        reference.SpectralGaussian([0, 0], power + rng.uniform(0, 1, power.shape))
+    with pytest.raises(ValueError, match="factorize"):
+        q.crop((0, 3, 0, 3))
+    with pytest.raises(ValueError, match="orthogonal"):
+        reference.SpectralGaussian([0, 0], power, [[1.0, 0.5], [0.0, 1.0]])
+
+
+def test_fit_spectrum_recovers_a_known_spectrum():
+    power = power_law_spectrum()
+    truth = reference.SpectralGaussian([10.0, -5.0], power)
+    images = truth.sample(np.random.RandomState(21), (4000, 2, 6, 6))
+    fitted = reference.fit_spectrum(images, smooth=0)
+    np.testing.assert_allclose(fitted.mean.ravel(), [10.0, -5.0], atol=0.1)
+    # an average of 4000 periodograms: within 4.5 sqrt(2/4000) = 10 % everywhere
+    assert np.abs(fitted.power / power - 1).max() < 0.1
+    # with correlated channels, decorrelate_colour finds the basis: the fitted
+    # covariance operator is the truth's (the basis's order and signs may differ)
+    truth = reference.SpectralGaussian([10.0, -5.0], power, ROTATION)
+    images = truth.sample(np.random.RandomState(24), (4000, 2, 6, 6))
+    plain = reference.fit_spectrum(images, smooth=0)
+    fitted = reference.fit_spectrum(images, smooth=0, decorrelate_colour=True)
+    v = np.random.RandomState(25).standard_normal((20, 2, 6, 6))
+
+    def error(q):
+        return np.linalg.norm(q.cov_power(v, 1.0) - truth.cov_power(v, 1.0)) / \
+            np.linalg.norm(truth.cov_power(v, 1.0))
+    assert error(fitted) < 0.05 and error(plain) > 0.3, (error(fitted), error(plain))
+
+
+def test_fit_spectrum_window_removes_the_border_cross():
+    """Smooth images with a jump between opposite borders (a ramp): the plain
+    periodogram puts that jump's power on the frequency axes, the Hann
+    window does not."""
+    ramp = np.linspace(0, 1, 32)
+    rng = np.random.RandomState(26)
+    images = np.array([[a * ramp[:, None] + b * ramp[None, :]] for a, b in
+                       rng.standard_normal((50, 2))]) + 0.01 * rng.standard_normal((50, 1, 32, 32))
+    axis_power = {}
+    for window in (False, True):
+        p = reference.fit_spectrum(images, smooth=0, window=window).power[0]
+        axis_power[window] = p[0, 8:25].mean() / p[8:25, 8:25].mean()   # axis vs diagonal
+    assert axis_power[False] > 100 and axis_power[True] < 10, axis_power
+
+
+@pytest.mark.parametrize("basis", [None, ROTATION])
+def test_preconditioned_hmc_samples_a_correlated_gaussian_target(tmp_path, basis):
+    """q = N(mu, Sigma) with Sigma diagonal in the 2-D Fourier basis (50x
+    between frequencies), the mass matrix m Sigma^-1: the samples of
+    p_y = N(mu + Sigma w_y, Sigma), whitened, have mean 0 and covariance I
+    (every one of the 72 x 72 entries), and in the Fourier basis each
+    frequency's power is P_k."""
+    chains, unit = 3000, 2
+    power = power_law_spectrum()
+    q = reference.SpectralGaussian([0.3, -0.2], power, basis)
+    net = make_net(tmp_path, IMAGE_GAUSSIAN_NET, chains, seed=22, scale=0.3)
+    sampler = hmc.HMCSampler(hmc.NodeScore(net, "ip", unit), step_size=0.3, leapfrog_steps=5,
+                             mass=1.0, mass_convention="inverse", reference=q,
+                             precondition=True, seed=23)
+    # start far from the target (q's mean shifted by 3 sd in every whitened
+    # coordinate), so a sampler that does not move fails
+    x0 = q.sample(sampler.rng, (chains, 2, 6, 6)) + q.cov_power(np.full((1, 2, 6, 6), 3.0), 0.5)
+    out = sampler.sample(x0, iters=40)
+    w = net.params["ip"][0].data[unit].astype(np.float64).reshape(1, 2, 6, 6)
+    target_mean = q.mean + q.cov_power(w, 1.0)[0]
+    assert np.abs(q.cov_power(w, 1.0)).max() > 1.0     # the tilt is visible
+    z = q.cov_power(out["samples"] - target_mean, -0.5).reshape(chains, -1)
+    n = float(chains)
+    assert np.abs(z.mean(axis=0)).max() < 4.5 / np.sqrt(n)
+    cov = np.cov(z, rowvar=False)
+    assert np.abs(np.diag(cov) - 1).max() < 4.5 * np.sqrt(2 / n)
+    assert np.abs(cov - np.diag(np.diag(cov))).max() < 5 / np.sqrt(n)
+    # the same in the Fourier basis: E |F(x - m)_k|^2 = P_k, per channel and frequency
+    centred = out["samples"] - target_mean
+    if basis is not None:
+        centred = np.einsum("dc,nd...->nc...", basis, centred)
+    spectrum = np.fft.fft2(centred, norm="ortho")
+    ratio = (np.abs(spectrum) ** 2).mean(axis=0) / power
+    assert np.abs(ratio - 1).max() < 4.5 * np.sqrt(2 / n)
+    assert 0.5 < out["accepted"].mean() < 1 and not out["divergent"].any()
+
+
 def test_divergent_trajectories_are_rejected_and_counted(tmp_path):
     net = make_net(tmp_path, GAUSSIAN_NET, 50, seed=1)
     warned = []
@@ -377,3 +510,64 @@ def test_cli_unit_all_takes_every_channel(tmp_path, lenet_weights):
     assert proc.returncode == 0, proc.stderr
     summary = json.load(open(str(out / "summary.json")))
     assert summary["units"] == list(range(10)) and summary["num_chains"] == 10
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    """Three smooth 40 x 36 'photos' (blurred noise) and a file that is not one."""
+    import cv2
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.RandomState(30)
+    for i in range(3):
+        image = cv2.GaussianBlur(rng.uniform(0, 255, (40, 36, 3)), (0, 0), 3)
+        cv2.imwrite(str(folder / ("p%d.png" % i)), image.astype(np.uint8))
+    (folder / "notes.txt").write_text("not an image")
+    return str(folder)
+
+
+def test_load_images_resizes_crops_and_subtracts_the_mean(photo_folder):
+    images = reference.load_images(photo_folder, (3, 28, 28), [100, 110, 120])
+    assert images.shape == (3, 3, 28, 28)
+    gray = reference.load_images(photo_folder, (1, 28, 28), [0], scale=1 / 256.0)
+    assert gray.shape == (3, 1, 28, 28) and 0 <= gray.min() and gray.max() < 1
+    # mean-subtracted per channel: the BGR channel means shift by exactly the mean given
+    plain = reference.load_images(photo_folder, (3, 28, 28), [0, 0, 0])
+    np.testing.assert_allclose(plain - images, np.broadcast_to(
+        np.array([100.0, 110, 120]).reshape(1, 3, 1, 1), images.shape))
+
+
+def test_cli_fit_spectrum_samples_the_whole_input(tmp_path, lenet_weights, photo_folder):
+    out = tmp_path / "spectrum"
+    proc = run_tool(["--model", LENET, "--weights", lenet_weights, "--blob", "conv2",
+                     "--unit", "3", "--num-chains", "2", "--iters", "2", "--leapfrog-steps", "3",
+                     "--step-size", "0.2", "--mass", "1", "--mass-convention", "inverse",
+                     "--reference", "fit-spectrum", "--reference-images", photo_folder,
+                     "--image-scale", "0.00390625", "--display-mean", "0", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    summary = json.load(open(str(out / "summary.json")))
+    assert summary["reference"] == "fit-spectrum" and summary["mass_matrix"] == "q"
+    assert summary["reference_images"] == photo_folder
+    # a spectral q does not factorize: the whole 28 x 28 input is sampled
+    assert summary["input_crop_box"] is None and summary["sampled_input_shape"] == [1, 28, 28]
+    assert summary["receptive_field_box"] == [8, 22, 8, 22]     # the display crop stays
+    assert summary["acceptance_rate"] > 0
+    samples = np.load(str(out / "samples.npz"))["samples"]
+    assert samples.shape == (2, 1, 28, 28)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--reference", "fit-spectrum"], "--reference fit-spectrum needs --reference-images DIR"),
+    (["--reference", "fit-spectrum", "--reference-images", "/nonexistent/photos"],
+     "--reference-images /nonexistent/photos is not a folder"),
+    (["--reference", "fit-spectrum", "--reference-images", "{empty}"], "holds no readable image"),
+    (["--mass-matrix", "diagonal"], "invalid choice"),
+])
+def test_cli_fit_spectrum_bad_input_is_one_line(tmp_path, lenet_weights, args, message):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = [a.format(empty=str(empty)) for a in args]
+    proc = run_tool(["--model", LENET, "--weights", lenet_weights, "--blob", "ip2",
+                     "--out", str(tmp_path / "never")] + args)
+    assert proc.returncode == 2 and not os.path.exists(str(tmp_path / "never"))
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr

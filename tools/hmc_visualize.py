@@ -104,10 +104,33 @@ def parse_args(argv):
              "(default: the preset's, 1)")
     add("--ref-mean", type=cli.finite_float, default=None,
         help="mean of the reference q in input units (default: the preset's, 0)")
-    add("--reference", default="fixed", choices=["fixed", "fit-global", "fit-pixel"],
+    add("--reference", default="fixed",
+        choices=["fixed", "fit-global", "fit-pixel", "fit-spectrum"],
         help="fixed: q from --ref-mean/--sigma; fit-global: one mean and marginal std "
-             "fitted to --reference-lmdb; fit-pixel: mean image and per-pixel std "
+             "fitted to --reference-lmdb; fit-pixel: mean image and per-pixel std; "
+             "fit-spectrum: a stationary Gaussian, its power spectrum per colour "
+             "channel fitted to the photos of --reference-images (samples the "
+             "whole input: such a q does not factorize over pixels) "
              "(default %(default)s)")
+    add("--reference-images", default=None,
+        help="folder of photos for --reference fit-spectrum: each read as BGR 0-255 "
+             "(grayscale for a 1-channel net), short side resized to 256/227 of the "
+             "input side, centre-cropped to the input, minus --display-mean (the "
+             "net's per-channel mean), times --image-scale")
+    add("--spectrum-colour", default="channels", choices=["channels", "decorrelated"],
+        help="fit-spectrum: one spectrum per colour channel, channels independent; or "
+             "per principal colour axis of the photos (luminance, two opponent axes), "
+             "so q has their colour correlations (default %(default)s)")
+    add("--spectrum-window", default="none", choices=["none", "hann"],
+        help="fit-spectrum: plain periodograms, or through a Hann window (no cross of "
+             "border-jump power on the frequency axes) (default %(default)s)")
+    add("--image-scale", type=cli.positive_float, default=1.0,
+        help="pixel -> input units for --reference-images (default %(default)s; "
+             "0.00390625 for LeNet)")
+    add("--mass-matrix", default="auto", choices=["auto", "identity", "q"],
+        help="identity: m I; q: m Sigma^-1, Sigma q's covariance (momenta drawn and "
+             "positions moved in q's whitened basis); auto: q for fit-spectrum, "
+             "identity otherwise (default %(default)s)")
     add("--reference-lmdb",
         default=os.path.join(config.data_dir(), "mnist", "mnist_train_lmdb"),
         help="LMDB of training images for --reference fit-* (default %(default)s)")
@@ -196,7 +219,12 @@ def resolve(args):
         raise UsageError("weights not found: %s" % weights)
     if args.compare_lmdb and not os.path.isdir(args.compare_lmdb):
         raise UsageError("--compare-lmdb %s not found" % args.compare_lmdb)
-    if args.reference != "fixed" and not os.path.isdir(args.reference_lmdb):
+    if args.reference == "fit-spectrum":
+        if args.reference_images is None:
+            raise UsageError("--reference fit-spectrum needs --reference-images DIR")
+        if not os.path.isdir(args.reference_images):
+            raise UsageError("--reference-images %s is not a folder" % args.reference_images)
+    elif args.reference != "fixed" and not os.path.isdir(args.reference_lmdb):
         raise UsageError("--reference %s needs the LMDB %s (not found)"
                          % (args.reference, args.reference_lmdb))
     out_dir = args.out or os.path.join(config.REPO_ROOT, "results", "hmc",
@@ -222,12 +250,21 @@ def preset_settings(args, channels, is_conv):
 
 
 def fit_q(args, node, settings, display_mean):
-    """The reference q of the options: fixed, or fitted to --reference-lmdb."""
+    """The reference q of the options: fixed, or fitted to --reference-lmdb
+    or (fit-spectrum) to --reference-images."""
     from gencnn.visualization import reference as ref
     from gencnn.visualization.node import lmdb_images
     if args.reference == "fixed":
         return ref.DiagonalGaussian(settings["ref_mean"], settings["sigma"])
     try:
+        if args.reference == "fit-spectrum":
+            if len(node.input_shape) != 3:
+                raise ValueError("--reference fit-spectrum needs an image input (C x H x W), "
+                                 "the net's is %s" % (node.input_shape,))
+            return ref.fit_spectrum(ref.load_images(args.reference_images, node.input_shape,
+                                                    display_mean, args.image_scale),
+                                    decorrelate_colour=args.spectrum_colour == "decorrelated",
+                                    window=args.spectrum_window == "hann")
         images = lmdb_images(args.reference_lmdb, args.reference_count,
                              args.reference_scale, node.input_shape)
     except ValueError as err:
@@ -254,6 +291,10 @@ def run(args):
     units, input_shape, is_conv = node.units, node.input_shape, node.is_conv
     settings = preset_settings(args, node.channels, is_conv)
     q = fit_q(args, node, settings, display_mean)
+    mass_matrix = args.mass_matrix
+    if mass_matrix == "auto":
+        mass_matrix = "q" if args.reference == "fit-spectrum" else "identity"
+    precondition = mass_matrix == "q"
 
     warnings_shown = [0]
 
@@ -278,6 +319,7 @@ def run(args):
                          mass_convention=settings["mass_convention"],
                          temperature=settings["temperature"], adapt=adapt,
                          target_accept=args.target_accept, full_input=args.full_input,
+                         precondition=precondition,
                          seed=args.seed, warn=warn, callback=progress)
     bar.close()
     out, sampler, crop, wall = result.out, result.sampler, result.crop, result.wall
@@ -299,6 +341,10 @@ def run(args):
         "mass_convention": settings["mass_convention"], "inv_mass": sampler.inv_mass,
         "effective_unit_mass_step": out["final_step_size"] * np.sqrt(sampler.inv_mass),
         "reference": args.reference,
+        "reference_images": args.reference_images if args.reference == "fit-spectrum" else None,
+        "spectrum": ({"colour": args.spectrum_colour, "window": args.spectrum_window}
+                     if args.reference == "fit-spectrum" else None),
+        "mass_matrix": mass_matrix,
         "sigma": sampler.reference.std_value, "ref_mean": sampler.reference.mean_value,
         "seed": args.seed,
         "acceptance_rate": float(out["accepted"][sampling].mean()),

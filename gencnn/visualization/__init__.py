@@ -4,7 +4,8 @@
                      gradient (NodeScore), the sampler (HMCSampler, eq. 11-13
                      plus Metropolis, dual-averaging step size)
     reference        the reference distribution q: white (DiagonalGaussian,
-                     fit_reference)
+                     fit_reference) or with the photos' power spectrum
+                     (SpectralGaussian, fit_spectrum, load_images)
     receptive_field  which input pixels a convolutional node sees
                      (receptive_field, input_crop)
     node             one node end to end: open_node, then sample_node (the

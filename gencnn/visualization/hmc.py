@@ -26,6 +26,16 @@ run with mass m and step eps moves x exactly like a unit-mass run with step
 eps * sqrt(inv_mass). The paper's LeNet setting (eps 0.1, m 0.01) is thus an
 effective unit-mass step of 1.0 read literally, or 0.01 read as inverse.
 
+A correlated q (gencnn.visualization.reference.SpectralGaussian, covariance
+Sigma) replaces |x - mu|^2 / (2 sigma^2) by (x - mu)^T Sigma^-1 (x - mu) / 2,
+and precondition=True gives HMC the matching mass matrix m Sigma^-1:
+
+    K(phi) = phi^T Sigma phi / (2 m),  phi ~ N(0, m Sigma^-1),  x += eps Sigma phi / m
+
+which is unit-mass HMC in q's whitened coordinates z = Sigma^-1/2 (x - mu),
+where q is N(0, I): one step size suits frequencies whose variances differ
+by orders of magnitude. The Metropolis test uses this K, so it stays exact.
+
 All chains share one Caffe net: its input blob holds N chains, and each
 leapfrog step costs one forward (up to the node's layer) and one backward
 (from that layer down to the input) for all chains together.
@@ -299,15 +309,22 @@ class HMCSampler(object):
     sigma, ref_mean: the reference q = N(ref_mean, sigma^2), scalars or
              arrays broadcastable to one chain's input shape; ignored when
              `reference` is given.
-    reference: a q of gencnn.visualization.reference; default
-             DiagonalGaussian(ref_mean, sigma).
+    reference: a q of gencnn.visualization.reference (DiagonalGaussian,
+             SpectralGaussian); default DiagonalGaussian(ref_mean, sigma).
+    precondition: False (default): the mass matrix is m I. True: it is
+             m Sigma^-1, Sigma the covariance of q: phi ~ N(0, m Sigma^-1),
+             K = phi^T Sigma phi / 2m, x += eps Sigma phi / m. That is HMC
+             with unit mass in q's whitened coordinates z = Sigma^-1/2 (x - mu)
+             (for a SpectralGaussian: the whitened Fourier basis), where q
+             is N(0, I) and one step size suits every frequency. Still exact:
+             the Metropolis test uses this K.
     temperature: T, 1 in the paper; T < 1 sharpens p_y toward the modes of
              f_y - |x - mu|^2 / (2 sigma^2 T) (an extension, off by default).
     """
 
     def __init__(self, score, step_size=0.1, leapfrog_steps=50, mass=0.01,
                  mass_convention="paper", sigma=1.0, ref_mean=0.0, seed=0,
-                 temperature=1.0, warn=warnings.warn, reference=None):
+                 temperature=1.0, warn=warnings.warn, reference=None, precondition=False):
         if mass_convention not in ("paper", "inverse"):
             raise ValueError("mass_convention must be 'paper' or 'inverse'")
         for name, value in (("step size", step_size), ("mass", mass)):
@@ -318,6 +335,7 @@ class HMCSampler(object):
         if int(leapfrog_steps) < 1:
             raise ValueError("leapfrog steps must be >= 1, got %s" % leapfrog_steps)
         self.reference = reference if reference is not None else DiagonalGaussian(ref_mean, sigma)
+        self.precondition = bool(precondition)
         self.score = score
         self.step_size = float(step_size)
         self.leapfrog_steps = int(leapfrog_steps)
@@ -343,16 +361,25 @@ class HMCSampler(object):
         return -dfdx / self.temperature + self.reference.grad(x)
 
     def kinetic_energy(self, phi):
-        """K(phi) = |phi|^2 / (2m) = inv_mass |phi|^2 / 2, per chain."""
+        """K(phi) = inv_mass |phi|^2 / 2, or inv_mass phi^T Sigma phi / 2
+        preconditioned; per chain."""
+        if self.precondition:
+            return 0.5 * self.inv_mass * self._sum(phi * self.reference.cov_power(phi, 1.0))
         return 0.5 * self.inv_mass * self._sum(phi ** 2)
 
     def drift(self, phi, step_size):
-        """The position step of eq. 12: eps dK/dphi = eps inv_mass phi."""
+        """The position step of eq. 12: eps dK/dphi = eps inv_mass phi, or
+        eps inv_mass Sigma phi preconditioned."""
+        if self.precondition:
+            phi = self.reference.cov_power(phi, 1.0)
         return step_size * self.inv_mass * phi
 
     def sample_momentum(self, shape):
-        """phi ~ N(0, m I) = N(0, I / inv_mass)."""
-        return self.rng.standard_normal(shape) / math.sqrt(self.inv_mass)
+        """phi ~ N(0, m I) = N(0, I / inv_mass), or N(0, m Sigma^-1) preconditioned."""
+        noise = self.rng.standard_normal(shape)
+        if self.precondition:
+            noise = self.reference.cov_power(noise, -0.5)
+        return noise / math.sqrt(self.inv_mass)
 
     def evaluate(self, x):
         """(f_y(x), dU/dx) from one forward + backward for all chains.

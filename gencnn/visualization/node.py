@@ -72,7 +72,7 @@ class NodeSamples(object):
 
 def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0.01,
                 mass_convention="paper", temperature=1.0, adapt=0, target_accept=0.7,
-                full_input=False, seed=0, warn=None, callback=None,
+                precondition=False, full_input=False, seed=0, warn=None, callback=None,
                 num_snapshots=8):
     """HMC samples of `node` (from open_node) under q = `reference`
     (gencnn.visualization.reference), `adapt` + `iters` iterations.
@@ -109,6 +109,7 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
     sampler = hmc.HMCSampler(score, step_size=step_size, leapfrog_steps=leapfrog_steps,
                              mass=mass, mass_convention=mass_convention, seed=seed,
                              temperature=temperature, reference=sampled_reference,
+                             precondition=precondition,
                              **({"warn": warn} if warn is not None else {}))
     total = adapt + iters
     snapshot_iters = np.unique(np.linspace(0, total, num_snapshots).round().astype(int))
