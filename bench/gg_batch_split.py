@@ -136,22 +136,15 @@ def compare(g, ref):
 def train(solver_path, iters, seed):
     """Weights after `iters` GG iterations with pycaffe (no tests, no snapshots)."""
     import caffe
-    from caffe.proto import caffe_pb2
-    from google.protobuf import text_format
-    param = caffe_pb2.SolverParameter()
-    with open(solver_path) as f:
-        text_format.Merge(f.read(), param)
-    param.max_iter = iters
-    del param.test_iter[:]
-    param.test_interval = iters + 1
-    param.test_initialization = False
-    param.snapshot = 0
-    param.snapshot_after_train = False
-    param.display = 0
+    from gencnn import caffe_utils
+    param = caffe_utils.solver_variant(
+        caffe_utils.read_solver(solver_path), max_iter=iters, test_iter=[],
+        test_interval=iters + 1, test_initialization=False, snapshot=0,
+        snapshot_after_train=False, display=0)
     param.random_seed = seed
-    param.solver_mode = caffe_pb2.SolverParameter.CPU
+    param.solver_mode = param.CPU
     with tempfile.NamedTemporaryFile("w", suffix=".prototxt", dir=ROOT, delete=False) as f:
-        f.write(text_format.MessageToString(param))
+        f.write(str(param))
     try:
         solver = caffe.get_solver(f.name)
     finally:

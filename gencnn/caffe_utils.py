@@ -184,20 +184,26 @@ def learned_layers(net):
     return {layer.name: layer.type for layer in net.layer if layer.type in LEARNED_TYPES}
 
 
-def write_solver_variant(src, dest, **fields):
-    """Copy solver `src` to `dest` with some fields replaced (e.g. net, max_iter).
-
-    Used for shortened or re-pointed runs (demo, tests) so the committed
-    solvers stay the paper's.
-    """
-    solver = read_solver(src)
+def solver_variant(solver, **fields):
+    """A copy of SolverParameter `solver` with some fields replaced (net,
+    max_iter, ...; test_iter takes one number or a list, [] clears it).
+    The one way gencnn derives a solver, so the committed ones stay the paper's."""
+    variant = caffe_pb2.SolverParameter()
+    variant.CopyFrom(solver)
     for key, value in fields.items():
-        if key == "test_iter":
-            del solver.test_iter[:]
-            solver.test_iter.append(value)
+        if key in ("test_iter", "stepvalue"):
+            del getattr(variant, key)[:]
+            getattr(variant, key).extend(value if isinstance(value, (list, tuple))
+                                         else [value])
         else:
-            setattr(solver, key, value)
-    write_atomic(dest, str(solver))
+            setattr(variant, key, value)
+    return variant
+
+
+def write_solver_variant(src, dest, **fields):
+    """Solver file `src` written to `dest` as solver_variant(**fields) says
+    (shortened or re-pointed runs: demo, tests, benches)."""
+    write_atomic(dest, str(solver_variant(read_solver(src), **fields)))
     return dest
 
 

@@ -270,18 +270,13 @@ class TwoStageRunner(object):
 
     # ------------------------------------------------------------- solvers
     def _make_solver(self, stage, stage_iters):
-        param = caffe_pb2.SolverParameter()
-        param.CopyFrom(stage.param)
         if stage.net_text is not None:
             write_atomic(stage.net_path, stage.net_text)
-        param.net = stage.net_path
-        param.max_iter = stage_iters
         # Testing and snapshots are driven from here: epochs are fractional.
-        param.test_interval = 2 ** 30
-        param.test_initialization = False
-        param.snapshot = 0
-        param.snapshot_after_train = False
-        param.snapshot_prefix = self.path("snapshots", "stage%d" % stage.index)
+        param = caffe_utils.solver_variant(
+            stage.param, net=stage.net_path, max_iter=stage_iters, test_interval=2 ** 30,
+            test_initialization=False, snapshot=0, snapshot_after_train=False,
+            snapshot_prefix=self.path("snapshots", "stage%d" % stage.index))
         if self.seed is not None:
             param.random_seed = self.seed
         solver_file = self.path("stage%d_solver.prototxt" % stage.index)
