@@ -18,7 +18,6 @@ import cv2
 import lmdb
 import numpy as np
 import pytest
-from google.protobuf import text_format
 
 import caffe
 from caffe.proto import caffe_pb2
@@ -108,11 +107,9 @@ def test_imagenet_data_rejects_bad_input_in_one_line(ilsvrc, tmp_path):
 def smoke_copy(key, variant, ilsvrc, tmp, snapshot):
     """Copies of solvers/<key>_<variant>.prototxt and its net, reduced to two
     iterations at batch 2 on the synthetic data; returns the solver path."""
-    solver = caffe_pb2.SolverParameter()
-    text_format.Merge(open(os.path.join(REPO, "solvers", "%s_%s.prototxt" % (key, variant)))
-                      .read(), solver)
-    net = caffe_pb2.NetParameter()
-    text_format.Merge(open(os.path.join(REPO, solver.net)).read(), net)
+    solver = caffe_utils.read_solver(os.path.join(REPO, "solvers", "%s_%s.prototxt"
+                                                  % (key, variant)))
+    net = caffe_utils.read_net(os.path.join(REPO, solver.net))
     for layer in net.layer:
         if layer.type == "Data":
             train = layer.include[0].phase == caffe_pb2.TRAIN
@@ -121,18 +118,13 @@ def smoke_copy(key, variant, ilsvrc, tmp, snapshot):
             layer.transform_param.mean_file = ilsvrc["mean"]
     net_path = os.path.join(tmp, "%s_%s_net.prototxt" % (key, variant))
     with open(net_path, "w") as f:
-        f.write(text_format.MessageToString(net))
-    solver.net = net_path
-    solver.max_iter, solver.display = 2, 1
-    solver.test_iter[:] = [1]
-    solver.test_interval, solver.test_initialization = 2, False
-    solver.snapshot = 0
-    solver.snapshot_after_train = snapshot
-    solver.snapshot_prefix = os.path.join(tmp, "%s_%s" % (key, variant))
-    solver.random_seed = 1
+        f.write(str(net))
     path = os.path.join(tmp, "%s_%s_solver.prototxt" % (key, variant))
     with open(path, "w") as f:
-        f.write(text_format.MessageToString(solver))
+        f.write(str(caffe_utils.solver_variant(
+            solver, net=net_path, max_iter=2, display=1, test_iter=1, test_interval=2,
+            test_initialization=False, snapshot=0, snapshot_after_train=snapshot,
+            snapshot_prefix=os.path.join(tmp, "%s_%s" % (key, variant)), random_seed=1)))
     return path
 
 
@@ -169,9 +161,7 @@ def test_every_solver_runs_two_iterations(key, ilsvrc, tmp_path):
 def test_centre_crop_matches_caffe_test_phase(ilsvrc, tmp_path):
     """The evaluator's centre crop and mean handling give the same scores as
     Caffe's own DataTransformer (TEST phase: centre 227 crop, mean file)."""
-    solver = caffe_pb2.SolverParameter()
-    text_format.Merge(open(smoke_copy("alexnet", "dg", ilsvrc, str(tmp_path), False)).read(),
-                      solver)
+    solver = caffe_utils.read_solver(smoke_copy("alexnet", "dg", ilsvrc, str(tmp_path), False))
     test_net = caffe.Net(solver.net, caffe.TEST)
     deploy = caffe.Net(os.path.join(REPO, "prototxt", "alexnet_deploy.prototxt"), caffe.TEST)
     for name, params in deploy.params.items():
