@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import _init_paths  # noqa: F401,E402
 import numpy as np  # noqa: E402
 
-from gencnn import config  # noqa: E402
+from gencnn import caffe_utils, config  # noqa: E402
 from gencnn.visualization import hmc, receptive_field  # noqa: E402
 
 LENET = os.path.join(config.REPO_ROOT, "prototxt", "lenet_deploy.prototxt")
@@ -93,7 +93,7 @@ def main(argv=None):
     if not os.path.isfile(squeeze_weights):
         print("SqueezeNet skipped: %s not found" % squeeze_weights)
         return 0
-    net_param = hmc.read_net_param(model)
+    net_param = caffe_utils.read_net(model)
     shape = (3, 227, 227)
     conv_blob, conv_position = "fire3/concat", (27, 27)
     (y0, y1, x0, x1), small_position = receptive_field.input_crop(net_param, conv_blob, conv_position,

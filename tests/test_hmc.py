@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import caffe
+from gencnn import caffe_utils
 from gencnn.visualization import hmc, receptive_field, reference
 from gencnn.visualization import node as node_lib
 from gencnn.config import REPO_ROOT
@@ -352,7 +353,7 @@ def test_diverged_chains_never_reach_the_net(tmp_path):
 
 
 def test_receptive_field_of_lenet_nodes():
-    net_param = hmc.read_net_param(LENET)
+    net_param = caffe_utils.read_net(LENET)
     assert receptive_field.receptive_field(net_param, "conv1", (3, 10), (1, 28, 28)) == (3, 8, 10, 15)
     # conv2 (stride 2 after pool1): 14 x 14 pixels starting at 2 * position
     assert receptive_field.receptive_field(net_param, "conv2", (4, 0), (1, 28, 28)) == (8, 22, 0, 14)
@@ -362,7 +363,7 @@ def test_receptive_field_of_lenet_nodes():
 def test_node_on_its_input_crop_is_the_same_function(tmp_path, lenet_weights):
     """A convolutional node sampled on its receptive field only (input_crop)
     has the same value and gradient as on the whole image."""
-    net_param = hmc.read_net_param(LENET)
+    net_param = caffe_utils.read_net(LENET)
     full = hmc.load_net(LENET, lenet_weights, 2)
     x = np.random.RandomState(12).uniform(-1, 2, (2, 1, 28, 28))
     f, grad = hmc.NodeScore(full, "conv2", [5, 17], (3, 6))(x)

@@ -80,19 +80,6 @@ _PARAM_BLOBS = {
 # The net: load it ready for df/dx
 # ---------------------------------------------------------------------------
 
-def read_net_param(model):
-    """NetParameter of a prototxt; ValueError with a one-line reason if unreadable."""
-    if not os.path.isfile(model):
-        raise ValueError("prototxt not found: %s" % model)
-    net_param = caffe_pb2.NetParameter()
-    try:
-        with open(model) as f:
-            text_format.Merge(f.read(), net_param)
-    except text_format.ParseError as err:
-        raise ValueError("cannot parse prototxt %s: %s" % (model, err))
-    return net_param
-
-
 def prepare_net_param(net_param, freeze_weights=True):
     """Copy of `net_param` ready for sampling: force_backward on, so Caffe
     computes the data diff whatever the prototxt says, and weights frozen
@@ -138,7 +125,7 @@ def load_net(model, weights=None, num_chains=1, input_blob=None, freeze_weights=
     The prototxt is rewritten through caffe_pb2/text_format into a temporary
     file, so the user's file needs neither force_backward nor anything else.
     """
-    net_param = read_net_param(model) if isinstance(model, str) else model
+    net_param = caffe_utils.read_net(model) if isinstance(model, str) else model
     if weights is not None and not os.path.isfile(weights):
         raise ValueError("weights not found: %s" % weights)
     fd, path = tempfile.mkstemp(suffix=".prototxt", prefix="gencnn_hmc_")

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from gencnn import cli
+from gencnn import caffe_utils, cli
 from gencnn.visualization import hmc
 from gencnn.visualization.receptive_field import input_crop, receptive_field
 
@@ -37,7 +37,7 @@ def open_node(model, weights, blob, units=None, chains_per_unit=1, position=None
     """Load `model` (prototxt path or NetParameter) with `weights` for
     chains_per_unit chains per unit of `blob`; ValueError for an unknown
     blob or input blob, a unit or position out of range, or bad weights."""
-    net_param = hmc.read_net_param(model) if isinstance(model, str) else model
+    net_param = caffe_utils.read_net(model) if isinstance(model, str) else model
     if units is None:                   # every channel of the blob
         probe = hmc.load_net(net_param, weights, 1, input_blob)
         hmc.NodeScore(probe, blob, 0)   # the unknown-blob error, if any
