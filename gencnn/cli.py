@@ -196,3 +196,22 @@ def save_figure(fig, path, dpi=90):
     """Save a matplotlib figure atomically (its extension picks the format)."""
     with atomic_output(path, suffix=os.path.splitext(path)[1]) as tmp:
         fig.savefig(tmp, dpi=dpi)
+
+
+def write_json(path, obj):
+    """A run's JSON record (state, history), written atomically."""
+    import json
+    write_atomic(path, json.dumps(obj, indent=1, sort_keys=True))
+
+
+def log_line(path, message, bar=None):
+    """Append a time-stamped line to a run's log file and show it: above the
+    tqdm progress bar `bar` when there is one, else on stdout."""
+    import time
+    line = "%s %s" % (time.strftime("%Y-%m-%d %H:%M:%S"), message)
+    with open(path, "a") as f:
+        f.write(line + "\n")
+    if bar is not None:
+        bar.write(line)
+    else:
+        print(line, flush=True)

@@ -8,7 +8,7 @@ images and M images synthesized from the current p_y
 persistent chains (a replay buffer, `buffer_size` images per class, each
 drawn image re-initialised from q with probability `restart_prob`): every
 iteration draws M of them (classes uniform), moves them by `mcmc_iters`
-transitions of the project's own HMC sampler (gencnn/hmc.py, Metropolis
+transitions of the project's own HMC sampler (gencnn/visualization/hmc.py, Metropolis
 kept; `leapfrog_steps` 1 is Metropolis-adjusted Langevin) at temperature T
 on a deploy net that shares the training net's weights, writes them back,
 and steps the pycaffe solver on the observed + synthesized batch. The HMC
@@ -33,7 +33,8 @@ from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 from gencnn import netgen
 from gencnn.visualization import hmc
-from gencnn.cli import UserError, write_atomic
+from gencnn.cli import (UserError, atomic_output, copy_atomic, log_line, save_figure,
+                        write_atomic, write_json)
 from gencnn.data.lmdb_io import lmdb_count, read_lmdb
 
 # Every option of the training, with its default (tools/generative_learning.py
@@ -193,16 +194,10 @@ class GenerativeLearner(object):
         return os.path.join(self.out_dir, *parts)
 
     def log(self, message):
-        line = "%s %s" % (time.strftime("%Y-%m-%d %H:%M:%S"), message)
-        with open(self.path("train.log"), "a") as f:
-            f.write(line + "\n")
-        if self._bar is not None:
-            self._bar.write(line)
-        else:
-            print(line, flush=True)
+        log_line(self.path("train.log"), message, self._bar)
 
     def _write_json(self, name, obj):
-        write_atomic(self.path(name), json.dumps(obj, indent=1, sort_keys=True))
+        write_json(self.path(name), obj)
 
     def describe(self):
         return {"opts": self.opts, "seed": self.seed, "weights": self.weights,
@@ -244,11 +239,10 @@ class GenerativeLearner(object):
         it = solver.iter
         prefix = self.path("snapshots", "iter_iter_%d" % it)
         chains = self.path("snapshots", "chains_iter_%d.npz" % it)
-        tmp = chains + ".tmp.npz"
-        np.savez(tmp, images=buffer.images, step_size=step_size,
-                 rng=np.array(json.dumps(_rng_state(rngs["train"]))),
-                 hmc_rng=np.array(json.dumps(_rng_state(rngs["hmc"]))))
-        os.replace(tmp, chains)
+        with atomic_output(chains, suffix=".npz") as tmp:
+            np.savez(tmp, images=buffer.images, step_size=step_size,
+                     rng=np.array(json.dumps(_rng_state(rngs["train"]))),
+                     hmc_rng=np.array(json.dumps(_rng_state(rngs["hmc"]))))
         previous = state.get("checkpoint")
         state["checkpoint"] = {"iter": it, "solverstate": prefix + ".solverstate",
                                "caffemodel": prefix + ".caffemodel", "chains": chains}
@@ -408,7 +402,7 @@ class GenerativeLearner(object):
                 self._bar.close()
                 self._bar = None
         final = state["checkpoint"]["caffemodel"]
-        _copy(final, self.path("final.caffemodel"))
+        copy_atomic(final, self.path("final.caffemodel"))
         np.savez_compressed(self.path("chains.npz"), images=buffer.images)
         state["done"] = True
         self._write_json("state.json", state)
@@ -477,13 +471,6 @@ def _rng_from(state):
     return (name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss)
 
 
-def _copy(src, dst):
-    import shutil
-    tmp = dst + ".tmp"
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
 def _truncate_tsv(path, last_iter):
     if not os.path.exists(path):
         return
@@ -533,10 +520,8 @@ def plot_curves(tsv_path, history, path):
     for ax in axes:
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=90)
+    save_figure(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------ judge

@@ -23,14 +23,13 @@ uninterrupted one.
 import json
 import math
 import os
-import time
 
 import numpy as np
 
 import caffe
 from caffe.proto import caffe_pb2
 from gencnn import caffe_utils
-from gencnn.cli import UserError, copy_atomic, save_figure, write_atomic
+from gencnn.cli import UserError, copy_atomic, log_line, save_figure, write_atomic, write_json
 from gencnn.data.lmdb_io import lmdb_count
 
 
@@ -257,16 +256,10 @@ class TwoStageRunner(object):
         return os.path.join(self.out_dir, *parts)
 
     def _write_json(self, name, obj):
-        write_atomic(self.path(name), json.dumps(obj, indent=1, sort_keys=True))
+        write_json(self.path(name), obj)
 
     def log(self, message):
-        line = "%s %s" % (time.strftime("%Y-%m-%d %H:%M:%S"), message)
-        with open(self.path("two_stage.log"), "a") as f:
-            f.write(line + "\n")
-        if self._bar is not None:
-            self._bar.write(line)
-        else:
-            print(line, flush=True)
+        log_line(self.path("two_stage.log"), message, self._bar)
 
     # ------------------------------------------------------------- solvers
     def _make_solver(self, stage, stage_iters):

@@ -37,3 +37,30 @@ def run_caffe(args, cwd, timeout=600, check=True):
         raise AssertionError("caffe %s failed (%d):\n%s"
                              % (" ".join(args), proc.returncode, proc.stdout[-3000:]))
     return proc.returncode, proc.stdout
+
+
+def run_tool(name, *args, check=True, cwd=None):
+    """Run tools/<name> with `args`; the finished process (stdout, stderr)."""
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", name)] +
+                          list(map(str, args)), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, cwd=cwd)
+    if check and proc.returncode != 0:
+        raise AssertionError("%s failed (%d): %s" % (name, proc.returncode, proc.stderr[-3000:]))
+    return proc
+
+
+def one_line_error(proc):
+    """The error convention: exit 2 and one `error: ...` line; returns it."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def subset(tmp_path_factory, shared_dir):
+    """MNIST's first 2,000 training and 500 test images as LMDBs."""
+    out = tmp_path_factory.mktemp("mnist")
+    run_tool("get_mnist.py", "--from", os.path.join(shared_dir, "data", "mnist"), "--out", out,
+             "--train-limit", 2000, "--test-limit", 500)
+    return out

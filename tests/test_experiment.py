@@ -11,7 +11,7 @@ import pytest
 
 from gencnn import experiment, netgen
 from gencnn.data.lmdb_io import read_lmdb
-from test_mnist_two_stage import tool
+from conftest import run_tool as tool
 
 
 @pytest.fixture(scope="module")

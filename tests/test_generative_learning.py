@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import caffe
+from conftest import one_line_error, run_tool
 from gencnn import netgen
 from gencnn.config import REPO_ROOT
 from synthesis_loss_layer import parse_params, synthesis_loss
@@ -208,30 +209,7 @@ def test_synthesis_net_is_lenet_with_the_synthesis_losses():
 
 # ------------------------------------------------------------------- tool
 def tool(*args, check=True):
-    proc = subprocess.run([sys.executable, os.path.join(TOOLS, "generative_learning.py")]
-                          + list(map(str, args)), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, universal_newlines=True, env=ENV,
-                          cwd=REPO_ROOT)
-    if check and proc.returncode != 0:
-        raise AssertionError("failed (%d): %s" % (proc.returncode, proc.stderr[-3000:]))
-    return proc
-
-
-def one_line_error(proc):
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    return lines[0]
-
-
-@pytest.fixture(scope="module")
-def subset(tmp_path_factory, shared_dir):
-    out = tmp_path_factory.mktemp("mnist")
-    subprocess.run([sys.executable, os.path.join(TOOLS, "get_mnist.py"), "--from",
-                    os.path.join(shared_dir, "data", "mnist"), "--out", str(out),
-                    "--train-limit", "2000", "--test-limit", "500"], check=True,
-                   stdout=subprocess.PIPE, env=ENV)
-    return out
+    return run_tool("generative_learning.py", *args, check=check, cwd=REPO_ROOT)
 
 
 # A tiny but complete configuration: 2,000 images = 31.25 iterations per epoch.

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import caffe
+from conftest import one_line_error, run_tool
 from caffe.proto import caffe_pb2
 from gencnn import caffe_utils, netgen
 from gencnn.config import REPO_ROOT
@@ -20,31 +21,10 @@ from gencnn.data.lmdb_io import lmdb_count, read_lmdb
 
 TOOLS = os.path.join(REPO_ROOT, "tools")
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-
-
-def tool(name, *args, check=True, cwd=None):
-    proc = subprocess.run([sys.executable, os.path.join(TOOLS, name)] + list(map(str, args)),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                          cwd=cwd, env=ENV)
-    if check and proc.returncode != 0:
-        raise AssertionError("%s failed (%d): %s" % (name, proc.returncode, proc.stderr[-3000:]))
-    return proc
-
-
-def one_line_error(proc):
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    return lines[0]
+tool = run_tool
 
 
 # ------------------------------------------------------------------ data tool
-@pytest.fixture(scope="module")
-def subset(tmp_path_factory, shared_dir):
-    out = tmp_path_factory.mktemp("mnist")
-    tool("get_mnist.py", "--from", os.path.join(shared_dir, "data", "mnist"), "--out", out,
-         "--train-limit", 2000, "--test-limit", 500)
-    return out
 
 
 def test_data_tool_writes_verified_lmdbs(subset, shared_dir):
