@@ -36,6 +36,7 @@ from gencnn.visualization import hmc
 from gencnn.cli import (UserError, atomic_output, copy_atomic, log_line, save_figure,
                         write_atomic, write_json)
 from gencnn.data.lmdb_io import lmdb_count, read_lmdb
+from gencnn.two_stage import skip_batches
 
 # Every option of the training, with its default (tools/generative_learning.py
 # documents each one in its --help). The defaults are the configuration measured
@@ -225,14 +226,6 @@ class GenerativeLearner(object):
         test_net.share_with(solver.net)
         return solver, sampler_net, test_net
 
-    def _skip_batches(self, solver, count):
-        """Advance the Data layer by `count` batches (Caffe does not save its cursor)."""
-        names = [name for name, layer in zip(solver.net._layer_names, solver.net.layers)
-                 if layer.type == "Data"]
-        for _ in range(count):
-            for name in names:
-                solver.net.forward(start=name, end=name)
-
     # --------------------------------------------------------- checkpoints
     def _checkpoint(self, solver, state, buffer, rngs, step_size):
         solver.snapshot()
@@ -294,7 +287,7 @@ class GenerativeLearner(object):
             step_size = float(data["step_size"])
             rngs["train"].set_state(_rng_from(json.loads(str(data["rng"]))))
             hmc_state = json.loads(str(data["hmc_rng"]))
-            self._skip_batches(solver, solver.iter % self.data_period)
+            skip_batches(solver.net, solver.iter % self.data_period)
             _truncate_tsv(tsv_path, solver.iter)
             self.log("resumed at iteration %d" % solver.iter)
         else:

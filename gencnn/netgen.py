@@ -61,16 +61,7 @@ def _param(lr_mult, decay_mult=None):
 
 # ---------------------------------------------------------------------- LeNet
 # Caffe's examples/mnist/lenet_train_test.prototxt.
-LENET_DATA = """\
-layer {
-  name: "mnist"
-  type: "Data"
-  top: "data"
-  top: "label"
-  include { phase: TRAIN }
-  transform_param { scale: 0.00390625 }
-  data_param { source: "%(train_source)s" batch_size: %(train_batch)d backend: LMDB }
-}
+LENET_TEST_DATA = """\
 layer {
   name: "mnist"
   type: "Data"
@@ -81,6 +72,17 @@ layer {
   data_param { source: "%(test_source)s" batch_size: %(test_batch)d backend: LMDB }
 }
 """
+LENET_DATA = """\
+layer {
+  name: "mnist"
+  type: "Data"
+  top: "data"
+  top: "label"
+  include { phase: TRAIN }
+  transform_param { scale: 0.00390625 }
+  data_param { source: "%(train_source)s" batch_size: %(train_batch)d backend: LMDB }
+}
+""" + LENET_TEST_DATA
 
 
 def _conv(name, bottom, num_output, kernel):
@@ -418,16 +420,7 @@ layer {
   include { phase: TRAIN }
   concat_param { axis: 0 }
 }
-layer {
-  name: "mnist"
-  type: "Data"
-  top: "data"
-  top: "label"
-  include { phase: TEST }
-  transform_param { scale: 0.00390625 }
-  data_param { source: "%(test_source)s" batch_size: %(test_batch)d backend: LMDB }
-}
-"""
+""" + LENET_TEST_DATA
 
 SYNTHESIS_LOSS = """\
 layer {

@@ -108,6 +108,16 @@ def _gpu_worker(solver_file, gpus, rank, uid, stage_iters, restore):
     del nccl
 
 
+def skip_batches(net, count):
+    """Advance `net`'s Data layers by `count` batches: Caffe does not save the
+    LMDB cursor, so a resumed run replays it to see the batches an
+    uninterrupted one would."""
+    names = [name for name, layer in zip(net._layer_names, net.layers) if layer.type == "Data"]
+    for _ in range(count):
+        for name in names:
+            net.forward(start=name, end=name)
+
+
 def keep_name(epoch):
     """File name of the weights kept at `epoch` (--keep-epochs): epoch16.caffemodel."""
     return "epoch%g.caffemodel" % epoch
@@ -279,14 +289,6 @@ class TwoStageRunner(object):
         solver = caffe.get_solver(solver_file)
         return solver, param
 
-    def _skip_batches(self, solver, count):
-        """Advance the train net's Data layers by `count` batches (replay the cursor)."""
-        names = [name for name, layer in zip(solver.net._layer_names, solver.net.layers)
-                 if layer.type == "Data"]
-        for _ in range(count):
-            for name in names:
-                solver.net.forward(start=name, end=name)
-
     def _test(self, solver, stage):
         net = solver.test_nets[0]
         net.share_with(solver.net)
@@ -421,7 +423,7 @@ class TwoStageRunner(object):
         iters_log = self.path("iterations_stage%d.tsv" % stage.index)
         if state["solverstate"] and state["stage"] == stage.index:
             solver.restore(str(self._inside(state["solverstate"])))
-            self._skip_batches(solver, solver.iter % stage.data_period)
+            skip_batches(solver.net, solver.iter % stage.data_period)
             self._truncate_tsv(iters_log, solver.iter)
             self.log("resumed stage %d at iteration %d" % (stage.index, solver.iter))
         else:
