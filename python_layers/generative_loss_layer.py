@@ -58,17 +58,27 @@ def _batch_softmax(scores):
     return weights
 
 
-def _check_labels(labels, num_classes):
+def check_labels(labels, num_classes, layer="GenerativeLossLayer"):
+    """Labels as int64, or ValueError: integers in [0, num_classes)."""
     labels = np.asarray(labels, dtype=np.float64).ravel()
     if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
-        raise ValueError("GenerativeLossLayer: labels must be integers, got %r"
-                         % labels[labels != np.round(labels)][:5].tolist())
+        raise ValueError("%s: labels must be integers, got %r"
+                         % (layer, labels[~(labels == np.round(labels))][:5].tolist()))
     labels = labels.astype(np.int64)
     bad = (labels < 0) | (labels >= num_classes)
     if np.any(bad):
-        raise ValueError("GenerativeLossLayer: label %d out of range [0, %d)"
-                         % (labels[bad][0], num_classes))
+        raise ValueError("%s: label %d out of range [0, %d)" % (layer, labels[bad][0],
+                                                               num_classes))
     return labels
+
+
+def check_bottoms(scores, labels, layer):
+    """Blob shapes at reshape: N x C scores (or N x C x 1 x 1), N labels."""
+    if scores.data.ndim < 2 or scores.count != scores.num * scores.channels:
+        raise ValueError("%s: scores must be N x C (or N x C x 1 x 1), got shape %s"
+                         % (layer, scores.data.shape,))
+    if labels.count != scores.num:
+        raise ValueError("%s: %d scores rows but %d labels" % (layer, scores.num, labels.count))
 
 
 def generative_loss(scores, labels):
@@ -78,7 +88,7 @@ def generative_loss(scores, labels):
     """
     scores = np.asarray(scores, dtype=np.float64)
     num, num_classes = scores.shape
-    labels = _check_labels(labels, num_classes)
+    labels = check_labels(labels, num_classes)
     rows = np.arange(num)
 
     present = np.unique(labels)
@@ -119,12 +129,7 @@ class GenerativeLossLayer(_Layer):
     def reshape(self, bottom, top):
         # Index the blob vectors: pycaffe cannot iterate or unpack them.
         scores, labels = bottom[0], bottom[1]
-        if scores.data.ndim < 2 or scores.count != scores.num * scores.channels:
-            raise ValueError("GenerativeLossLayer: scores must be N x C (or N x C x 1 x 1), "
-                             "got shape %s" % (scores.data.shape,))
-        if labels.count != scores.num:
-            raise ValueError("GenerativeLossLayer: %d scores rows but %d labels"
-                             % (scores.num, labels.count))
+        check_bottoms(scores, labels, "GenerativeLossLayer")
         if scores.num == 1:
             self._single_example()
         for k in range(len(top)):

@@ -49,6 +49,9 @@ import json
 
 import numpy as np
 
+# The checks both loss layers share (python_layers/ is on Caffe's PYTHONPATH).
+from generative_loss_layer import check_bottoms, check_labels
+
 try:
     import caffe
     _Layer = caffe.Layer
@@ -59,19 +62,6 @@ except ImportError:  # the pure-numpy functions below stay importable
 DEFAULT_ALPHA = 0.001
 
 
-def _check_labels(labels, num_classes):
-    labels = np.asarray(labels, dtype=np.float64).ravel()
-    if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
-        raise ValueError("SynthesisLossLayer: labels must be integers, got %r"
-                         % labels[~(labels == np.round(labels))][:5].tolist())
-    labels = labels.astype(np.int64)
-    bad = (labels < 0) | (labels >= num_classes)
-    if np.any(bad):
-        raise ValueError("SynthesisLossLayer: label %d out of range [0, %d)"
-                         % (labels[bad][0], num_classes))
-    return labels
-
-
 def synthesis_loss(scores, labels, observed, alpha=DEFAULT_ALPHA):
     """Loss, gradient dl/dscores and energy gap for an (N+M) x C score matrix
     whose first `observed` = N rows are observed images, the rest synthesized.
@@ -80,7 +70,7 @@ def synthesis_loss(scores, labels, observed, alpha=DEFAULT_ALPHA):
     """
     scores = np.asarray(scores, dtype=np.float64)
     total, num_classes = scores.shape
-    labels = _check_labels(labels, num_classes)
+    labels = check_labels(labels, num_classes, "SynthesisLossLayer")
     if labels.size != total:
         raise ValueError("SynthesisLossLayer: %d scores rows but %d labels" % (total, labels.size))
     n = int(observed)
@@ -135,12 +125,7 @@ class SynthesisLossLayer(_Layer):
 
     def reshape(self, bottom, top):
         scores, labels = bottom[0], bottom[1]
-        if scores.data.ndim < 2 or scores.count != scores.num * scores.channels:
-            raise ValueError("SynthesisLossLayer: scores must be N x C (or N x C x 1 x 1), "
-                             "got shape %s" % (scores.data.shape,))
-        if labels.count != scores.num:
-            raise ValueError("SynthesisLossLayer: %d scores rows but %d labels"
-                             % (scores.num, labels.count))
+        check_bottoms(scores, labels, "SynthesisLossLayer")
         if not self.observed < scores.num:
             raise ValueError("SynthesisLossLayer: observed %d leaves no synthesized rows in a "
                              "batch of %d" % (self.observed, scores.num))
