@@ -237,14 +237,16 @@ class GenerativeLearner(object):
                      rng=np.array(json.dumps(_rng_state(rngs["train"]))),
                      hmc_rng=np.array(json.dumps(_rng_state(rngs["hmc"]))))
         previous = state.get("checkpoint")
-        state["checkpoint"] = {"iter": it, "solverstate": prefix + ".solverstate",
-                               "caffemodel": prefix + ".caffemodel", "chains": chains}
+        # relative to the run folder, so a copied run resumes from its own files
+        state["checkpoint"] = {"iter": it, "chains": os.path.relpath(chains, self.out_dir)}
+        for ext in ("solverstate", "caffemodel"):
+            state["checkpoint"][ext] = os.path.relpath(prefix + "." + ext, self.out_dir)
         state["iter"] = it
         self._write_json("state.json", state)
         if previous and previous["iter"] != it:
             for key in ("solverstate", "caffemodel", "chains"):
-                if os.path.exists(previous[key]):
-                    os.remove(previous[key])
+                if os.path.exists(self.path(previous[key])):
+                    os.remove(self.path(previous[key]))
 
     # ----------------------------------------------------------------- run
     def run(self, resume=False):
@@ -281,8 +283,8 @@ class GenerativeLearner(object):
         hmc_seed = seed + 2
         if state["checkpoint"]:
             ck = state["checkpoint"]
-            solver.restore(str(ck["solverstate"]))
-            data = np.load(ck["chains"])
+            solver.restore(str(self.path(ck["solverstate"])))
+            data = np.load(self.path(ck["chains"]))
             buffer.images[...] = data["images"]
             step_size = float(data["step_size"])
             rngs["train"].set_state(_rng_from(json.loads(str(data["rng"]))))
@@ -394,7 +396,7 @@ class GenerativeLearner(object):
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None
-        final = state["checkpoint"]["caffemodel"]
+        final = self.path(state["checkpoint"]["caffemodel"])
         copy_atomic(final, self.path("final.caffemodel"))
         np.savez_compressed(self.path("chains.npz"), images=buffer.images)
         state["done"] = True

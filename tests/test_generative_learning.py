@@ -2,6 +2,7 @@
 tools/generative_learning.py on a 2,000-image MNIST subset, real Caffe."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -257,13 +258,19 @@ def test_tool_trains_logs_and_resumes_bit_identically(subset, tmp_path):
     proc.wait()
     state = json.load(open(killed / "state.json"))
     assert not state["done"] and state["checkpoint"]["iter"] < 32
-    tool(*small_args(subset, killed, "--epochs", 1, "--seed", 3, "--checkpoint-every", 5,
+    # resume a copy of the killed run: it continues from its own snapshots
+    # (state.json paths are relative) and leaves the original alone
+    before = sorted(os.listdir(killed / "snapshots"))
+    copy = tmp_path / "copy"
+    shutil.copytree(str(killed), str(copy))
+    tool(*small_args(subset, copy, "--epochs", 1, "--seed", 3, "--checkpoint-every", 5,
                      "--resume"))
-    assert open(killed / "final.caffemodel", "rb").read() == \
+    assert sorted(os.listdir(killed / "snapshots")) == before
+    assert open(copy / "final.caffemodel", "rb").read() == \
         open(straight / "final.caffemodel", "rb").read()
-    np.testing.assert_array_equal(np.load(killed / "chains.npz")["images"],
+    np.testing.assert_array_equal(np.load(copy / "chains.npz")["images"],
                                   np.load(straight / "chains.npz")["images"])
-    np.testing.assert_array_equal(np.loadtxt(killed / "iterations.tsv")[:, :10], rows[:, :10])
+    np.testing.assert_array_equal(np.loadtxt(copy / "iterations.tsv")[:, :10], rows[:, :10])
 
 
 def test_divergence_stops_with_one_line_and_keeps_the_checkpoint(subset, tmp_path):
