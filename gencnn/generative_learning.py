@@ -40,13 +40,15 @@ from gencnn.two_stage import skip_batches
 
 # Every option of the training, with its default (tools/generative_learning.py
 # documents each one in its --help). The defaults are the configuration measured
-# in docs/visualization.md (there from a DG-trained LeNet, --weights), except
-# buffer_size: the measured runs keep 100 chains per class, so that in a
-# one-epoch run each chain is drawn ~30 times (~300 transitions) instead of ~3.
+# in docs/visualization.md, "Learning from synthesized images" (one epoch from a
+# 2-epoch DG LeNet, --weights).
 DEFAULTS = {
     "epochs": 1.0,              # training length in epochs of the training LMDB
-    "synthesized": 32,          # M synthesized images per batch (N = 64 observed)
-    "buffer_size": 1000,        # persistent chains per class
+    # M synthesized images per batch (N = 64 observed)
+    "synthesized": netgen.SYNTHESIS_DEFAULTS["synthesized"],
+    # 100 chains per class: in a one-epoch run each chain is drawn ~30 times
+    # (~300 transitions); with 1,000 it would be ~3 and the buffer stays near q.
+    "buffer_size": 100,         # persistent chains per class
     "restart_prob": 0.05,       # chance a drawn chain restarts from q
     "mcmc_iters": 10,           # K HMC transitions per training iteration
     "leapfrog_steps": 1,        # L per transition; 1 = Metropolis-adjusted Langevin
@@ -57,8 +59,12 @@ DEFAULTS = {
     "max_step": 0.5,
     "temperature": 1.0,         # T of the training chains (the paper's model: 1)
     "clamp_sigmas": 5.0,        # chains clamped to mu +- this many sigma (0 = off)
-    "dg_weight": 10.0,          # loss_weight of SoftmaxWithLoss on the observed half
-    "alpha": 0.0001,            # energy penalty alpha * mean f_y^2
+    # loss_weight of SoftmaxWithLoss on the observed half. The synthesis
+    # gradient's norm is far above clip_gradients, so the clipped step gives a DG
+    # loss of weight 10 a small share: test error 5.05 % after the epoch, against
+    # 3.0 % at weight 100 (docs/visualization.md).
+    "dg_weight": netgen.SYNTHESIS_DEFAULTS["dg_weight"],
+    "alpha": netgen.SYNTHESIS_DEFAULTS["alpha"],      # energy penalty alpha * mean f_y^2
     "base_lr": 0.0003,
     "clip_gradients": 10.0,     # Caffe's global L2 clip of the weight gradient (0 = off)
     "weight_decay": 0.0005,

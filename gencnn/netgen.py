@@ -473,10 +473,14 @@ layer {
 }
 """
 
-SYNTHESIS_DEFAULTS = {"synthesized": 32, "alpha": 0.0001, "dg_weight": 10.0}  # the tool's defaults
+# tools/generative_learning.py's defaults for the net (gencnn/generative_learning.py
+# DEFAULTS says why dg_weight is 100)
+SYNTHESIS_DEFAULTS = {"synthesized": 32, "alpha": 0.0001, "dg_weight": 100.0}
 
 
-def synthesis_net(net=None, synthesized=32, alpha=0.0001, dg_weight=10.0, **data_overrides):
+def synthesis_net(net=None, synthesized=SYNTHESIS_DEFAULTS["synthesized"],
+                  alpha=SYNTHESIS_DEFAULTS["alpha"], dg_weight=SYNTHESIS_DEFAULTS["dg_weight"],
+                  **data_overrides):
     """Train/test prototxt text of LeNet for learning with synthesized images:
     batches of the LMDB's batch size of observed images plus `synthesized`
     images from an Input blob; SynthesisLossLayer with energy penalty `alpha`

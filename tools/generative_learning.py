@@ -1,7 +1,11 @@
 #!/usr/bin/env python
 """Generative learning of LeNet with synthesized images (paper section 5).
 
-  python tools/generative_learning.py --out results/generative_learning/seed1 --seed 1
+  # a 2-epoch DG LeNet to start from, then one epoch of generative learning
+  python tools/two_stage.py --stage1 solvers/lenet_dg.prototxt --seed 1 --stop-epoch 2 \
+      --out results/generative_learning/dg_init_seed1
+  python tools/generative_learning.py --out results/generative_learning/dgw100_seed1 --seed 1 \
+      --weights results/generative_learning/dg_init_seed1/stage1_final.caffemodel
 
 Trains p_y(x) = exp(f_y(x)) q(x) / Z_y on MNIST: every iteration moves a batch
 of persistent chains (a replay buffer per class) by K HMC transitions of the
