@@ -5,10 +5,11 @@ switch, the paper's numbers) run for several seeds and several arms:
 
     dg              DG for the whole schedule
     gg              GG for the whole schedule; its weights at the switch are kept
-    gg_dg           GG+DG(restart): stage 2 = <net>_gg_dg.prototxt from GG's
-                    switch weights (its lr schedule restarts at the switch)
-    gg_dg_aligned   GG+DG(aligned): stage 2 = <net>_gg_dg_aligned.prototxt (DG's
-                    lr decays at the same global iterations as DG)
+    gg_dg_aligned   GG+DG(aligned): stage 2 = <net>_gg_dg.prototxt, the default
+                    stage-2 solver, from GG's switch weights (DG's lr decays at
+                    the same global iterations as DG)
+    gg_dg_restart   GG+DG(restart): stage 2 = <net>_gg_dg_restart.prototxt (its
+                    lr schedule restarts at the switch: the literal reading)
 
 GG+DG's stage 1 is the GG run itself (its snapshot at the switch), so it costs
 only the post-switch iterations. Every run is a tools/two_stage.py subprocess
@@ -38,11 +39,12 @@ import numpy as np
 from gencnn import config, netgen
 from gencnn.cli import UserError, copy_atomic, save_figure, write_atomic
 
-# arm key -> (solver suffix, needs GG's switch weights)
+# arm key -> (solver suffix, needs GG's switch weights). The arm keys name the
+# run folders (<arm>_seed<N>); the aligned arm runs the default <net>_gg_dg.
 ARMS = collections.OrderedDict([
     ("dg", ("dg", False)), ("gg", ("gg", False)),
-    ("gg_dg", ("gg_dg", True)), ("gg_dg_aligned", ("gg_dg_aligned", True))])
-COLORS = {"dg": "tab:blue", "gg": "tab:orange", "gg_dg": "tab:green",
+    ("gg_dg_restart", ("gg_dg_restart", True)), ("gg_dg_aligned", ("gg_dg", True))])
+COLORS = {"dg": "tab:blue", "gg": "tab:orange", "gg_dg_restart": "tab:green",
           "gg_dg_aligned": "tab:red"}
 
 
@@ -79,7 +81,7 @@ _R = "results"
 STUDIES = collections.OrderedDict([
     ("table1", StudySpec(
         "table1", netgen.LENET_PROTOCOL,
-        collections.OrderedDict([("dg", "DG"), ("gg", "GG"), ("gg_dg", "GG+DG"),
+        collections.OrderedDict([("dg", "DG"), ("gg", "GG"), ("gg_dg_restart", "GG+DG"),
                                  ("gg_dg_aligned", "GG+DG(aligned)")]),
         runs_dir=os.path.join(_R, "mnist_table1"), json_path=os.path.join(_R, "table1.json"),
         md_path=os.path.join(_R, "table1.md"), png_path=os.path.join(_R, "table1_curves.png"),
@@ -89,15 +91,16 @@ STUDIES = collections.OrderedDict([
         title="Table 1 reproduced: LeNet on MNIST, test error (%)",
         notes="25 epochs of batch 64 (23,438 iterations). GG+DG = GG for 16 epochs (the GG "
               "run's epoch-16 weights), then DG at base_lr 0.003 for 9 epochs: GG+DG is the "
-              "`restart` schedule (the stage-1 `inv` schedule restarted, 0.003 -> 0.0019), "
-              "GG+DG(aligned) continues DG's decay from the switch (0.003 -> 0.0024). Seeds "
-              "set random_seed (weight init); the data order is the LMDB's, the same for "
-              "every seed. Wall time of GG+DG counts only its DG stage.")),
+              "`restart` schedule (solvers/lenet_gg_dg_restart.prototxt: the stage-1 `inv` "
+              "schedule restarted, 0.003 -> 0.0019), GG+DG(aligned) continues DG's decay "
+              "from the switch (solvers/lenet_gg_dg.prototxt, the default: 0.003 -> "
+              "0.0024). Seeds set random_seed (weight init); the data order is the LMDB's, "
+              "the same for every seed. Wall time of GG+DG counts only its DG stage.")),
     ("cifar10", StudySpec(
         "cifar10", netgen.CIFAR10_PROTOCOL,
         collections.OrderedDict([("dg", "DG"), ("gg", "GG"),
                                  ("gg_dg_aligned", "GG+DG(aligned)"),
-                                 ("gg_dg", "GG+DG(restart)")]),
+                                 ("gg_dg_restart", "GG+DG(restart)")]),
         runs_dir=os.path.join(_R, "cifar10", "runs"), json_path=os.path.join(_R, "cifar10.json"),
         md_path=os.path.join(_R, "cifar10.md"), png_path=os.path.join(_R, "cifar10_curves.png"),
         comparisons=[("GG+DG(aligned)", "DG"), ("GG+DG(restart)", "DG"),
@@ -108,9 +111,11 @@ STUDIES = collections.OrderedDict([
               "iterations at lr 0.001, then 1,000 at 0.0001). GG+DG switches at 45/70 of "
               "training as the paper's ImageNet runs (epoch 6.43, iteration 3,215) and runs "
               "DG from GG's weights there at base_lr 0.0003 for 1,785 iterations: "
-              "`aligned` decays x0.1 at global iteration 4,000 as DG does, `restart` "
-              "never decays. Each seed sets random_seed and trains on its own shuffled "
-              "copy of the training LMDB (data order varies with the seed). Data: the "
+              "`aligned` (solvers/cifar10_quick_gg_dg.prototxt, the default) decays x0.1 "
+              "at global iteration 4,000 as DG does, `restart` "
+              "(solvers/cifar10_quick_gg_dg_restart.prototxt) never decays. Each seed "
+              "sets random_seed and trains on its own shuffled copy of the training LMDB "
+              "(data order varies with the seed). Data: the "
               "JPEG re-encoding of CIFAR-10 (../shared/data/cifar10), mean image "
               "subtracted, no augmentation.")),
 ])
@@ -287,7 +292,8 @@ class Runner(object):
         when GG is done but its switch weights are gone), DG, then GG+DG."""
         runs = []
         for seed in self.seeds:
-            arms = [a for a in ("gg", "dg", "gg_dg", "gg_dg_aligned") if a in self.spec.arms]
+            arms = [a for a in ("gg", "dg", "gg_dg_restart", "gg_dg_aligned")
+                    if a in self.spec.arms]
             todo = [Run(self, arm, seed) for arm in arms]
             todo = [r for r in todo if not r.done()]
             needs_switch = any(ARMS[r.arm][1] for r in todo)

@@ -5,7 +5,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
+from gencnn import caffe_utils
 
 
 def test_demo_end_to_end(tmp_path, shared_dir):
@@ -20,6 +23,15 @@ def test_demo_end_to_end(tmp_path, shared_dir):
     assert proc.returncode == 0, proc.stdout[-3000:]
     history = json.load(open(str(out / "gg_dg" / "history.json")))
     assert history["switch_iter"] == 938                      # ceil(1 x 937.5)
+    # stage 2 is the default (aligned) reading for the demo's own switch: DG's
+    # lr decay continued from iteration 938, not from the full run's 15,000
+    stage2 = caffe_utils.read_solver(str(out / "lenet_gg_dg_short.prototxt"))
+    dg_solver = caffe_utils.read_solver(os.path.join(REPO, "solvers", "lenet_dg.prototxt"))
+    lr = caffe_utils.learning_rate
+    assert stage2.max_iter == 1875 - 938 and lr(stage2, 0) == pytest.approx(0.003)
+    for t in (1, 500, stage2.max_iter):
+        assert lr(stage2, t) / lr(stage2, 0) == pytest.approx(
+            lr(dg_solver, 938 + t) / lr(dg_solver, 938), rel=1e-6), t
     assert history["final_test_error_pct"] < 5.0              # two epochs of LeNet
     dg = json.load(open(str(out / "dg" / "history.json")))
     assert dg["config"]["total_iters"] == 1875 and dg["final_test_error_pct"] < 5.0

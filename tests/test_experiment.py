@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 from gencnn import experiment, netgen
+from gencnn.config import REPO_ROOT
 from gencnn.data.lmdb_io import read_lmdb
 from conftest import run_tool as tool
 
@@ -40,7 +41,7 @@ def study_repo(tmp_path_factory, shared_dir):
         (root / "solvers" / ("%s.prototxt" % key)).write_text(text)
     labels = collections.OrderedDict([("dg", "DG"), ("gg", "GG"),
                                       ("gg_dg_aligned", "GG+DG(aligned)"),
-                                      ("gg_dg", "GG+DG(restart)")])
+                                      ("gg_dg_restart", "GG+DG(restart)")])
     spec = experiment.StudySpec(
         "tiny", protocol, labels, runs_dir="kept", json_path="tiny.json",
         md_path="tiny.md", png_path="tiny.png",
@@ -53,8 +54,8 @@ def test_runner_runs_every_arm_and_reports(study_repo):
     root, spec = study_repo
     runner = experiment.Runner(spec, [1, 2], work_dir=str(root / "work"), jobs=2,
                                repo=str(root), log=lambda m: None)
-    assert [r.name for r in runner.plan()][:4] == ["gg_seed1", "dg_seed1", "gg_dg_seed1",
-                                                  "gg_dg_aligned_seed1"]
+    assert [r.name for r in runner.plan()][:4] == ["gg_seed1", "dg_seed1",
+                                                  "gg_dg_restart_seed1", "gg_dg_aligned_seed1"]
     runner.run(poll=0.5)
     assert runner.plan() == []                           # everything done and kept
 
@@ -65,7 +66,7 @@ def test_runner_runs_every_arm_and_reports(study_repo):
     histories = runner.histories()
     switch = spec.protocol.switch_iter                    # ceil(2 x 15.625) = 32
     for seed in (1, 2):
-        for arm in ("gg_dg", "gg_dg_aligned"):
+        for arm in ("gg_dg_restart", "gg_dg_aligned"):
             run = histories[arm][seed]
             assert run["config"]["start_epoch"] == 32 / 15.625     # the switch iteration
             assert run["config"]["total_iters"] == spec.protocol.max_iter - switch
@@ -77,7 +78,7 @@ def test_runner_runs_every_arm_and_reports(study_repo):
             assert "from %s" % runner.switch_weights(seed) in log
         # the two stage-2 schedules differ (lr 0.003 decaying from the switch on,
         # or restarted), so their training losses do
-        assert histories["gg_dg"][seed]["stages"]["stage1"][0]["train_loss"] != \
+        assert histories["gg_dg_restart"][seed]["stages"]["stage1"][0]["train_loss"] != \
             histories["gg_dg_aligned"][seed]["stages"]["stage1"][0]["train_loss"]
         assert 0 < histories["gg"][seed]["ess_at_switch"] <= 1
     # seeds differ (initialization and data order)
@@ -116,6 +117,26 @@ def test_fresh_clone_reruns_gg_to_the_switch_and_reproduces_it(study_repo):
     after = json.load(open(str(kept / "history.json")))
     assert after["final_test_error_pct"] == before["final_test_error_pct"]
     assert "re-run to the switch" in open(str(root / "tiny.md")).read()
+
+
+def test_arms_run_the_default_and_restart_solvers():
+    """The aligned arm runs the default stage-2 solver <net>_gg_dg, the
+    restart arm <net>_gg_dg_restart; the reports keep their labels."""
+    for spec in experiment.STUDIES.values():
+        key = spec.protocol.key
+        assert spec.solver_path("gg_dg_aligned") == os.path.join("solvers",
+                                                                 "%s_gg_dg.prototxt" % key)
+        assert spec.solver_path("gg_dg_restart") == os.path.join(
+            "solvers", "%s_gg_dg_restart.prototxt" % key)
+        for arm in spec.arms:
+            assert os.path.exists(os.path.join(REPO_ROOT, spec.solver_path(arm))), arm
+        assert "(aligned)" in open(os.path.join(REPO_ROOT, spec.solver_path(
+            "gg_dg_aligned"))).read().splitlines()[1]
+    assert dict(experiment.STUDIES["table1"].labels) == {
+        "dg": "DG", "gg": "GG", "gg_dg_restart": "GG+DG", "gg_dg_aligned": "GG+DG(aligned)"}
+    assert dict(experiment.STUDIES["cifar10"].labels) == {
+        "dg": "DG", "gg": "GG", "gg_dg_restart": "GG+DG(restart)",
+        "gg_dg_aligned": "GG+DG(aligned)"}
 
 
 def test_welch_and_interval():

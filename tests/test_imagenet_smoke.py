@@ -149,11 +149,13 @@ def test_every_solver_runs_two_iterations(key, ilsvrc, tmp_path):
     gg_weights = os.path.join(tmp, "%s_gg_iter_2.caffemodel" % key)
     assert os.path.exists(gg_weights)
 
-    # GG+DG stage 2: the DG net from GG's weights at base_lr 0.003
-    _, log = run_caffe(["train", "-solver", smoke_copy(key, "gg_dg", ilsvrc, tmp, False),
-                        "-weights", gg_weights], cwd=REPO)
-    assert "Finetuning from %s" % gg_weights in log
-    check_log(log, 0.003, ["accuracy", "accuracy_top5", "loss"])
+    # GG+DG stage 2, both readings (aligned, the default, and restart): the DG
+    # net from GG's weights at base_lr 0.003
+    for variant in ("gg_dg", "gg_dg_restart"):
+        _, log = run_caffe(["train", "-solver", smoke_copy(key, variant, ilsvrc, tmp, False),
+                            "-weights", gg_weights], cwd=REPO)
+        assert "Finetuning from %s" % gg_weights in log
+        check_log(log, 0.003, ["accuracy", "accuracy_top5", "loss"])
     os.remove(gg_weights)                      # 250-300 MB each
     os.remove(gg_weights.replace(".caffemodel", ".solverstate"))
 

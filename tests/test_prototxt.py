@@ -19,6 +19,31 @@ def test_committed_file_matches_generator(rel):
         "%s drifted from gencnn/netgen.py: run tools/generate_prototxt.py" % rel
 
 
+@pytest.mark.parametrize("folder", ["prototxt", "solvers"])
+def test_no_stale_file(folder):
+    """Every .prototxt there is one netgen writes: a renamed solver's old file
+    (say <net>_gg_dg_aligned, now <net>_gg_dg) is removed, not left behind."""
+    stale = sorted(set("%s/%s" % (folder, name)
+                       for name in os.listdir(os.path.join(REPO_ROOT, folder))
+                       if name.endswith(".prototxt")) - set(netgen.all_files()))
+    assert not stale, "not written by gencnn/netgen.py: git rm %s" % " ".join(stale)
+
+
+def test_stage2_solvers_are_named_by_reading():
+    """<net>_gg_dg is the aligned reading (the default, chosen by the CIFAR-10
+    study, docs/cifar10.md), <net>_gg_dg_restart the restart one; each says so."""
+    stage2 = [r for r in netgen.all_files() if r.startswith("solvers/") and "_gg_dg" in r]
+    assert sorted(stage2) == sorted("solvers/%s_%s.prototxt" % (key, suffix)
+                                    for key in netgen.PROTOCOLS
+                                    for suffix in ("gg_dg", "gg_dg_restart"))
+    for key in netgen.PROTOCOLS:
+        for suffix, reading in (("gg_dg", "aligned"), ("gg_dg_restart", "restart")):
+            header = netgen.all_files()["solvers/%s_%s.prototxt" % (key, suffix)].split(
+                "\nnet: ")[0]
+            assert "stage 2 (%s)" % reading in header
+            assert "docs/cifar10.md" in header
+
+
 def parse_net(rel):
     net = caffe_pb2.NetParameter()
     text_format.Merge(open(os.path.join(REPO_ROOT, rel)).read(), net)
@@ -65,9 +90,13 @@ def test_lenet_solvers_follow_the_paper():
         assert (s.base_lr, s.momentum, s.weight_decay) == pytest.approx((0.01, 0.9, 0.0005), rel=1e-6)
         assert s.max_iter == 23438          # 25 epochs of 937.5 iterations
         assert s.test_iter[0] * 100 == 10000
-    s = solver("lenet_gg_dg")
-    assert s.base_lr == pytest.approx(0.003) and s.max_iter == 23438 - 15000
-    assert s.net.endswith("_dg.prototxt")
+    for name in ("lenet_gg_dg", "lenet_gg_dg_restart"):     # aligned (default), restart
+        s = solver(name)
+        assert s.base_lr == pytest.approx(0.003) and s.max_iter == 23438 - 15000
+        assert s.net.endswith("_dg.prototxt")
+    # aligned: DG's inv decay continued from iteration 15,000 (gamma / (1 + gamma s))
+    assert solver("lenet_gg_dg").gamma == pytest.approx(1e-4 / (1 + 1e-4 * 15000))
+    assert solver("lenet_gg_dg_restart").gamma == pytest.approx(1e-4)
 
 
 def solver_param(name):
@@ -91,15 +120,17 @@ def test_imagenet_solvers_follow_the_paper(key):
         assert s.stepsize == 77849            # BVLC's 100,000 of 450,000, scaled
         assert s.test_iter[0] * 50 == 50000
     assert 225206 % solver_param("%s_gg" % key).snapshot == 0   # the switch is saved
-    s = solver_param("%s_gg_dg" % key)
-    assert s.net == "prototxt/%s_train_test_dg.prototxt" % key
-    assert s.base_lr == pytest.approx(0.003) and s.max_iter == 125114 == 350320 - 225206
+    for variant in ("gg_dg", "gg_dg_restart"):
+        s = solver_param("%s_%s" % (key, variant))
+        assert s.net == "prototxt/%s_train_test_dg.prototxt" % key
+        assert s.base_lr == pytest.approx(0.003) and s.max_iter == 125114 == 350320 - 225206
+    s = solver_param("%s_gg_dg_restart" % key)
     assert s.lr_policy == "step" and s.stepsize == 77849
-    s = solver_param("%s_gg_dg_aligned" % key)
+    s = solver_param("%s_gg_dg" % key)                  # aligned, the default
     # DG's decays at 233,547 and 311,396 are the two left after the switch
     assert s.lr_policy == "multistep" and list(s.stepvalue) == [233547 - 225206,
                                                                 311396 - 225206]
-    for variant in ("dg", "gg", "gg_dg", "gg_dg_aligned"):
+    for variant in ("dg", "gg", "gg_dg", "gg_dg_restart"):
         assert not solver_param("%s_%s" % (key, variant)).HasField("random_seed")
 
 
@@ -196,18 +227,18 @@ def test_zf_matches_spp_net():
 
 def test_cifar10_solvers_follow_cifar10_quick():
     """BVLC cifar10_quick: 4,000 iterations at 0.001, then 1,000 at 0.0001."""
-    dg, gg, gg_dg, aligned = (solver_param("cifar10_quick_%s" % v)
-                              for v in ("dg", "gg", "gg_dg", "gg_dg_aligned"))
+    dg, gg, restart, aligned = (solver_param("cifar10_quick_%s" % v)
+                                for v in ("dg", "gg", "gg_dg_restart", "gg_dg"))
     for s in (dg, gg):
         assert s.max_iter == 5000 and s.base_lr == pytest.approx(0.001)
         assert [caffe_utils.learning_rate(s, it) for it in (0, 3999, 4000, 4999)] == \
             pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
         assert (s.momentum, s.weight_decay) == pytest.approx((0.9, 0.004))
     assert netgen.CIFAR10_SWITCH_ITER == 3215 == int(np.ceil(5000 * 45 / 70.0))
-    for s in (gg_dg, aligned):
+    for s in (restart, aligned):
         assert s.max_iter == 5000 - 3215 and s.base_lr == pytest.approx(0.0003)
         assert s.net.endswith("_dg.prototxt") and gg.net.endswith("_gg.prototxt")
-    for s in (dg, gg, gg_dg, aligned):             # the last test falls on max_iter
+    for s in (dg, gg, restart, aligned):           # the last test falls on max_iter
         assert s.max_iter % s.test_interval == 0 and s.test_iter[0] * 100 == 10000
 
 
@@ -219,8 +250,8 @@ def test_aligned_stage2_follows_dg_schedule(key):
     protocol = netgen.PROTOCOLS[key]
     s = protocol.switch_iter
     dg = solver_param(protocol.solver_name("dg"))
-    aligned = solver_param(protocol.solver_name("gg_dg_aligned"))
-    restart = solver_param(protocol.solver_name("gg_dg"))
+    aligned = solver_param(protocol.solver_name("gg_dg"))             # the default
+    restart = solver_param(protocol.solver_name("gg_dg_restart"))
     assert aligned.max_iter == restart.max_iter == dg.max_iter - s
     lr = caffe_utils.learning_rate
     assert lr(aligned, 0) == pytest.approx(0.3 * dg.base_lr, rel=1e-6)
@@ -256,7 +287,7 @@ def test_learning_rate_matches_caffe_log(tmp_path):
                    ' inner_product_param { num_output: 3 } }\n'
                    'layer { name: "loss" type: "EuclideanLoss" bottom: "z" bottom: "y" top: "l" }\n')
     for key in ("lenet", "cifar10_quick"):
-        solver = solver_param("%s_gg_dg_aligned" % key)
+        solver = solver_param("%s_gg_dg" % key)                   # aligned
         solver.net = str(net)
         solver.ClearField("test_iter")
         solver.test_interval = 0

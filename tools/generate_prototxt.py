@@ -2,7 +2,8 @@
 """Write prototxt/ and solvers/ from gencnn/netgen.py (the single source).
 
 Run it after editing gencnn/netgen.py; tests/test_prototxt.py fails while the
-committed files differ from what this writes.
+committed files differ from what this writes. A .prototxt in prototxt/ or
+solvers/ that netgen no longer writes is named, not deleted (--check fails).
 """
 import argparse
 import os
@@ -25,7 +26,8 @@ def main(argv=None):
     if not args.check:
         cli.check_writable(args.out)
     stale = []
-    for rel, text in netgen.all_files().items():
+    files = netgen.all_files()
+    for rel, text in files.items():
         path = os.path.join(args.out, rel)
         current = open(path).read() if os.path.exists(path) else None
         if current == text:
@@ -35,9 +37,21 @@ def main(argv=None):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             cli.write_atomic(path, text)
             print("wrote %s" % rel)
+    # Files netgen no longer writes (a renamed solver, say) are left in place:
+    # said here, and removing them is up to the user (git rm).
+    orphans = []
+    for folder in sorted({os.path.dirname(rel) for rel in files}):     # prototxt, solvers
+        here = os.path.join(args.out, folder)
+        names = sorted(os.listdir(here)) if os.path.isdir(here) else []
+        orphans += [folder + "/" + name for name in names
+                    if name.endswith(".prototxt") and folder + "/" + name not in files]
+    if orphans:
+        print("not written by gencnn/netgen.py (remove them: git rm): %s"
+              % ", ".join(orphans), file=sys.stderr)
     if args.check and stale:
         print("out of date: %s (run tools/generate_prototxt.py)" % ", ".join(stale),
               file=sys.stderr)
+    if args.check and (stale or orphans):
         return 1
     return 0
 

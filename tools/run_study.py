@@ -4,8 +4,9 @@
   python tools/run_study.py table1  --seeds 1,2,3,4,5     # LeNet on MNIST (Table 1)
   python tools/run_study.py cifar10 --seeds 1,2,3,4,5     # cifar10_quick on CIFAR-10
 
-Arms: DG, GG, GG+DG(restart) and GG+DG(aligned) (the two stage-2 lr schedules,
-solvers/<net>_gg_dg.prototxt and <net>_gg_dg_aligned.prototxt). GG+DG starts
+Arms: DG, GG, GG+DG(aligned) and GG+DG(restart) (the two stage-2 lr schedules:
+solvers/<net>_gg_dg.prototxt, the default, and <net>_gg_dg_restart.prototxt;
+run folders <arm>_seed<N>, arms gg_dg_aligned and gg_dg_restart). GG+DG starts
 from the GG run's weights at the switch. Each run is a tools/two_stage.py
 subprocess with one OpenBLAS thread; --jobs runs side by side. Interrupted
 runs resume; finished ones are copied under results/ (committed) and skipped

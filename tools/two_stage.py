@@ -13,6 +13,11 @@ loss of each stage), curves.png, iterations_stage*.tsv (per-iteration loss and
 ESS), stage*_final.caffemodel, snapshots/ and state.json (for --resume).
 Relative paths in the solvers are taken from the current directory, as caffe
 does: run it from the repository root.
+
+solvers/<net>_gg_dg.prototxt is the default stage 2 (aligned: DG's lr decay
+continued from the protocol's switch, epoch 16 for LeNet; another switch needs
+its own schedule, gencnn/netgen.py aligned_schedule); the restart reading, the
+lr schedule counted from the switch, is solvers/<net>_gg_dg_restart.prototxt.
 """
 import argparse
 import os
