@@ -39,11 +39,14 @@ import numpy as np
 from gencnn import config, netgen
 from gencnn.cli import UserError, copy_atomic, save_figure, write_atomic
 
-# arm key -> (solver suffix, needs GG's switch weights). The arm keys name the
-# run folders (<arm>_seed<N>); the aligned arm runs the default <net>_gg_dg.
+# arm key -> (solver suffix, needs GG's switch weights), in the order a seed's
+# runs are planned (GG first: GG+DG starts from its switch weights). The arm
+# keys name the run folders (<arm>_seed<N>); the aligned arm runs the default
+# <net>_gg_dg (netgen.STAGE2_SOLVERS).
 ARMS = collections.OrderedDict([
-    ("dg", ("dg", False)), ("gg", ("gg", False)),
-    ("gg_dg_restart", ("gg_dg_restart", True)), ("gg_dg_aligned", ("gg_dg", True))])
+    ("gg", ("gg", False)), ("dg", ("dg", False))] +
+    [("gg_dg_" + variant, (netgen.STAGE2_SOLVERS[variant], True))
+     for variant in ("restart", "aligned")])
 COLORS = {"dg": "tab:blue", "gg": "tab:orange", "gg_dg_restart": "tab:green",
           "gg_dg_aligned": "tab:red"}
 
@@ -292,8 +295,7 @@ class Runner(object):
         when GG is done but its switch weights are gone), DG, then GG+DG."""
         runs = []
         for seed in self.seeds:
-            arms = [a for a in ("gg", "dg", "gg_dg_restart", "gg_dg_aligned")
-                    if a in self.spec.arms]
+            arms = [a for a in ARMS if a in self.spec.arms]
             todo = [Run(self, arm, seed) for arm in arms]
             todo = [r for r in todo if not r.done()]
             needs_switch = any(ARMS[r.arm][1] for r in todo)

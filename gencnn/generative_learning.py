@@ -236,17 +236,17 @@ class GenerativeLearner(object):
     def _checkpoint(self, solver, state, buffer, rngs, step_size):
         solver.snapshot()
         it = solver.iter
-        prefix = self.path("snapshots", "iter_iter_%d" % it)
-        chains = self.path("snapshots", "chains_iter_%d.npz" % it)
-        with atomic_output(chains, suffix=".npz") as tmp:
+        # paths in state.json are relative to the run folder, so a copied run
+        # resumes from its own files
+        prefix = os.path.join("snapshots", "iter_iter_%d" % it)
+        chains = os.path.join("snapshots", "chains_iter_%d.npz" % it)
+        with atomic_output(self.path(chains), suffix=".npz") as tmp:
             np.savez(tmp, images=buffer.images, step_size=step_size,
                      rng=np.array(json.dumps(_rng_state(rngs["train"]))),
                      hmc_rng=np.array(json.dumps(_rng_state(rngs["hmc"]))))
         previous = state.get("checkpoint")
-        # relative to the run folder, so a copied run resumes from its own files
-        state["checkpoint"] = {"iter": it, "chains": os.path.relpath(chains, self.out_dir)}
-        for ext in ("solverstate", "caffemodel"):
-            state["checkpoint"][ext] = os.path.relpath(prefix + "." + ext, self.out_dir)
+        state["checkpoint"] = {"iter": it, "solverstate": prefix + ".solverstate",
+                               "caffemodel": prefix + ".caffemodel", "chains": chains}
         state["iter"] = it
         self._write_json("state.json", state)
         if previous and previous["iter"] != it:

@@ -540,8 +540,7 @@ solver_mode: CPU%(mode_note)s
 # point of their schedules. `aligned` is the default, <net>_gg_dg.prototxt,
 # chosen by the CIFAR-10 study (docs/cifar10.md); `restart` is
 # <net>_gg_dg_restart.prototxt.
-STAGE2_VARIANTS = ("restart", "aligned")
-STAGE2_SOLVERS = {"aligned": "gg_dg", "restart": "gg_dg_restart"}   # variant -> solver suffix
+STAGE2_SOLVERS = {"restart": "gg_dg_restart", "aligned": "gg_dg"}   # variant -> solver suffix
 STAGE2_LR_SCALE = 0.3       # 0.01 -> 0.003 (paper); 0.001 -> 0.0003 (cifar10_quick)
 
 
@@ -633,8 +632,7 @@ class Protocol(object):
                 snapshot=f["snapshot"] if loss == "gg" else f.get("dg_snapshot", f["snapshot"]),
                 snapshot_note=snapshot_note if loss == "gg" else "",
                 prefix="%s/%s_%s" % (f["snapshot_dir"], self.key, loss))))
-        for variant in STAGE2_VARIANTS:
-            name = STAGE2_SOLVERS[variant]
+        for variant, name in STAGE2_SOLVERS.items():
             if variant == "restart":
                 how = ("# restart: the DG solver with base_lr x%g, its lr schedule counted "
                        "from the switch\n# (the paper's words read literally). Not the "
