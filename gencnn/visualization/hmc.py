@@ -348,7 +348,7 @@ class HMCSampler(object):
             if not lo < hi:
                 raise ValueError("bounds must be lo < hi, got %s" % (bounds,))
             if self.precondition and not isinstance(self.reference, DiagonalGaussian) \
-                    and not hasattr(self.reference, "covariance_rows"):
+                    and not hasattr(self.reference, "dense_covariance"):
                 raise ValueError("bounds with a %s mass matrix are not supported: use a "
                                  "fitted Gaussian q or the identity mass matrix"
                                  % type(self.reference).__name__)
@@ -419,45 +419,19 @@ class HMCSampler(object):
                 np.where(turned, -phi, phi))
 
     def _reflect(self, x, phi, step_size):
-        """Reflection with the mass matrix m Sigma^-1: velocity v = inv_mass
-        Sigma phi. Each round moves every chain to its first wall contact
-        (or to the end of the step) and reflects there: for pixel i,
-        phi_i -= 2 v_i / (inv_mass Sigma_ii), so v -= 2 v_i Sigma_i / Sigma_ii
-        and v_i turns, K unchanged."""
-        lo, hi = self.bounds
+        """Reflection with the mass matrix m Sigma^-1 (velocity inv_mass
+        Sigma phi): the walls one event at a time, per chain
+        (gencnn.visualization.reflection)."""
+        from gencnn.visualization import reflection
         shape, n = x.shape, len(x)
-        x = x.reshape(n, -1).copy()
-        phi = phi.reshape(n, -1).copy()
-        velocity = self.inv_mass * self.reference.cov_power(phi.reshape(shape), 1.0).reshape(n, -1)
-        diagonal = self.reference.variance
-        time_left = np.full(n, float(step_size))
-        active = np.flatnonzero(np.isfinite(x).all(axis=1) & np.isfinite(velocity).all(axis=1))
-        for _ in range(MAX_REFLECTIONS + 1):
-            if active.size == 0:
-                break
-            xa, va = x[active], velocity[active]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                hit_time = np.where(va > 0, (hi - xa) / va,
-                                    np.where(va < 0, (lo - xa) / va, np.inf))
-            pixel = hit_time.argmin(axis=1)
-            first = np.maximum(hit_time[np.arange(active.size), pixel], 0.0)
-            hits = first < time_left[active]
-            dt = np.where(hits, first, time_left[active])
-            x[active] += dt[:, None] * va
-            time_left[active] -= dt
-            active, pixel = active[hits], pixel[hits]
-            if active.size == 0:
-                break
-            v_wall = velocity[active, pixel]
-            x[active, pixel] = np.where(v_wall > 0, hi, lo)
-            phi[active, pixel] -= 2 * v_wall / (self.inv_mass * diagonal[pixel])
-            velocity[active] -= (2 * v_wall / diagonal[pixel])[:, None] * \
-                self.reference.covariance_rows(pixel)
-            self.reflections += active.size
-        if active.size:                      # still hitting walls: rejected
-            self.rejected_reflecting += active.size
-            x[active] = np.nan
-        np.clip(x, lo, hi, out=x)            # rounding at the walls (NaN stays NaN)
+        velocity = self.inv_mass * self.reference.cov_power(phi, 1.0)
+        x, phi, events = reflection.reflect(
+            x.reshape(n, -1), phi.reshape(n, -1), velocity.reshape(n, -1),
+            self.reference.dense_covariance(), self.bounds, self.inv_mass, step_size,
+            MAX_REFLECTIONS)
+        rejected = events > MAX_REFLECTIONS
+        self.reflections += int(events[~rejected].sum())
+        self.rejected_reflecting += int(rejected.sum())
         return x.reshape(shape), phi.reshape(shape)
 
     def sample_momentum(self, shape):
