@@ -34,6 +34,27 @@ def baselines(judged):
 
 
 # ------------------------------------------------------------ with the judge
+def test_judge_batches_equal_one_plain_pycaffe_forward(judged, short_dg_lenet):
+    """Judge runs 500 at a time: 700 images (a batch and a remainder) give
+    the ip1 and softmax(ip2) of a single plain caffe.Net forward of all 700,
+    and generative_learning.judge (the §5 report's) agrees."""
+    import caffe
+    from gencnn import generative_learning
+    judge, reference, _ = judged
+    x = reference.train_images[:700]
+    labels = reference.train_labels[:700]
+    net = caffe.Net(LENET, caffe.TEST, weights=short_dg_lenet)
+    net.blobs["data"].reshape(*x.shape)
+    net.blobs["data"].data[...] = x
+    net.forward()
+    features, probs = judge.forward(x)
+    np.testing.assert_allclose(features, net.blobs["ip1"].data, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probs, sq.softmax(net.blobs["ip2"].data), rtol=1e-5, atol=1e-9)
+    assert np.all(net.blobs["ip1"].data >= 0)          # relu1 in place: features after the ReLU
+    assert generative_learning.judge(x, labels, LENET, short_dg_lenet) == \
+        sq.judge_accuracy(probs, labels) > 0.8
+
+
 def test_fid_ranks_real_digits_first_and_every_fake_far_behind(baselines):
     """The measure's reason to exist (issue 14): at n = 500 against the 500
     test digits, real training digits score far below white q, the class
