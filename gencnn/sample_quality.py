@@ -381,30 +381,41 @@ def baseline_sets(reference, y, seed, white_mean=WHITE_Q_MEAN, white_std=WHITE_Q
 # Sample files, the report, and its recomputation
 # ---------------------------------------------------------------------------
 
+def _npz_arrays(path, what):
+    """{name: array} of an .npz (no pickles); one UserError naming `what`."""
+    import zipfile
+    if not os.path.isfile(path):
+        raise UserError("%s: %s not found" % (what, path))
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise UserError("%s: %s is not a readable .npz (%s)" % (what, path, err))
+
+
+def _image_array(arrays, key, input_shape, what, role):
+    """arrays[key] as float64, checked: n x input_shape finite numbers."""
+    if key not in arrays:
+        raise UserError('%s: no "%s" (%s)' % (what, key, role))
+    x = arrays[key]
+    if x.ndim != 4 or x.shape[1:] != tuple(input_shape) or not np.issubdtype(x.dtype, np.number):
+        raise UserError('%s: "%s" has shape %s, expected n x %s numbers'
+                        % (what, key, x.shape, " x ".join(map(str, input_shape))))
+    if not np.all(np.isfinite(x)):
+        raise UserError('%s: "%s" holds non-finite values' % (what, key))
+    return x.astype(np.float64)
+
+
 def read_sample_set(path, input_shape, num_classes, what):
     """{"x", "y", "chain_mean" (or None), "meta" (dict)} of a samples .npz:
     "x" n x C x H x W floats in the judge's input units, "y" n integer
     classes of the judge, optional "chain_mean" like x, optional "meta" a
     JSON object string. Every fault is one UserError naming `what`."""
     import json
-    import zipfile
-    if not os.path.isfile(path):
-        raise UserError("%s: %s not found" % (what, path))
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise UserError("%s: %s is not a readable .npz (%s)" % (what, path, err))
-    if "x" not in arrays:
-        raise UserError('%s: %s has no "x" (the samples)' % (what, path))
-    x = arrays["x"]
-    if x.ndim != 4 or x.shape[1:] != tuple(input_shape) or not np.issubdtype(x.dtype, np.number):
-        raise UserError('%s: "x" has shape %s, expected n x %s numbers'
-                        % (what, x.shape, " x ".join(map(str, input_shape))))
-    if not np.all(np.isfinite(x)):
-        raise UserError('%s: "x" holds non-finite values' % what)
+    arrays = _npz_arrays(path, what)
+    x = _image_array(arrays, "x", input_shape, what, "the samples")
     if "y" not in arrays:
-        raise UserError('%s: %s has no "y" (the target classes)' % (what, path))
+        raise UserError('%s: no "y" (the target classes)' % what)
     y = arrays["y"]
     if y.ndim != 1 or len(y) != len(x):
         raise UserError('%s: "x" holds %d samples, "y" %s labels' % (
@@ -415,9 +426,12 @@ def read_sample_set(path, input_shape, num_classes, what):
     if np.any(bad):
         raise UserError('%s: unknown class label %g in "y" (the judge has classes 0..%d)'
                         % (what, y[bad][0], num_classes - 1))
-    chain_mean = arrays.get("chain_mean")
-    if chain_mean is not None and chain_mean.shape != x.shape:
-        raise UserError('%s: "chain_mean" has shape %s, "x" %s' % (what, chain_mean.shape, x.shape))
+    chain_mean = None
+    if "chain_mean" in arrays:
+        chain_mean = _image_array(arrays, "chain_mean", input_shape, what, "")
+        if len(chain_mean) != len(x):
+            raise UserError('%s: "chain_mean" holds %d images, "x" %d'
+                            % (what, len(chain_mean), len(x)))
     meta = {}
     if "meta" in arrays:
         try:
@@ -429,8 +443,7 @@ def read_sample_set(path, input_shape, num_classes, what):
         clash = sorted(set(meta) & (set(MEASURES) | {"samples"}))
         if clash:
             raise UserError('%s: "meta" key %s is a measure of the report' % (what, clash[0]))
-    return {"x": x.astype(np.float64), "y": y.astype(np.int64), "chain_mean": chain_mean,
-            "meta": meta}
+    return {"x": x, "y": y.astype(np.int64), "chain_mean": chain_mean, "meta": meta}
 
 
 def make_report(judge_model, judge_weights, train_lmdb, test_lmdb, sets, q_alone=None, seed=0,
@@ -460,7 +473,9 @@ def make_report(judge_model, judge_weights, train_lmdb, test_lmdb, sets, q_alone
         for name, path in sets)
     q_draws = None
     if q_alone is not None:
-        q_set = _read_q_draws(q_alone[1], judge.input_shape, "q alone %s" % q_alone[0])
+        what = "q alone %s" % q_alone[0]
+        q_set = _image_array(_npz_arrays(q_alone[1], what), "x", judge.input_shape, what,
+                             "the draws of q")
         q_draws = (q_alone[0], q_set)
         like = loaded[names[0]]
         if len(q_set) < len(like["y"]):
@@ -513,24 +528,6 @@ def make_report(judge_model, judge_weights, train_lmdb, test_lmdb, sets, q_alone
         entry.update(measure_set(judge, reference, x, loaded[like_name]["y"]))
         report["baselines"][name] = entry
     return report
-
-
-def _read_q_draws(path, input_shape, what):
-    """The "x" of a .npz of q draws (no classes needed)."""
-    import zipfile
-    if not os.path.isfile(path):
-        raise UserError("%s: %s not found" % (what, path))
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            if "x" not in npz.files:
-                raise UserError('%s: %s has no "x" (the draws of q)' % (what, path))
-            x = npz["x"]
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise UserError("%s: %s is not a readable .npz (%s)" % (what, path, err))
-    if x.ndim != 4 or x.shape[1:] != tuple(input_shape) or not np.all(np.isfinite(x)):
-        raise UserError('%s: "x" has shape %s, expected n x %s finite numbers'
-                        % (what, x.shape, " x ".join(map(str, input_shape))))
-    return x.astype(np.float64)
 
 
 def report_settings(report):
@@ -593,7 +590,7 @@ def recompute_check(path, rtol=1e-6, log=print):
     new = json.loads(json.dumps(make_report(log=log, **settings)))
     differences = report_differences(report, new, rtol)
     if differences:
-        raise UserError("%s is not reproduced: %d differences, first %s"
+        raise UserError("%s is not reproduced (%d values differ), first %s"
                         % (path, len(differences), differences[0]))
     return new
 

@@ -253,11 +253,18 @@ def test_tool_writes_the_report_and_recomputes_it(subset, short_dg_lenet, tool_i
 
     check = run_tool("sample_quality.py", "--recompute-check", out)
     assert "reproduced" in check.stdout
+    # a number moved by 1e-5 relative is caught, and named
+    report["baselines"]["white q"]["lenet_fid"] *= 1 + 1e-5
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(report))
+    line = one_line_error(run_tool("sample_quality.py", "--recompute-check", tampered,
+                                   check=False))
+    assert "(1 values differ), first baselines.white q.lenet_fid:" in line, line
 
 
 @pytest.mark.parametrize("case,message", [
     ("missing", "set s: %s not found"),
-    ("no_x", 'has no "x"'),
+    ("no_x", 'set s: no "x" (the samples)'),
     ("n_mismatch", '"x" holds 5 samples, "y" 4 labels'),
     ("unknown_label", 'unknown class label 10 in "y" (the judge has classes 0..9)'),
     ("bad_name", "--set must be NAME=PATH"),

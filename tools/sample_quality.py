@@ -73,8 +73,9 @@ def main(argv=None):
     add("--out", default="results/sample_quality.json",
         help="report to write (default %(default)s)")
     add("--recompute-check", metavar="REPORT", default=None,
-        help="recompute this report from the files it names; fail if a number differs "
-             "beyond 1e-6 relative (other options are ignored)")
+        help="recompute this report from the files it names (relative paths from the "
+             "current folder, as written); fail if a number differs beyond 1e-6 relative "
+             "(other options are ignored)")
     args = parser.parse_args(argv)
 
     if args.recompute_check:
