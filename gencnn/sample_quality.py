@@ -51,8 +51,8 @@ REAL_POOL = 10000                # real digits come from the last this many trai
 # Rows of the distance matrix per chunk: 500 x 60,000 float64 = 240 MB.
 DISTANCE_CHUNK = 500
 
-MEASURES = ("n", "judge_accuracy", "inception_score", "lenet_fid", "pixels_out_of_range",
-            "background_mean", "background_sd", "within_class_corr",
+MEASURES = ("n", "class_counts", "judge_accuracy", "inception_score", "lenet_fid",
+            "pixels_out_of_range", "background_mean", "background_sd", "within_class_corr",
             "within_class_corr_chain_mean", "nearest_train_distance_ratio")
 
 REAL, WHITE, TEMPLATE, TEMPLATE_NOISE = ("real training digits", "white q", "class template",
@@ -290,6 +290,7 @@ def measure_set(judge, reference, x, y, chain_mean=None):
     background_mean, background_sd = background_stats(x, y, reference.class_means)
     measures = collections.OrderedDict([
         ("n", int(len(x))),
+        ("class_counts", {str(c): int(k) for c, k in zip(*np.unique(y, return_counts=True))}),
         ("judge_accuracy", judge_accuracy(probs, y)),
         ("inception_score", inception_score(probs)),
         ("lenet_fid", lenet_fid(features, reference.feature_fit)),
@@ -601,6 +602,25 @@ TABLE_COLUMNS = (("n", "n", "%d"), ("judge_accuracy", "judged %", "%.1f"),
                  ("within_class_corr", "within-class corr", "%.2f"),
                  ("nearest_train_distance_ratio", "nearest-train ratio", "%.2f"))
 _PERCENT = {"judge_accuracy", "pixels_out_of_range"}
+
+
+HEADLINE_N = 1000     # FID's small-n bias: headline numbers need at least this n
+
+
+def report_notes(report):
+    """Lines a reader of the table must see: sets below HEADLINE_N, and sets
+    whose class counts differ from the ones the baselines were drawn like."""
+    notes = []
+    like = next(iter(report["baselines"].values()))["like"]
+    counts = {name: entry.get("class_counts") for name, entry in report["sets"].items()}
+    for name, entry in report["sets"].items():
+        if entry["n"] < HEADLINE_N:
+            notes.append("note: set %s has n = %d < %d: its FID is biased upwards, not a "
+                         "headline number" % (name, entry["n"], HEADLINE_N))
+        if counts[name] != counts[like]:
+            notes.append("note: set %s has other class counts than %s, which the baselines "
+                         "are drawn like: compare it with them with care" % (name, like))
+    return notes
 
 
 def markdown_table(report):

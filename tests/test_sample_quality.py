@@ -250,6 +250,9 @@ def test_tool_writes_the_report_and_recomputes_it(subset, short_dg_lenet, tool_i
     assert any(line.startswith("| set | n | judged % | IS | LeNet-FID") for line in lines)
     assert any(line.startswith("| digits | 100 | ") for line in lines)
     assert any(line.startswith("| white q (baseline) | 100 | ") for line in lines)
+    assert "note: set digits has n = 100 < 1000: its FID is biased upwards" in proc.stdout
+    assert entry["class_counts"] == report["baselines"]["white q"]["class_counts"]
+    assert sum(entry["class_counts"].values()) == 100
 
     check = run_tool("sample_quality.py", "--recompute-check", out)
     assert "reproduced" in check.stdout

@@ -97,6 +97,8 @@ def main(argv=None):
     os.makedirs(folder, exist_ok=True)
     cli.write_atomic(args.out, json.dumps(report, indent=1) + "\n")
     print(sample_quality.markdown_table(report))
+    for note in sample_quality.report_notes(report):
+        print(note)
     print("judge test error %.2f %% (%s); wrote %s"
           % (report["judge"]["test_error_pct"], report["judge"]["test_error_source"], args.out))
     return 0
