@@ -180,3 +180,55 @@ def test_bounds_are_checked():
         hmc.HMCSampler(lambda x: None, bounds=(1.0, 0.0))
     with pytest.raises(ValueError, match="not supported"):
         hmc.HMCSampler(lambda x: None, reference=q, precondition=True, bounds=(0.0, 1.0))
+
+
+def test_logit_score_gradient_matches_finite_differences(tmp_path):
+    net = make_net(tmp_path, GAUSSIAN_NET, 3, seed=18)
+    score = hmc.LogitScore(hmc.NodeScore(net, "ip", 1), bounds=(-0.5, 2.0))
+    u = np.random.RandomState(19).standard_normal((3, 4))
+    f, grad = score(u)
+    x = score.to_pixels(u)
+    assert np.all((x > -0.5) & (x < 2.0))
+    eps = 1e-3
+    for i in range(4):
+        du = np.zeros_like(u)
+        du[:, i] = eps
+        numeric = (score(u + du)[0] - score(u - du)[0]) / (2 * eps)
+        np.testing.assert_allclose(grad[:, i], numeric, rtol=2e-3, atol=2e-4)
+
+
+def test_logit_pixel_model_is_exact(tmp_path):
+    """q a correlated Gaussian on u = logit(x), f = w.x + b: HMC on u with
+    LogitScore gives E[x] and E[x^2] of exp(f(x)) q(x) / Z, computed by
+    importance sampling from q (float64)."""
+    chains, unit = 4000, 2
+    logits, _, _ = correlated_images(3000, (4,), seed=20, spread=20.0)
+    q = reference.fit_gaussian(3 * (logits - 0.5), kind="full", shrinkage=1e-3)
+    net = make_net(tmp_path, GAUSSIAN_NET, chains, seed=21, scale=2.0)
+    score = hmc.LogitScore(hmc.NodeScore(net, "ip", unit))
+    sampler = hmc.HMCSampler(score, step_size=0.3, leapfrog_steps=6, mass=1.0,
+                             mass_convention="inverse", reference=q, precondition=True, seed=22)
+    out = sampler.sample(sampler.initial_state((chains, 4)), iters=40)
+    x = score.to_pixels(out["samples"])
+    w = net.params["ip"][0].data[unit].astype(np.float64)
+    draws = score.to_pixels(q.sample(np.random.RandomState(23), (1000000, 4)))
+    weights = np.exp(draws.dot(w) - draws.dot(w).max())
+    weights /= weights.sum()
+    mean = weights.dot(draws)
+    var = weights.dot(draws ** 2) - mean ** 2
+    plain = draws.mean(axis=0)
+    assert np.abs(mean - plain).max() > 10 * np.sqrt(var.max() / chains)   # f matters
+    assert np.all(np.abs(x.mean(axis=0) - mean) < 4.5 * np.sqrt(var / chains))
+    assert np.all(np.abs(x.var(axis=0) / var - 1) < 6 * np.sqrt(2.0 / chains))
+    assert 0.5 < out["accepted"].mean() <= 1
+
+
+def test_dequantized_logits_spread_each_level():
+    rng = np.random.RandomState(24)
+    pixels = rng.randint(0, 256, size=(2000, 1, 2, 2)) / 256.0
+    u = reference.dequantized_logits(pixels, np.random.RandomState(25), 1 / 256.0)
+    x = 1 / (1 + np.exp(-u))
+    assert np.all(np.isfinite(u)) and np.all((x > pixels) & (x < pixels + 1 / 256.0 + 1e-9))
+    # uniform within its level: the offset's mean is half a level (4.5 standard errors)
+    offset = (x - pixels) * 256
+    assert abs(offset.mean() - 0.5) < 4.5 * np.sqrt(1 / 12.0 / offset.size)

@@ -259,6 +259,27 @@ class NodeScore(object):
         return f, grad
 
 
+class LogitScore(object):
+    """A score of u = logit((x - lo) / (hi - lo)): f(x(u)) and df/du, for the
+    logit pixel model. With q a Gaussian on u (fitted to dequantized images,
+    reference.dequantized_logits), p_y(x) = exp(f_y(x)) q(x) / Z_y is a
+    density of images inside the box lo < x < hi; in u the Jacobian of q's
+    change of variables cancels, so HMC samples p(u) = exp(f_y(x(u))) N(u)
+    exactly and every sample x(u) is a valid image (no clipping)."""
+
+    def __init__(self, score, bounds=(0.0, 1.0)):
+        self.score, (self.lo, self.hi) = score, (float(bounds[0]), float(bounds[1]))
+
+    def to_pixels(self, u):
+        return self.lo + (self.hi - self.lo) / (1 + np.exp(-u))
+
+    def __call__(self, u):
+        with np.errstate(over="ignore"):
+            x = self.to_pixels(u)
+        f, grad = self.score(x)
+        return f, grad * (x - self.lo) * (self.hi - x) / (self.hi - self.lo)
+
+
 # ---------------------------------------------------------------------------
 # HMC
 # ---------------------------------------------------------------------------
