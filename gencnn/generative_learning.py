@@ -560,7 +560,7 @@ def summarize(runs, hmc_name, judge_model, judge_weights, speed=None):
             "corr_with_own_class_mean": summary["compare_final"]["corr_with_own_class_mean"],
             "chain_mean_closest_class_mean_is_unit":
                 summary["compare_mean"]["closest_class_mean_is_unit"],
-            "judge_correct": judge(samples["samples"], samples["units"], judge_model,
+            "judge_correct": judge(samples["x"], samples["y"], judge_model,
                                    judge_weights),
             "own_net_predicts_unit": summary["predicted_as_unit_fraction"],
             "acceptance_rate": summary["acceptance_rate"],

@@ -2,6 +2,9 @@
 EigenGaussian) and HMC restricted to the pixel box (HMCSampler bounds):
 operators against dense float64 linear algebra, and exactness against
 closed-form or rejection-sampled targets. Fixed seeds throughout."""
+import json
+import os
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -232,3 +235,47 @@ def test_dequantized_logits_spread_each_level():
     # uniform within its level: the offset's mean is half a level (4.5 standard errors)
     offset = (x - pixels) * 256
     assert abs(offset.mean() - 0.5) < 4.5 * np.sqrt(1 / 12.0 / offset.size)
+
+
+# ---------------------------------------------------------------------------
+# tools/hmc_visualize.py with a fitted q and valid pixels
+# ---------------------------------------------------------------------------
+
+from test_hmc import lenet_weights, run_tool, LENET  # noqa: E402,F401 (fixture)
+
+
+@pytest.mark.parametrize("pixel_model", ["logit", "box"])
+def test_cli_fitted_q_gives_valid_images(tmp_path, lenet_weights, subset, pixel_model):
+    """--preset lenet-fitted: q a full-covariance Gaussian fitted to the
+    LMDB's images, T = 1, every pixel of every sample in [0, 1], the
+    samples a set for tools/sample_quality.py (x, y)."""
+    out = tmp_path / pixel_model
+    proc = run_tool(["--model", LENET, "--weights", lenet_weights, "--blob", "ip2",
+                     "--unit", "2,5", "--num-chains", "3", "--preset", "lenet-fitted",
+                     "--pixel-model", pixel_model, "--adapt", "3", "--iters", "3",
+                     "--reference-lmdb", str(subset / "mnist_train_lmdb"),
+                     "--reference-count", "500", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    summary = json.load(open(str(out / "summary.json")))
+    assert summary["temperature"] == 1.0 and summary["pixel_model"] == pixel_model
+    assert summary["gaussian"] == {"kind": "full", "shrinkage": 1e-3, "rank": None,
+                                   "images": 500}
+    assert summary["mass_matrix"] == "q" and summary["pixels_out_of_bounds"] == 0.0
+    samples = np.load(str(out / "samples.npz"))
+    assert samples["x"].shape == (6, 1, 28, 28) and list(samples["y"]) == [2, 2, 2, 5, 5, 5]
+    assert samples["x"].min() >= 0 and samples["x"].max() <= 1
+    assert np.abs(np.diff(samples["x"], axis=0)).max() > 0.1       # chains differ
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--bounds", "1,0"], "--bounds needs finite lo < hi"),
+    (["--bounds", "0"], "--bounds must be lo,hi or none"),
+    (["--bounds", "0,1", "--pixel-model", "logit"], "--pixel-model logit needs q fitted"),
+    (["--reference", "fit-gaussian", "--shrinkage", "0"], "--shrinkage must be a positive"),
+])
+def test_cli_fitted_q_bad_input_is_one_line(tmp_path, lenet_weights, args, message):
+    proc = run_tool(["--model", LENET, "--weights", lenet_weights, "--blob", "ip2",
+                     "--out", str(tmp_path / "never")] + args)
+    assert proc.returncode == 2 and not os.path.exists(str(tmp_path / "never"))
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
