@@ -27,7 +27,8 @@ def main(argv=None):
         cli.check_writable(args.out)
     stale = []
     files = netgen.all_files()
-    for rel, text in files.items():
+    for rel, generated in files.items():
+        text = generated.text
         path = os.path.join(args.out, rel)
         current = open(path).read() if os.path.exists(path) else None
         if current == text:
