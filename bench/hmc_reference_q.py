@@ -46,7 +46,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import _init_paths  # noqa: F401,E402
 import numpy as np  # noqa: E402
 
-from gencnn import caffe_utils, cli, config  # noqa: E402
+from gencnn import caffe_utils, cli, config, files  # noqa: E402
 from gencnn.visualization import figures, hmc, node as node_lib  # noqa: E402
 from gencnn.visualization import reference as ref  # noqa: E402
 
@@ -298,7 +298,7 @@ def main(argv=None):
             figures.save_png(os.path.join(args.figures, "squeezenet_refq_%s%s.png"
                                           % (spec["name"], suffix)), grid)
         report["wall_s_total"] = round(time.time() - started, 1)
-        cli.write_atomic(args.out, json.dumps(report, indent=1))
+        files.write_atomic(args.out, json.dumps(report, indent=1))
     print("-> %s" % args.out)
     return 0
 

@@ -2,7 +2,8 @@
 
 The importable library behind tools/ (thin command-line front ends):
 
-    cli                  one error convention, atomic writes, option types
+    cli                  one error convention (UserError, run), parser, option types
+    files                atomic writes, a run's JSON records and log
     config               where things live (repository, data, ../shared)
     caffe_utils          Caffe's files and tools: prototxt/solver reading and
                          variants, lr schedules, caffemodel checks, binaries, logs

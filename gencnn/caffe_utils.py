@@ -15,7 +15,8 @@ from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
 from caffe.proto import caffe_pb2
-from gencnn.cli import UserError, atomic_output, write_atomic
+from gencnn.cli import UserError
+from gencnn.files import atomic_output, write_atomic
 
 # Layer types whose blobs are learned; their names must match for a
 # fine-tune (Caffe copies weights by layer name).

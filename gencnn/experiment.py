@@ -37,7 +37,8 @@ import time
 import numpy as np
 
 from gencnn import config, protocols
-from gencnn.cli import UserError, copy_atomic, save_figure, write_atomic
+from gencnn.cli import UserError
+from gencnn.files import copy_atomic, save_figure, write_atomic
 
 # arm key -> (solver suffix, needs GG's switch weights), in the order a seed's
 # runs are planned (GG first: GG+DG starts from its switch weights). The arm

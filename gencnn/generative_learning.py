@@ -31,8 +31,9 @@ import numpy as np
 import caffe
 from gencnn import netgen, protocols
 from gencnn.visualization import hmc
-from gencnn.cli import (UserError, atomic_output, copy_atomic, log_line, save_figure,
-                        write_atomic, write_json)
+from gencnn.cli import UserError
+from gencnn.files import (atomic_output, copy_atomic, log_line, save_figure, write_atomic,
+                          write_json)
 from gencnn.data.lmdb_io import lmdb_count, read_lmdb
 from gencnn.two_stage import skip_batches
 

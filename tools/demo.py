@@ -16,7 +16,7 @@ import sys
 import time
 
 import _init_paths  # noqa: F401
-from gencnn import cli, config
+from gencnn import cli, config, files
 
 PAPER = {"DG": 1.03, "GG": 0.85, "GG+DG": 0.78}   # Table 1, test error %, 25 epochs
 
@@ -149,7 +149,7 @@ def main(argv=None):
               "a discriminatively trained LeNet gives noise (README, docs/visualization.md)."]
     lines += ["", "Wall time: %.0f s." % (time.time() - start)]
     summary = os.path.join(args.out, "summary.md")
-    cli.write_atomic(summary, "\n".join(lines) + "\n")
+    files.write_atomic(summary, "\n".join(lines) + "\n")
     print("\n".join(lines))
     print("\nwritten: %s" % summary)
     return 0

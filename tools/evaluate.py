@@ -26,7 +26,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")   # before caffe: no net-construc
 import caffe  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from gencnn import caffe_utils, cli, evaluation  # noqa: E402
+from gencnn import caffe_utils, cli, evaluation, files  # noqa: E402
 from gencnn.data import imagenet  # noqa: E402
 
 
@@ -76,7 +76,7 @@ def main(argv=None):
                    "output_blob": evaluator.output_blob,
                    "mean": args.mean_file or args.mean_values, "input_scale": args.input_scale})
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    cli.write_atomic(args.out, json.dumps(result, indent=1) + "\n")
+    files.write_atomic(args.out, json.dumps(result, indent=1) + "\n")
     n = result["images"]
     for key, name in (("five_crop", "5 crops"), ("centre_crop", "centre crop")):
         r = result[key]

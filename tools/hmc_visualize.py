@@ -36,7 +36,7 @@ import os
 import sys
 
 import _init_paths  # noqa: F401
-from gencnn import cli, config
+from gencnn import cli, config, files
 
 os.environ.setdefault("MPLBACKEND", "Agg")          # no display needed
 os.environ.setdefault("GLOG_minloglevel", "2")      # quiet net construction
@@ -381,7 +381,7 @@ def run(args):
                                 settings["mass"], settings["mass_convention"], q.describe(),
                                 settings["temperature"]))
     save_samples(os.path.join(out_dir, "samples.npz"), out, chain_units)
-    cli.write_atomic(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1))
+    files.write_atomic(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1))
     print("%s unit %s: acceptance %.3f, divergences %d, f_y %.2f, %.1f s -> %s"
           % (args.blob, args.unit, summary["acceptance_rate"], summary["divergences"],
              summary["f_final_mean"], wall, out_dir))

@@ -10,7 +10,8 @@ import os
 import shutil
 
 from gencnn import caffe_utils
-from gencnn.cli import DataError, temp_name, write_atomic  # DataError: one class for all data tools
+from gencnn.cli import DataError  # one class for all data tools
+from gencnn.files import temp_name, write_atomic
 from gencnn.data.lmdb_io import install_lmdb, lmdb_count
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp")
