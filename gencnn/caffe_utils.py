@@ -234,25 +234,20 @@ def learning_rate(solver, it):
 # Caffe's binaries: $CAFFE_BIN/<tool> when env.sh is sourced, else PATH
 # ---------------------------------------------------------------------------
 
-class ToolError(UserError, RuntimeError):
-    """A Caffe tool is missing or failed; the message is one line (a
-    UserError: the environment or the data, not a bug, is to blame)."""
-
-
 def tool_path(name):
     caffe_bin = os.environ.get("CAFFE_BIN")
     if caffe_bin and os.path.exists(os.path.join(caffe_bin, name)):
         return os.path.join(caffe_bin, name)
     found = shutil.which(name)
     if found is None:
-        raise ToolError("Caffe tool %s not found: source env.sh (or put Caffe's tools on PATH)"
+        raise UserError("Caffe tool %s not found: source env.sh (or put Caffe's tools on PATH)"
                         % name)
     return found
 
 
 def run_tool(name, args, log_path=None):
     """Run a Caffe tool; its glog output goes to `log_path` (or is kept in
-    memory). Raises ToolError with the tool's last log line on failure."""
+    memory). A missing tool or a failure is a UserError with the tool's last log line."""
     env = dict(os.environ, GLOG_logtostderr="1")
     cmd = [tool_path(name)] + [str(a) for a in args]
     if log_path:
@@ -266,7 +261,7 @@ def run_tool(name, args, log_path=None):
         lines = proc.stdout.splitlines()
     if proc.returncode != 0:
         last = next((l for l in reversed(lines) if l.strip()), "(no output)")
-        raise ToolError("%s failed (exit %d): %s" % (name, proc.returncode, last.strip()))
+        raise UserError("%s failed (exit %d): %s" % (name, proc.returncode, last.strip()))
     return lines
 
 

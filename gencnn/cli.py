@@ -9,14 +9,11 @@ import sys
 
 
 class UserError(Exception):
-    """Bad input or environment: reported as one line, exit status 2."""
+    """Bad input or environment: reported as one line, exit status 2.
 
-
-class DataError(UserError, ValueError):
-    """Bad input data (an image list, an archive, a checksum); one line.
-
-    The one class the data modules (cifar10, imagenet) raise; a ValueError
-    too, as their two former copies were."""
+    The one error class gencnn raises for what the user can correct (bad
+    data, a failed Caffe tool, a diverged run, ...): callers tell only this
+    from a bug (any other exception, reported with its traceback)."""
 
 
 def run(main, argv=None):

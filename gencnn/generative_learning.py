@@ -76,10 +76,6 @@ SCALE = 0.00390625              # pixels -> input units, as the nets' transform_
 DEPLOY = "prototxt/lenet_deploy.prototxt"
 
 
-class Diverged(UserError):
-    """The model or the chains blew up; the last good checkpoint is kept."""
-
-
 def fit_q(train_lmdb, count):
     """(mean, std) of q fitted to `count` training images (section 3.4's
     white noise with the images' mean and marginal variance)."""
@@ -410,7 +406,7 @@ class GenerativeLearner(object):
         state["diverged"] = {"iter": it, "what": what}
         self._write_json("state.json", state)
         self.log("diverged at iteration %d: %s" % (it, what))
-        return Diverged("diverged at iteration %d: %s; the last good checkpoint (%s) is kept "
+        return UserError("diverged at iteration %d: %s; the last good checkpoint (%s) is kept "
                         "in %s (try a smaller --base-lr or --step-size, or a larger --alpha)"
                         % (it, what, "iteration %d" % ck["iter"] if ck else "none",
                            self.out_dir))

@@ -57,7 +57,7 @@ def main(argv=None):
     cli.check_writable(args.out, folder=False)       # before the work, not after
     for path, what in ((args.deploy, "deploy prototxt"), (args.weights, "weights")):
         if not os.path.isfile(path):
-            raise evaluation.EvaluationError("%s %s not found" % (what, path))
+            raise cli.UserError("%s %s not found" % (what, path))
     caffe_utils.read_net(args.deploy)
     items = imagenet.read_image_list(args.images, args.root)
     mean = (evaluation.load_mean_file(args.mean_file) if args.mean_file
