@@ -131,25 +131,23 @@ def _net_blob_shapes(net):
     layers without parameters, in the net's order."""
     import caffe
     if not isinstance(net, caffe.Net):
-        net = _build_net(net)
+        net = net_from_param(read_net(net) if isinstance(net, str) else net)
     params = net.params
     return {name: [tuple(b.data.shape) for b in params[name]] if name in params else []
             for name in net._layer_names}
 
 
-def _build_net(net_param):
+def net_from_param(net_param, phase=None):
+    """The one way gencnn builds a pycaffe caffe.Net (TEST phase unless
+    `phase` says otherwise) from a NetParameter: pycaffe builds nets only
+    from a file, so the message goes through a temporary prototxt, removed
+    as soon as the net is built."""
     import tempfile
     import caffe
-    from google.protobuf import text_format
-    if isinstance(net_param, str):
-        net_param = read_net(net_param)
-    fd, path = tempfile.mkstemp(suffix=".prototxt", prefix="gencnn_check_")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text_format.MessageToString(net_param))
-        return caffe.Net(path, caffe.TEST)
-    finally:
-        os.remove(path)
+    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", prefix="gencnn_net_") as f:
+        f.write(text_format.MessageToString(net_param))
+        f.flush()
+        return caffe.Net(f.name, caffe.TEST if phase is None else phase)
 
 
 def _blob_shape(blob):
