@@ -250,7 +250,7 @@ def main(argv=None):
         specs.append({"name": "fire5_unit3", "blob": "fire5/concat", "units": [3],
                       "temperature": args.conv_temperature})
 
-    report = {"command": "OPENBLAS_NUM_THREADS=1 python bench/hmc_reference_q.py "
+    report = {"command": "OPENBLAS_NUM_THREADS=1 python studies/hmc_reference_q.py "
                          + " ".join(sys.argv[1:] if argv is None else argv),
               "model": model, "weights": weights, "photos": photos_dir,
               "num_photos": len(photos),
