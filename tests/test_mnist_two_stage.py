@@ -195,8 +195,9 @@ def test_bad_input_fails_before_training(small_solvers, tmp_path, subset):
                             "--switch-epoch", 3]
     # A net whose LMDB is missing.
     no_data = tmp_path / "no_data.prototxt"
-    no_data.write_text(netgen.train_test_net(netgen.LENET, "dg", train_source="/nonexistent_lmdb",
-                                             test_source="/nonexistent_lmdb"))
+    no_data.write_text(str(netgen.train_test_net(netgen.LENET, "dg",
+                                                 train_source="/nonexistent_lmdb",
+                                                 test_source="/nonexistent_lmdb")))
     no_data_solver = tmp_path / "no_data_solver.prototxt"
     caffe_utils.write_solver_variant(str(small_solvers["dg"]), str(no_data_solver),
                                      net=str(no_data))

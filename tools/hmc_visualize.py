@@ -45,7 +45,7 @@ import os
 import sys
 
 import _init_paths  # noqa: F401
-from gencnn import cli, config
+from gencnn import cli, config, files
 from gencnn.visualization.reference import GAUSSIAN_KINDS
 
 os.environ.setdefault("MPLBACKEND", "Agg")          # no display needed
@@ -458,7 +458,7 @@ def run(args):
                                 settings["mass"], settings["mass_convention"], q.describe(),
                                 settings["temperature"]))
     save_samples(os.path.join(out_dir, "samples.npz"), out, chain_units)
-    cli.write_atomic(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1))
+    files.write_atomic(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1))
     print("%s unit %s: acceptance %.3f, divergences %d, f_y %.2f, %.1f s -> %s"
           % (args.blob, args.unit, summary["acceptance_rate"], summary["divergences"],
              summary["f_final_mean"], wall, out_dir))

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from gencnn import caffe_utils, cli
+from gencnn import caffe_utils, files
 from gencnn.visualization import hmc
 from gencnn.visualization.receptive_field import input_crop, receptive_field
 
@@ -223,4 +223,4 @@ def save_samples(path, out, units):
                         step_size=out["step_size"],
                         snapshots=out["snapshots"].astype(np.float32),
                         snapshot_iters=out["snapshot_iters"])
-    cli.write_atomic(path, buffer.getvalue())
+    files.write_atomic(path, buffer.getvalue())
