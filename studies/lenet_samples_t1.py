@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import _init_paths  # noqa: F401,E402
 import numpy as np  # noqa: E402
 
-from gencnn import cli, config  # noqa: E402
+from gencnn import cli, config, files  # noqa: E402
 from gencnn.visualization import hmc, reference  # noqa: E402
 from gencnn.visualization.node import lmdb_images  # noqa: E402
 
@@ -97,7 +97,7 @@ def save(path, x, y, chain_mean, meta):
     buffer = io.BytesIO()
     np.savez_compressed(buffer, x=x.astype(np.float32), y=y.astype(np.int64),
                         chain_mean=chain_mean.astype(np.float32), meta=json.dumps(meta))
-    cli.write_atomic(path, buffer.getvalue())
+    files.write_atomic(path, buffer.getvalue())
 
 
 def main(argv=None):
