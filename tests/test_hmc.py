@@ -208,7 +208,7 @@ def test_preconditioned_hmc_samples_a_correlated_gaussian_target(tmp_path, basis
                              precondition=True, seed=23)
     # start far from the target (q's mean shifted by 3 sd in every whitened
     # coordinate), so a sampler that does not move fails
-    x0 = q.sample(sampler.rng, (chains, 2, 6, 6)) + q.cov_power(np.full((1, 2, 6, 6), 3.0), 0.5)
+    x0 = sampler.initial_state((chains, 2, 6, 6)) + q.cov_power(np.full((1, 2, 6, 6), 3.0), 0.5)
     out = sampler.sample(x0, iters=40)
     w = net.params["ip"][0].data[unit].astype(np.float64).reshape(1, 2, 6, 6)
     target_mean = q.mean + q.cov_power(w, 1.0)[0]
@@ -418,6 +418,61 @@ def test_sample_node_on_a_crop_puts_q_draws_outside_the_field(lenet_weights):
 
 
 # ---------------------------------------------------------------------------
+# Per-chain random streams; chains split over worker processes
+# ---------------------------------------------------------------------------
+
+def test_a_chain_does_not_depend_on_the_other_chains(lenet_weights):
+    """Chain i draws from its own stream (seed, i): run alone (chain_ids
+    [3, 4]) chains 3 and 4 of a 5-chain run follow the same trajectories,
+    to float32 rounding (Caffe's InnerProduct GEMM over 2 vs 5 rows)."""
+    units = np.array([0, 1, 2, 3, 4])
+    outs = []
+    for ids in (np.arange(5), np.array([3, 4])):
+        net = hmc.load_net(LENET, lenet_weights, len(ids))
+        sampler = hmc.HMCSampler(hmc.NodeScore(net, "ip2", units[ids]), step_size=0.2,
+                                 leapfrog_steps=4, mass=1.0, sigma=0.3, ref_mean=0.1,
+                                 seed=11, chain_ids=ids)
+        outs.append(sampler.sample(sampler.initial_state((len(ids), 1, 28, 28)), iters=4))
+    whole, alone = outs
+    # (a step with ~50 % acceptance: the Metropolis uniforms decide)
+    assert whole["accepted"].any() and (whole["accept_prob"] < 1).any()
+    np.testing.assert_array_equal(whole["accepted"][:, 3:], alone["accepted"])
+    np.testing.assert_allclose(whole["samples"][3:], alone["samples"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(whole["f"][:, 3:], alone["f"], rtol=1e-5)
+    # and chains 0..2 differ from 3..4 and from each other (different streams)
+    flat = whole["samples"].reshape(5, -1)
+    assert np.corrcoef(flat).max(where=~np.eye(5, dtype=bool), initial=-1) < 0.5
+
+
+@pytest.mark.parametrize("blob,position", [("ip2", None), ("conv2", (2, 5))])
+def test_workers_give_the_same_chains_as_one_process(lenet_weights, blob, position):
+    """5 chains split 3 + 2 over two worker processes, with step-size
+    adaptation (the coordinator averages the acceptance over all chains):
+    the same chains, diagnostics and step sizes as in this process, to
+    float32 rounding; conv2 is sampled on its receptive field (the q draws
+    outside it are per chain too)."""
+    q = reference.DiagonalGaussian(0.1, 0.3)
+    results = {}
+    for workers in (1, 2):
+        node = node_lib.open_node(LENET, lenet_weights, blob, [1, 4, 6, 8, 9], 1, position)
+        results[workers] = node_lib.sample_node(node, q, iters=3, adapt=3, step_size=0.05,
+                                                leapfrog_steps=4, mass=1.0, seed=12,
+                                                warn=len, workers=workers)
+    one, two = results[1], results[2]
+    assert one.workers == 1 and two.workers == 2
+    assert one.sampler.evaluations == two.sampler.evaluations == 1 + 6 * 4
+    assert one.out["samples"].shape == (5, 1, 28, 28)
+    assert (one.crop is None) == (blob == "ip2")
+    assert one.out["accepted"].any()
+    np.testing.assert_array_equal(one.out["accepted"], two.out["accepted"])
+    np.testing.assert_allclose(one.out["step_size"], two.out["step_size"], rtol=1e-6)
+    for key in ("samples", "chain_mean", "snapshots"):
+        np.testing.assert_allclose(one.out[key], two.out[key], rtol=0, atol=1e-5)
+    for key in ("f", "accept_prob", "delta_h"):
+        np.testing.assert_allclose(one.out[key], two.out[key], rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------
 # The CLI
 # ---------------------------------------------------------------------------
 
@@ -476,7 +531,7 @@ def test_cli_small_run_writes_its_outputs(tmp_path, lenet_weights):
     proc = run_tool(["--model", LENET, "--weights", lenet_weights, "--blob", "conv2",
                      "--unit", "3,7", "--position", "2,5", "--num-chains", "3",
                      "--iters", "3", "--adapt", "2", "--leapfrog-steps", "4",
-                     "--mass-convention", "inverse", "--out", str(out)])
+                     "--mass-convention", "inverse", "--workers", "2", "--out", str(out)])
     assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(str(out))) == ["grid.png", "grid_mean.png", "samples.npz",
                                             "summary.json", "trajectory.png"]
@@ -487,6 +542,7 @@ def test_cli_small_run_writes_its_outputs(tmp_path, lenet_weights):
     summary = json.load(open(str(out / "summary.json")))
     assert summary["preset"] == "lenet" and summary["mass_convention"] == "inverse"
     assert summary["iters"] == 3 and summary["adapt"] == 2 and summary["evaluations"] == 21
+    assert summary["workers"] == 2
     # the summary's statistics are those of the chains in samples.npz (sampling
     # iterations only for the acceptance)
     assert summary["acceptance_rate"] == pytest.approx(samples["accepted"][2:].mean())

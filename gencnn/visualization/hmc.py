@@ -118,9 +118,12 @@ def truncate_net_param(net_param, blob):
     return truncated
 
 
-def load_net(model, weights=None, num_chains=1, input_blob=None, freeze_weights=True):
+def load_net(model, weights=None, num_chains=1, input_blob=None, freeze_weights=True,
+             input_shape=None):
     """caffe.Net in TEST phase from a prototxt (path or NetParameter), with
-    force_backward set, frozen weights and the input reshaped to `num_chains`.
+    force_backward set, frozen weights and the input reshaped to `num_chains`
+    x `input_shape` (default: the prototxt's; another size for a net
+    truncated to a receptive field, `truncate_net_param`).
 
     The prototxt is rewritten through caffe_pb2/text_format into a temporary
     file, so the user's file needs neither force_backward nor anything else.
@@ -143,8 +146,9 @@ def load_net(model, weights=None, num_chains=1, input_blob=None, freeze_weights=
         raise ValueError("unknown input blob '%s'; the net's inputs: %s"
                          % (input_blob, ", ".join(net.inputs)))
     input_blob = input_blob or net.inputs[0]
-    shape = list(net.blobs[input_blob].data.shape)
-    net.blobs[input_blob].reshape(num_chains, *shape[1:])
+    if input_shape is None:
+        input_shape = net.blobs[input_blob].data.shape[1:]
+    net.blobs[input_blob].reshape(num_chains, *input_shape)
     net.reshape()
     return net
 
@@ -248,6 +252,20 @@ class NodeScore(object):
 # HMC
 # ---------------------------------------------------------------------------
 
+def chain_rng(seed, chain_id, *substream):
+    """The random stream of chain `chain_id` of a run with `seed`: a PCG64
+    Generator on SeedSequence(seed, spawn_key=(chain_id,)), which is
+    SeedSequence(seed).spawn(n)[chain_id] for any n > chain_id (`substream`,
+    e.g. 1, names another stream of the same chain, its spawn()[1]). The chain
+    draws its initial state, its momenta and its Metropolis uniforms from it
+    alone, so its trajectory does not depend on how many chains run, nor on
+    how they are split across processes (gencnn.visualization.parallel).
+    (Before issue 15 all chains shared one RandomState(seed): results
+    committed before then came from that stream.)"""
+    sequence = np.random.SeedSequence(int(seed), spawn_key=(int(chain_id),) + substream)
+    return np.random.Generator(np.random.PCG64(sequence))
+
+
 class DualAveraging(object):
     """Step-size adaptation by dual averaging (Hoffman & Gelman, 2014,
     Algorithm 5): pushes the mean acceptance probability toward `target`.
@@ -307,11 +325,19 @@ class HMCSampler(object):
              the Metropolis test uses this K.
     temperature: T, 1 in the paper; T < 1 sharpens p_y toward the modes of
              f_y - |x - mu|^2 / (2 sigma^2 T) (an extension, off by default).
+    seed, chain_ids: row n is chain chain_ids[n] (default n), and draws its
+             initial state, momenta and Metropolis uniforms from its own
+             stream chain_rng(seed, chain_ids[n]): a chain's trajectory is
+             the same in any batch of chains, in one process or several.
+    rng:     instead, one stream (a numpy RandomState or Generator) shared by
+             all rows, for callers whose rows are not fixed chains
+             (gencnn/generative_learning.py draws them from a buffer).
     """
 
     def __init__(self, score, step_size=0.1, leapfrog_steps=50, mass=0.01,
                  mass_convention="paper", sigma=1.0, ref_mean=0.0, seed=0,
-                 temperature=1.0, warn=warnings.warn, reference=None, precondition=False):
+                 temperature=1.0, warn=warnings.warn, reference=None, precondition=False,
+                 chain_ids=None, rng=None):
         if mass_convention not in ("paper", "inverse"):
             raise ValueError("mass_convention must be 'paper' or 'inverse'")
         for name, value in (("step size", step_size), ("mass", mass)):
@@ -330,7 +356,10 @@ class HMCSampler(object):
         self.inv_mass = 1.0 / mass if mass_convention == "paper" else float(mass)
         self.ref_mean = self.reference.mean
         self.temperature = float(temperature)
-        self.rng = np.random.RandomState(seed)
+        self.seed = int(seed)
+        self.chain_ids = None if chain_ids is None else np.asarray(chain_ids, dtype=int)
+        self.rng = rng
+        self._chain_rngs = None
         self.warn = warn
         self.evaluations = 0           # forward+backward passes (all chains)
 
@@ -361,9 +390,38 @@ class HMCSampler(object):
             phi = self.reference.cov_power(phi, 1.0)
         return step_size * self.inv_mass * phi
 
+    # -- random streams ----------------------------------------------------
+    def chain_rngs(self, num_chains):
+        """The chains' own random streams, one per row (see `chain_rng`);
+        chain_ids defaults to 0..num_chains-1."""
+        if self._chain_rngs is None:
+            ids = self.chain_ids if self.chain_ids is not None else np.arange(num_chains)
+            self._chain_rngs = [chain_rng(self.seed, i) for i in ids]
+        if len(self._chain_rngs) != num_chains:
+            raise ValueError("this sampler's chains are %d, got %d rows"
+                             % (len(self._chain_rngs), num_chains))
+        return self._chain_rngs
+
+    def _per_chain(self, num_chains, draw):
+        """draw(rng) from each chain's own stream, stacked along the chain axis."""
+        return np.stack([draw(rng) for rng in self.chain_rngs(num_chains)])
+
+    def standard_normal(self, shape):
+        """N(0, 1) noise of `shape` (chains first): from each chain's stream, or
+        from the shared `rng` when one was given."""
+        if self.rng is not None:
+            return self.rng.standard_normal(shape)
+        return self._per_chain(shape[0], lambda rng: rng.standard_normal(shape[1:]))
+
+    def uniform(self, num_chains):
+        """One U(0, 1) per chain: the Metropolis test's."""
+        if self.rng is not None:
+            return self.rng.uniform(size=num_chains)
+        return self._per_chain(num_chains, lambda rng: rng.uniform())
+
     def sample_momentum(self, shape):
         """phi ~ N(0, m I) = N(0, I / inv_mass), or N(0, m Sigma^-1) preconditioned."""
-        noise = self.rng.standard_normal(shape)
+        noise = self.standard_normal(shape)
         if self.precondition:
             noise = self.reference.cov_power(noise, -0.5)
         return noise / math.sqrt(self.inv_mass)
@@ -386,8 +444,11 @@ class HMCSampler(object):
         return f, self.grad_potential(x, dfdx)
 
     def initial_state(self, shape):
-        """x ~ q, as the paper initializes its chains."""
-        return self.reference.sample(self.rng, shape)
+        """x ~ q, as the paper initializes its chains (each from its own stream)."""
+        if self.rng is not None:
+            return self.reference.sample(self.rng, shape)
+        one = (1,) + tuple(shape[1:])
+        return self._per_chain(shape[0], lambda rng: self.reference.sample(rng, one)[0])
 
     # -- dynamics ----------------------------------------------------------
     def leapfrog(self, x, phi, grad, step_size, steps):
@@ -419,7 +480,7 @@ class HMCSampler(object):
             delta_h = h1 - h0
             divergent = ~np.isfinite(delta_h) | (np.abs(delta_h) > DIVERGENCE_THRESHOLD)
             accept_prob = np.where(divergent, 0.0, np.minimum(1.0, np.exp(-delta_h)))
-        accepted = self.rng.uniform(size=len(f)) < accept_prob
+        accepted = self.uniform(len(f)) < accept_prob
         keep = accepted.reshape((-1,) + (1,) * (x.ndim - 1))
         return (np.where(keep, x1, x), np.where(accepted, f1, f), np.where(keep, grad1, grad),
                 accepted, accept_prob, delta_h, divergent)
@@ -436,44 +497,86 @@ class HMCSampler(object):
         `snapshot_chain` at iterations `snapshot_iters` (0 = the start).
         callback(it, diagnostics) is called after every iteration.
         """
-        x = np.array(x0, dtype=np.float64)
-        total, n = adapt + iters, x.shape[0]
-        out = {key: np.zeros((total, n)) for key in ("f", "sq_norm", "accept_prob", "delta_h")}
-        out["accepted"] = np.zeros((total, n), dtype=bool)
-        out["divergent"] = np.zeros((total, n), dtype=bool)
-        out["step_size"] = np.zeros(total)
-        snapshot_iters = sorted(set(int(i) for i in snapshot_iters))
-        snapshots = {}
-        f, grad = self.evaluate(x)
-        if 0 in snapshot_iters:
-            snapshots[0] = x[snapshot_chain].copy()
-        adapter = DualAveraging(self.step_size, target_accept) if adapt > 0 else None
-        step_size = self.step_size
-        chain_sum = np.zeros_like(x)
-        for it in range(total):
-            x, f, grad, accepted, accept_prob, delta_h, divergent = \
-                self.transition(x, f, grad, step_size)
-            out["step_size"][it] = step_size
-            out["f"][it], out["sq_norm"][it] = f, self._sum(x ** 2)
-            out["accepted"][it], out["accept_prob"][it] = accepted, accept_prob
-            out["delta_h"][it], out["divergent"][it] = delta_h, divergent
-            if divergent.any():
-                self.warn("HMC iteration %d: %d of %d chains diverged (|dH| > %g or "
-                          "non-finite), rejected" % (it + 1, divergent.sum(), n,
-                                                    DIVERGENCE_THRESHOLD))
-            if adapter is not None and it < adapt:
-                step_size = adapter.update(float(accept_prob.mean()))
-                if it == adapt - 1:
-                    step_size = adapter.final_step   # frozen from here on
-            if it >= adapt:
-                chain_sum += x
-            if it + 1 in snapshot_iters:
-                snapshots[it + 1] = x[snapshot_chain].copy()
-            if callback is not None:
-                callback(it, out)
-        out["samples"] = x
-        out["chain_mean"] = chain_sum / max(iters, 1)
-        out["final_step_size"] = step_size
-        out["snapshot_iters"] = np.array(sorted(snapshots), dtype=int)
-        out["snapshots"] = np.array([snapshots[i] for i in sorted(snapshots)])
-        return out
+        return run_chains(ChainBlock(self, x0), self.step_size, iters, adapt, target_accept,
+                          self.warn, callback, snapshot_iters, snapshot_chain)
+
+
+# ---------------------------------------------------------------------------
+# The iteration loop, over chains held here or in worker processes
+# ---------------------------------------------------------------------------
+
+class ChainBlock(object):
+    """Chains of one HMCSampler held in this process: their state (x, f,
+    dU/dx) and the sum of x over the sampling iterations. The loop
+    (`run_chains`) drives it, or a pool of them in worker processes
+    (gencnn.visualization.parallel), through `step`, `state` and `finish`."""
+
+    def __init__(self, sampler, x0):
+        self.sampler = sampler
+        self.x = np.array(x0, dtype=np.float64)
+        self.num_chains = len(self.x)
+        self.f, self.grad = sampler.evaluate(self.x)
+        self.chain_sum = np.zeros_like(self.x)
+
+    def step(self, step_size, accumulate):
+        """One HMC iteration of every chain; adds the new x to the chain sums
+        if `accumulate`. Returns the per-chain diagnostics (a dict)."""
+        self.x, self.f, self.grad, accepted, accept_prob, delta_h, divergent = \
+            self.sampler.transition(self.x, self.f, self.grad, step_size)
+        if accumulate:
+            self.chain_sum += self.x
+        return {"f": self.f, "sq_norm": self.sampler._sum(self.x ** 2), "accepted": accepted,
+                "accept_prob": accept_prob, "delta_h": delta_h, "divergent": divergent}
+
+    def state(self, chain):
+        """x of chain `chain` (a row of this block) now."""
+        return self.x[chain].copy()
+
+    def finish(self):
+        """(final x, chain sums, forward+backward passes)."""
+        return self.x, self.chain_sum, self.sampler.evaluations
+
+
+# The per-iteration, per-chain diagnostics of run_chains, and their types.
+DIAGNOSTICS = (("f", float), ("sq_norm", float), ("accept_prob", float), ("delta_h", float),
+               ("accepted", bool), ("divergent", bool))
+
+
+def run_chains(chains, step_size, iters, adapt=0, target_accept=0.7, warn=warnings.warn,
+               callback=None, snapshot_iters=(), snapshot_chain=0):
+    """HMCSampler.sample's loop over `chains` (a ChainBlock, or anything
+    with its step/state/finish, e.g. chains in worker processes): the step
+    size is adapted here from the mean acceptance probability over all
+    chains, divergences are warned of and callback(it, out) is called here."""
+    total, n = adapt + iters, chains.num_chains
+    out = {key: np.zeros((total, n), dtype=kind) for key, kind in DIAGNOSTICS}
+    out["step_size"] = np.zeros(total)
+    snapshot_iters = sorted(set(int(i) for i in snapshot_iters))
+    snapshots = {}
+    if 0 in snapshot_iters:
+        snapshots[0] = chains.state(snapshot_chain)
+    adapter = DualAveraging(step_size, target_accept) if adapt > 0 else None
+    for it in range(total):
+        diagnostics = chains.step(step_size, it >= adapt)
+        out["step_size"][it] = step_size
+        for key, _ in DIAGNOSTICS:
+            out[key][it] = diagnostics[key]
+        divergent = diagnostics["divergent"]
+        if divergent.any():
+            warn("HMC iteration %d: %d of %d chains diverged (|dH| > %g or "
+                 "non-finite), rejected" % (it + 1, divergent.sum(), n, DIVERGENCE_THRESHOLD))
+        if adapter is not None and it < adapt:
+            step_size = adapter.update(float(diagnostics["accept_prob"].mean()))
+            if it == adapt - 1:
+                step_size = adapter.final_step   # frozen from here on
+        if it + 1 in snapshot_iters:
+            snapshots[it + 1] = chains.state(snapshot_chain)
+        if callback is not None:
+            callback(it, out)
+    x, chain_sum, out["evaluations"] = chains.finish()
+    out["samples"] = x
+    out["chain_mean"] = chain_sum / max(iters, 1)
+    out["final_step_size"] = step_size
+    out["snapshot_iters"] = np.array(sorted(snapshots), dtype=int)
+    out["snapshots"] = np.array([snapshots[i] for i in sorted(snapshots)])
+    return out
