@@ -57,13 +57,13 @@ layer { name: "prob" type: "Softmax" bottom: "ip" top: "prob" }
 """
 
 
-def make_net(tmp_path, text, num_chains, seed=0, scale=1.0):
+def make_net(tmp_path, text, num_chains, seed=0, scale=1.0, freeze_weights=True):
     """The net with Gaussian weights of a fixed seed (set from numpy, so the
     test does not depend on Caffe's filler RNG)."""
     path = str(tmp_path / "net.prototxt")
     with open(path, "w") as f:
         f.write(text)
-    net = hmc.load_net(path, None, num_chains)
+    net = hmc.load_net(path, None, num_chains, freeze_weights=freeze_weights)
     rng = np.random.RandomState(seed)
     for blobs in net.params.values():
         for blob in blobs:
@@ -332,6 +332,30 @@ def test_gradient_matches_finite_differences(tmp_path, blob, units, position):
     np.testing.assert_allclose(f, expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("text", [None, CONV_NET])
+def test_frozen_weights_get_no_gradient(tmp_path, text, lenet_weights):
+    """Caffe's force_backward turns every weight gradient back on, whatever
+    lr_mult says; a frozen net (the default) computes none (the weight
+    diffs stay 0) and the same df/dx as a net with force_backward."""
+    if text is None:
+        model, weights, blob, shape = LENET, lenet_weights, "ip2", (6, 1, 28, 28)
+    else:
+        model, weights, blob, shape = str(tmp_path / "net.prototxt"), None, "ip", (6, 2, 12, 12)
+        weights = str(tmp_path / "net.caffemodel")
+        make_net(tmp_path, text, 6, seed=15, scale=0.3, freeze_weights=False).save(weights)
+    x = np.random.RandomState(14).standard_normal(shape)
+    results = {}
+    for freeze in (True, False):
+        net = hmc.load_net(model, weights, 6, freeze_weights=freeze)
+        results[freeze] = hmc.NodeScore(net, blob, [0, 1, 2, 3, 4, 0])(x)
+        diffs = [np.abs(b.diff).sum() for blobs in net.params.values() for b in blobs]
+        assert all(d == 0 for d in diffs) if freeze else all(d > 0 for d in diffs), diffs
+        assert list(net.params) == list(caffe.Net(model, caffe.TEST).params)
+    assert np.abs(results[True][1]).max() > 0
+    np.testing.assert_array_equal(results[True][0], results[False][0])
+    np.testing.assert_array_equal(results[True][1], results[False][1])
+
+
 def test_diverged_chains_never_reach_the_net(tmp_path):
     """A non-finite or absurdly far chain gets NaN and leaves the others alone
     (Caffe's max pooling would write out of bounds on an all-NaN window)."""
@@ -369,8 +393,9 @@ def test_node_on_its_input_crop_is_the_same_function(tmp_path, lenet_weights):
     f, grad = hmc.NodeScore(full, "conv2", [5, 17], (3, 6))(x)
     (y0, y1, x0, x1), small_position = receptive_field.input_crop(net_param, "conv2", (3, 6), (1, 28, 28))
     assert (y1 - y0, x1 - x0) == (14, 14)
-    small = hmc.load_net(hmc.truncate_net_param(net_param, "conv2"), lenet_weights, 2)
-    assert list(small._layer_names) == ["data", "conv1", "pool1", "conv2"]
+    truncated = hmc.truncate_net_param(net_param, "conv2")
+    assert [layer.name for layer in truncated.layer] == ["data", "conv1", "pool1", "conv2"]
+    small = hmc.load_net(truncated, lenet_weights, 2)
     small.blobs["data"].reshape(2, 1, y1 - y0, x1 - x0)
     small.reshape()
     f_small, grad_small = hmc.NodeScore(small, "conv2", [5, 17], small_position)(

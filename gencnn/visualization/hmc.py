@@ -63,8 +63,8 @@ FAR_FROM_Q = 1e4
 
 # Layers whose parameter blobs get a gradient unless lr_mult is 0, with their
 # number of parameter blobs. HMC only needs df/dx, so freezing them lets Caffe
-# skip the weight gradients (and their accumulation across calls); on LeNet
-# this saved little (bench/hmc_speed.py: 45 vs 46 ms per step, 64 chains).
+# skip the weight gradients (and their accumulation across calls): 35-40 % of
+# a LeNet leapfrog step (bench/hmc_speed.py), once force_backward is off too.
 _PARAM_BLOBS = {
     "Convolution": lambda l: 1 + int(l.convolution_param.bias_term),
     "Deconvolution": lambda l: 1 + int(l.convolution_param.bias_term),
@@ -80,14 +80,33 @@ _PARAM_BLOBS = {
 # The net: load it ready for df/dx
 # ---------------------------------------------------------------------------
 
+# The layer prepare_net_param puts on each input blob of a frozen net.
+INPUT_GRADIENT_LAYER = "gencnn_input_gradient_%s"
+
+
 def prepare_net_param(net_param, freeze_weights=True):
-    """Copy of `net_param` ready for sampling: force_backward on, so Caffe
-    computes the data diff whatever the prototxt says, and weights frozen
-    (lr_mult 0) so backward skips the parameter gradients."""
+    """Copy of `net_param` ready for sampling: Caffe computes the gradient
+    with respect to the input, and (freeze_weights) no weight gradient.
+
+    force_backward alone would do the first, but Caffe's Net::Init then turns
+    every parameter's gradient back on, whatever its lr_mult (it calls
+    set_param_propagate_down(i, true) on every layer). So a frozen net gets,
+    instead: lr_mult 0 on every weight; on each input blob an in-place
+    scalar Bias (INPUT_GRADIENT_LAYER, value 0, the one learnable parameter:
+    it makes the layers above need backward) with propagate_down to the
+    input; and loss_weight 1 on the net's outputs (tops no layer reads), so
+    Caffe's loss pass keeps every layer below them in the backward pass.
+    load_net hides the Bias from net.params and keeps it at 0.
+    freeze_weights=False: force_backward, weights as given (what a prototxt
+    with force_backward gets; bench/hmc_speed.py compares the two).
+    """
     prepared = caffe_pb2.NetParameter()
     prepared.CopyFrom(net_param)
-    prepared.force_backward = True
-    for layer in prepared.layer if freeze_weights else ():
+    if not freeze_weights:
+        prepared.force_backward = True
+        return prepared
+    prepared.force_backward = False
+    for layer in prepared.layer:
         count = _PARAM_BLOBS.get(layer.type)
         if count is None:
             continue
@@ -96,7 +115,27 @@ def prepare_net_param(net_param, freeze_weights=True):
         for spec in layer.param:
             spec.lr_mult = 0
             spec.decay_mult = 0
+    layers = list(prepared.layer)
+    for i, layer in enumerate(layers):
+        if len(layer.loss_weight) == 0:
+            read_later = set(b for later in layers[i + 1:] for b in later.bottom)
+            layer.loss_weight.extend(0.0 if top in read_later else 1.0 for top in layer.top)
+    anchored = []
+    for layer in layers:
+        anchored.append(layer)
+        for top in layer.top if layer.type == "Input" else ():
+            anchored.append(_input_gradient_layer(top))
+    del prepared.layer[:]
+    prepared.layer.extend([_input_gradient_layer(name) for name in prepared.input] + anchored)
     return prepared
+
+
+def _input_gradient_layer(blob):
+    layer = caffe_pb2.LayerParameter(name=INPUT_GRADIENT_LAYER % blob, type="Bias",
+                                     bottom=[blob], top=[blob], propagate_down=[True])
+    layer.bias_param.axis, layer.bias_param.num_axes = 0, 0       # a scalar, filled with 0
+    layer.param.add(lr_mult=1, decay_mult=0)
+    return layer
 
 
 def truncate_net_param(net_param, blob):
@@ -120,8 +159,8 @@ def truncate_net_param(net_param, blob):
 
 def load_net(model, weights=None, num_chains=1, input_blob=None, freeze_weights=True,
              input_shape=None):
-    """caffe.Net in TEST phase from a prototxt (path or NetParameter), with
-    force_backward set, frozen weights and the input reshaped to `num_chains`
+    """caffe.Net in TEST phase from a prototxt (path or NetParameter), ready
+    for df/dx with frozen weights (prepare_net_param), the input reshaped to `num_chains`
     x `input_shape` (default: the prototxt's; another size for a net
     truncated to a receptive field, `truncate_net_param`).
 
@@ -138,6 +177,9 @@ def load_net(model, weights=None, num_chains=1, input_blob=None, freeze_weights=
         net = caffe.Net(path, caffe.TEST)
     finally:
         os.remove(path)
+    for name in list(net.params):
+        if name.startswith(INPUT_GRADIENT_LAYER % ""):
+            net.params.pop(name)[0].data[...] = 0     # not a weight of the user's net
     if weights is not None:
         # Checked first: Caffe's own copy aborts the process on a bad file
         # and leaves layers the file lacks at their random fillers.
