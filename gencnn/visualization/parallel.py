@@ -66,6 +66,13 @@ class ChainSpec(object):
                                                              + self.input_shape))
 
 
+def worker_env(threads):
+    """The environment of a fresh Python process with `threads` BLAS threads
+    and this process's sys.path (it need not have been set up by env.sh)."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+                **{name: str(threads) for name in THREAD_VARIABLES})
+
+
 def split_chains(num_chains, workers):
     """Contiguous blocks of chain ids, as even as possible, at most one per
     chain."""
@@ -120,8 +127,7 @@ class WorkerChains(object):
                              "worker loads its own net, and Caffe's fillers would differ")
         self.num_chains = spec.num_chains
         self.blocks = split_chains(spec.num_chains, workers)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
-                   **{name: str(threads) for name in THREAD_VARIABLES})
+        env = worker_env(threads)
         command = [sys.executable, "-c", "from gencnn.visualization.parallel import serve; "
                    "serve()"]
         self.workers = []
