@@ -447,19 +447,19 @@ def test_sample_node_on_a_crop_puts_q_draws_outside_the_field(lenet_weights):
 # ---------------------------------------------------------------------------
 
 def test_a_chain_does_not_depend_on_the_other_chains(lenet_weights):
-    """Chain i draws from its own stream (seed, i): run alone (chain_ids
-    [3, 4]) chains 3 and 4 of a 5-chain run follow the same trajectories,
-    to float32 rounding (Caffe's InnerProduct GEMM over 2 vs 5 rows)."""
-    units = np.array([0, 1, 2, 3, 4])
+    """Chain i draws from its own stream (seed, i): chains 3 and 4 of a
+    5-chain run, run alone as a shard (first_chain 3), follow the same
+    trajectories to float32 rounding (Caffe's GEMMs over 2 vs 5 images),
+    q's draws outside the receptive field included."""
+    q = reference.DiagonalGaussian(0.1, 0.3)
     outs = []
-    for ids in (np.arange(5), np.array([3, 4])):
-        net = hmc.load_net(LENET, lenet_weights, len(ids))
-        sampler = hmc.HMCSampler(hmc.NodeScore(net, "ip2", units[ids]), step_size=0.2,
-                                 leapfrog_steps=4, mass=1.0, sigma=0.3, ref_mean=0.1,
-                                 seed=11, chain_ids=ids)
-        outs.append(sampler.sample(sampler.initial_state((len(ids), 1, 28, 28)), iters=4))
+    for units, first_chain in (([1, 4, 6, 8, 9], 0), ([8, 9], 3)):
+        node = node_lib.open_node(LENET, lenet_weights, "conv2", units, 1, (2, 5))
+        outs.append(node_lib.sample_node(node, q, iters=4, step_size=0.2, leapfrog_steps=4,
+                                         mass=1.0, seed=11, warn=len,
+                                         first_chain=first_chain).out)
     whole, alone = outs
-    # (a step with ~50 % acceptance: the Metropolis uniforms decide)
+    # (a step with partial acceptance: the Metropolis uniforms decide)
     assert whole["accepted"].any() and (whole["accept_prob"] < 1).any()
     np.testing.assert_array_equal(whole["accepted"][:, 3:], alone["accepted"])
     np.testing.assert_allclose(whole["samples"][3:], alone["samples"], rtol=0, atol=1e-5)

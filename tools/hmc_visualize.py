@@ -170,6 +170,10 @@ def parse_args(argv):
     add("--seed", type=cli.seed, default=0,
         help="random seed; chain i (chains are numbered unit by unit) draws from its own "
              "stream of it, whatever --workers or the chains after it (default %(default)s)")
+    add("--chain-offset", type=cli.nonneg_int, default=0,
+        help="this run's chains are chains K, K+1, ... of a larger run (their random "
+             "streams): runs over disjoint ranges with a fixed --step-size and --adapt 0 "
+             "are shards of one run (docs/scaling.md) (default %(default)s)")
     add("--workers", type=cli.positive_int, default=os.cpu_count() or 1,
         help="processes to split the chains over, one OpenBLAS thread each; 1 samples in "
              "this process with $OPENBLAS_NUM_THREADS threads (default: this machine's "
@@ -327,7 +331,7 @@ def run(args):
                          target_accept=args.target_accept, full_input=args.full_input,
                          precondition=precondition,
                          seed=args.seed, warn=warn, callback=progress,
-                         workers=args.workers)
+                         workers=args.workers, first_chain=args.chain_offset)
     bar.close()
     out, sampler, crop, wall = result.out, result.sampler, result.crop, result.wall
     chain_units = node.chain_units
@@ -353,7 +357,7 @@ def run(args):
                      if args.reference == "fit-spectrum" else None),
         "mass_matrix": mass_matrix,
         "sigma": sampler.reference.std_value, "ref_mean": sampler.reference.mean_value,
-        "seed": args.seed, "workers": result.workers,
+        "seed": args.seed, "chain_offset": args.chain_offset, "workers": result.workers,
         "acceptance_rate": float(out["accepted"][sampling].mean()),
         "acceptance_rate_adapt": float(out["accepted"][:adapt].mean()) if adapt else None,
         "divergences": int(out["divergent"].sum()),

@@ -74,7 +74,7 @@ class NodeSamples(object):
 def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0.01,
                 mass_convention="paper", temperature=1.0, adapt=0, target_accept=0.7,
                 precondition=False, full_input=False, seed=0, warn=None, callback=None,
-                num_snapshots=8, workers=1, threads_per_worker=1):
+                num_snapshots=8, workers=1, threads_per_worker=1, first_chain=0):
     """HMC samples of `node` (from open_node) under q = `reference`
     (gencnn.visualization.reference), `adapt` + `iters` iterations.
 
@@ -85,6 +85,8 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
     workers > 1 splits the chains over that many processes with
     `threads_per_worker` OpenBLAS threads each (gencnn.visualization.parallel):
     the same chains as workers=1, which runs in this process.
+    Chain n of the node is chain first_chain + n of a larger run (its random
+    stream; docs/scaling.md: one shard of a run split over machines).
     """
     if node.net is None:
         raise ValueError("this node was sampled on its receptive field, which freed its "
@@ -107,13 +109,14 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
                    reference=sampled_reference, precondition=precondition)
     # This process's sampler: the options for the summary, and the warnings
     # (workers never warn: the loop here does, hmc.run_chains).
-    sampler = hmc.HMCSampler(None, warn=warn or warnings.warn, **options)
+    sampler = hmc.HMCSampler(None, warn=warn or warnings.warn,
+                             chain_ids=first_chain + np.arange(node.num_chains), **options)
     total = adapt + iters
     snapshot_iters = np.unique(np.linspace(0, total, num_snapshots).round().astype(int))
     schedule = dict(step_size=step_size, iters=iters, adapt=adapt, target_accept=target_accept,
                     warn=sampler.warn, callback=callback, snapshot_iters=snapshot_iters)
     spec = parallel.ChainSpec(net_param, node.weights, node.input_blob, sample_shape,
-                              node.blob, node.chain_units, position, options)
+                              node.blob, node.chain_units, position, options, first_chain)
     start = time.time()
     if workers > 1 and node.num_chains > 1:
         with parallel.WorkerChains(spec, workers, threads_per_worker) as chains:
@@ -129,7 +132,7 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
     wall = time.time() - start
     sampler.evaluations = out["evaluations"]
     if crop is not None:
-        _embed(out, crop[0], reference, input_shape, seed)
+        _embed(out, crop[0], reference, input_shape, seed, first_chain)
 
     predicted_fraction = None
     if not node.is_conv:             # (never cropped: node.net is the whole net)
@@ -146,14 +149,14 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
     return result
 
 
-def _embed(out, box, reference, input_shape, seed):
+def _embed(out, box, reference, input_shape, seed, first_chain):
     """Crops back to whole inputs: outside the field, samples are fresh draws
     from q (exact, f ignores those pixels; chain i's from its own second
     stream, hmc.chain_rng(seed, i, 1)), averages and snapshots q's mean."""
     cy0, cy1, cx0, cx1 = box
     full_mean = np.broadcast_to(reference.mean, input_shape)
-    noise = np.array([hmc.chain_rng(seed, i, 1).standard_normal(input_shape)
-                      for i in range(len(out["samples"]))])
+    noise = np.array([hmc.chain_rng(seed, first_chain + n, 1).standard_normal(input_shape)
+                      for n in range(len(out["samples"]))])
     for key, fill in (("samples", full_mean + reference.std * noise),
                       ("chain_mean", full_mean + 0 * noise),
                       ("snapshots", np.broadcast_to(full_mean, (len(out["snapshots"]),)

@@ -37,33 +37,35 @@ class ChainSpec(object):
     NetParameter; for a node sampled on its receptive field, the truncated
     one), weights, input blob and the sampled input shape, the node (blob,
     one unit per chain, position in the sampled input) and HMCSampler's
-    options (seed and reference q included: chain n gets chain_ids n)."""
+    options (seed and reference q included). Row n is chain first_chain + n
+    (its random stream: a shard of a larger run)."""
 
     def __init__(self, net_param, weights, input_blob, input_shape, blob, chain_units,
-                 position, sampler_options):
+                 position, sampler_options, first_chain=0):
         self.net_param = net_param.SerializeToString()
         self.weights, self.input_blob = weights, input_blob
         self.input_shape = tuple(input_shape)
         self.blob, self.chain_units = blob, np.asarray(chain_units)
         self.position = position
         self.sampler_options = dict(sampler_options)
+        self.first_chain = int(first_chain)
 
     @property
     def num_chains(self):
         return len(self.chain_units)
 
-    def build(self, chain_ids):
-        """A ChainBlock of chains `chain_ids` in this process, from their
+    def build(self, rows):
+        """A ChainBlock of the chains in `rows` in this process, from their
         own streams' initial states."""
         from caffe.proto import caffe_pb2
         net_param = caffe_pb2.NetParameter.FromString(self.net_param)
-        net = hmc.load_net(net_param, self.weights, len(chain_ids), self.input_blob,
+        net = hmc.load_net(net_param, self.weights, len(rows), self.input_blob,
                            input_shape=self.input_shape)
-        score = hmc.NodeScore(net, self.blob, self.chain_units[chain_ids], self.position,
+        score = hmc.NodeScore(net, self.blob, self.chain_units[rows], self.position,
                               self.input_blob)
-        sampler = hmc.HMCSampler(score, chain_ids=chain_ids, **self.sampler_options)
-        return hmc.ChainBlock(sampler, sampler.initial_state((len(chain_ids),)
-                                                             + self.input_shape))
+        sampler = hmc.HMCSampler(score, chain_ids=self.first_chain + np.asarray(rows),
+                                 **self.sampler_options)
+        return hmc.ChainBlock(sampler, sampler.initial_state((len(rows),) + self.input_shape))
 
 
 def worker_env(threads):
