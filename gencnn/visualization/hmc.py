@@ -36,6 +36,17 @@ which is unit-mass HMC in q's whitened coordinates z = Sigma^-1/2 (x - mu),
 where q is N(0, I): one step size suits frequencies whose variances differ
 by orders of magnitude. The Metropolis test uses this K, so it stays exact.
 
+Valid images: with bounds=(lo, hi) the model is p_y(x) restricted to the
+box lo <= x <= hi (q truncated to the pixel range), and the trajectories
+reflect off its walls (Neal, 2011, section 5.5.1): where a pixel reaches a
+wall, the momentum is reflected in the mass matrix's metric, which keeps K
+and the phase-space volume, so the Metropolis test stays exact and no
+sample leaves the box. For a diagonal mass matrix each pixel's path folds
+independently (closed form); for m Sigma^-1 the reflections are followed one
+event at a time, and a trajectory needing more than MAX_REFLECTIONS within
+one leapfrog step is rejected (a rule symmetric under time reversal, so the
+chain stays exact).
+
 All chains share one Caffe net: its input blob holds N chains, and each
 leapfrog step costs one forward (up to the node's layer) and one backward
 (from that layer down to the input) for all chains together.
@@ -60,6 +71,10 @@ DIVERGENCE_THRESHOLD = 1000.0
 # A chain this many reference standard deviations from q's mean in some
 # pixel has diverged (q's density there is exp(-5e7)); it is not evaluated.
 FAR_FROM_Q = 1e4
+
+# Reflections followed within one leapfrog step of one chain (bounds with a
+# full mass matrix); a trajectory needing more is rejected.
+MAX_REFLECTIONS = 200
 
 # Layers whose parameter blobs get a gradient unless lr_mult is 0, with their
 # number of parameter blobs. HMC only needs df/dx, so freezing them lets Caffe
@@ -367,6 +382,9 @@ class HMCSampler(object):
              the Metropolis test uses this K.
     temperature: T, 1 in the paper; T < 1 sharpens p_y toward the modes of
              f_y - |x - mu|^2 / (2 sigma^2 T) (an extension, off by default).
+    bounds:  None, or (lo, hi): p_y restricted to the box lo <= x <= hi
+             (valid pixel values), trajectories reflecting off its walls;
+             chains start from q's draws clipped into the box.
     seed, chain_ids: row n is chain chain_ids[n] (default n), and draws its
              initial state, momenta and Metropolis uniforms from its own
              stream chain_rng(seed, chain_ids[n]): a chain's trajectory is
@@ -379,7 +397,7 @@ class HMCSampler(object):
     def __init__(self, score, step_size=0.1, leapfrog_steps=50, mass=0.01,
                  mass_convention="paper", sigma=1.0, ref_mean=0.0, seed=0,
                  temperature=1.0, warn=warnings.warn, reference=None, precondition=False,
-                 chain_ids=None, rng=None):
+                 bounds=None, chain_ids=None, rng=None):
         if mass_convention not in ("paper", "inverse"):
             raise ValueError("mass_convention must be 'paper' or 'inverse'")
         for name, value in (("step size", step_size), ("mass", mass)):
@@ -391,6 +409,19 @@ class HMCSampler(object):
             raise ValueError("leapfrog steps must be >= 1, got %s" % leapfrog_steps)
         self.reference = reference if reference is not None else DiagonalGaussian(ref_mean, sigma)
         self.precondition = bool(precondition)
+        self.bounds = None
+        if bounds is not None:
+            lo, hi = (float(b) for b in bounds)
+            if not lo < hi:
+                raise ValueError("bounds must be lo < hi, got %s" % (bounds,))
+            if self.precondition and not isinstance(self.reference, DiagonalGaussian) \
+                    and not hasattr(self.reference, "covariance_rows"):
+                raise ValueError("bounds with a %s mass matrix are not supported: use a "
+                                 "fitted Gaussian q or the identity mass matrix"
+                                 % type(self.reference).__name__)
+            self.bounds = (lo, hi)
+        self.reflections = 0           # wall reflections followed (bounds)
+        self.rejected_reflecting = 0   # chain-steps past MAX_REFLECTIONS
         self.score = score
         self.step_size = float(step_size)
         self.leapfrog_steps = int(leapfrog_steps)
@@ -431,6 +462,73 @@ class HMCSampler(object):
         if self.precondition:
             phi = self.reference.cov_power(phi, 1.0)
         return step_size * self.inv_mass * phi
+
+    def move(self, x, phi, step_size):
+        """The position step of eq. 12 for every chain: x += eps dK/dphi,
+        reflecting off the walls of `bounds` (which also turns phi).
+        Returns (x, phi); a chain past MAX_REFLECTIONS comes back as NaN
+        (evaluate() gives it NaN, and the Metropolis test rejects it)."""
+        if self.bounds is None:
+            return x + self.drift(phi, step_size), phi
+        if not self.precondition or isinstance(self.reference, DiagonalGaussian):
+            return self._fold(x, phi, step_size)
+        return self._reflect(x, phi, step_size)
+
+    def _fold(self, x, phi, step_size):
+        """Reflection with a diagonal mass matrix: each pixel moves on its own
+        and its straight path folds between the walls; phi turns once per
+        reflection (closed form for any number of them)."""
+        lo, hi = self.bounds
+        width = hi - lo
+        free = x + self.drift(phi, step_size) - lo      # the path without walls
+        folded = np.mod(free, 2 * width)
+        turned = folded > width                         # an odd number of reflections
+        with np.errstate(invalid="ignore"):
+            self.reflections += int(np.nansum(np.abs(np.floor(free / width))))
+        return (lo + np.where(turned, 2 * width - folded, folded),
+                np.where(turned, -phi, phi))
+
+    def _reflect(self, x, phi, step_size):
+        """Reflection with the mass matrix m Sigma^-1: velocity v = inv_mass
+        Sigma phi. Each round moves every chain to its first wall contact
+        (or to the end of the step) and reflects there: for pixel i,
+        phi_i -= 2 v_i / (inv_mass Sigma_ii), so v -= 2 v_i Sigma_i / Sigma_ii
+        and v_i turns, K unchanged."""
+        lo, hi = self.bounds
+        shape, n = x.shape, len(x)
+        x = x.reshape(n, -1).copy()
+        phi = phi.reshape(n, -1).copy()
+        velocity = self.inv_mass * self.reference.cov_power(phi.reshape(shape), 1.0).reshape(n, -1)
+        diagonal = self.reference.variance
+        time_left = np.full(n, float(step_size))
+        active = np.flatnonzero(np.isfinite(x).all(axis=1) & np.isfinite(velocity).all(axis=1))
+        for _ in range(MAX_REFLECTIONS + 1):
+            if active.size == 0:
+                break
+            xa, va = x[active], velocity[active]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                hit_time = np.where(va > 0, (hi - xa) / va,
+                                    np.where(va < 0, (lo - xa) / va, np.inf))
+            pixel = hit_time.argmin(axis=1)
+            first = np.maximum(hit_time[np.arange(active.size), pixel], 0.0)
+            hits = first < time_left[active]
+            dt = np.where(hits, first, time_left[active])
+            x[active] += dt[:, None] * va
+            time_left[active] -= dt
+            active, pixel = active[hits], pixel[hits]
+            if active.size == 0:
+                break
+            v_wall = velocity[active, pixel]
+            x[active, pixel] = np.where(v_wall > 0, hi, lo)
+            phi[active, pixel] -= 2 * v_wall / (self.inv_mass * diagonal[pixel])
+            velocity[active] -= (2 * v_wall / diagonal[pixel])[:, None] * \
+                self.reference.covariance_rows(pixel)
+            self.reflections += active.size
+        if active.size:                      # still hitting walls: rejected
+            self.rejected_reflecting += active.size
+            x[active] = np.nan
+        np.clip(x, lo, hi, out=x)            # rounding at the walls (NaN stays NaN)
+        return x.reshape(shape), phi.reshape(shape)
 
     # -- random streams ----------------------------------------------------
     def chain_rngs(self, num_chains):
@@ -502,7 +600,7 @@ class HMCSampler(object):
         """
         phi = phi - 0.5 * step_size * grad                          # eq. 11
         for step in range(steps):
-            x = x + self.drift(phi, step_size)                       # eq. 12
+            x, phi = self.move(x, phi, step_size)                    # eq. 12
             f, grad = self.evaluate(x)
             kick = step_size if step < steps - 1 else 0.5 * step_size
             phi = phi - kick * grad                                  # eq. 13 (+ next eq. 11)
@@ -556,6 +654,8 @@ class ChainBlock(object):
     def __init__(self, sampler, x0):
         self.sampler = sampler
         self.x = np.array(x0, dtype=np.float64)
+        if sampler.bounds is not None:
+            self.x = np.clip(self.x, *sampler.bounds)     # chains start inside the box
         self.num_chains = len(self.x)
         self.f, self.grad = sampler.evaluate(self.x)
         self.chain_sum = np.zeros_like(self.x)
@@ -575,8 +675,15 @@ class ChainBlock(object):
         return self.x[chain].copy()
 
     def finish(self):
-        """(final x, chain sums, forward+backward passes)."""
-        return self.x, self.chain_sum, self.sampler.evaluations
+        """(final x, chain sums, the sampler's counters: forward+backward
+        passes, wall reflections, chain-steps rejected past MAX_REFLECTIONS)."""
+        return self.x, self.chain_sum, {name: getattr(self.sampler, name) for name in COUNTERS}
+
+
+# HMCSampler's counters, as ChainBlock.finish reports them: passes (one per
+# leapfrog step, whatever the chains: the same in every worker), and counts
+# over chains (summed over workers).
+COUNTERS = ("evaluations", "reflections", "rejected_reflecting")
 
 
 # The per-iteration, per-chain diagnostics of run_chains, and their types.
@@ -615,7 +722,8 @@ def run_chains(chains, step_size, iters, adapt=0, target_accept=0.7, warn=warnin
             snapshots[it + 1] = chains.state(snapshot_chain)
         if callback is not None:
             callback(it, out)
-    x, chain_sum, out["evaluations"] = chains.finish()
+    x, chain_sum, counters = chains.finish()
+    out.update(counters)
     out["samples"] = x
     out["chain_mean"] = chain_sum / max(iters, 1)
     out["final_step_size"] = step_size

@@ -130,7 +130,8 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
             chains = spec.build(np.arange(node.num_chains))
         out = hmc.run_chains(chains, **schedule)
     wall = time.time() - start
-    sampler.evaluations = out["evaluations"]
+    for name in hmc.COUNTERS:          # (counted where the chains ran)
+        setattr(sampler, name, out[name])
     if crop is not None:
         _embed(out, crop[0], reference, input_shape, seed, first_chain)
 

@@ -189,11 +189,14 @@ class WorkerChains(object):
         raise IndexError("chain %d out of range (%d chains)" % (chain, self.num_chains))
 
     def finish(self):
-        """(final x, chain sums, forward+backward passes of one worker: each
-        ran as many as a single process would)."""
+        """(final x, chain sums, counters): forward+backward passes of one
+        worker (each ran as many as a single process would), the other
+        counters summed over the workers."""
         parts = self._call(range(len(self.workers)), "finish")
+        counters = {name: sum(p[2][name] for p in parts) for name in parts[0][2]}
+        counters["evaluations"] = parts[0][2]["evaluations"]
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-                parts[0][2])
+                counters)
 
     def close(self):
         """Stop the workers: closing its stdin ends one waiting for a call."""
