@@ -23,7 +23,9 @@ start-up (loading Python, Caffe and the net: printed separately).
 LeNet ip2, 64 chains (--lenet-chains), the paper's schedule (section 4.2:
 100 iterations x 50 leapfrog steps), and the cost of a step with the weight
 gradients a net with force_backward computes (in this process, with its
-OPENBLAS_NUM_THREADS). SqueezeNet v1.0 (../shared/models/squeezenet_v1.0;
+OPENBLAS_NUM_THREADS). LeNet ip2, 1,000 chains with a full-covariance q
+fitted to MNIST (reference.fit_gaussian), a few leapfrog steps timed and
+extrapolated to 1,000, and the q's share of a step. SqueezeNet v1.0 (../shared/models/squeezenet_v1.0;
 skipped if absent): pool_final (whole 227x227 input), seconds per
 chain-step with all cores.
 """
@@ -105,6 +107,52 @@ def score_time(net, score, shape, repeats):
     return float(np.median(times))
 
 
+def full_q_line(args, weights, gemm, cores):
+    """LeNet ip2 with a full-covariance q fitted to MNIST and the matching
+    mass matrix (precondition): --q-chains chains in one worker per core,
+    --q-steps leapfrog steps timed and extrapolated to 1,000; the q's share
+    of a step (its two D x D products: Sigma phi for the drift, Sigma^-1
+    (x - mu) for the gradient) timed here on one worker's block of chains."""
+    from gencnn.visualization import reference
+    from gencnn.visualization.node import lmdb_images
+    if not os.path.isdir(args.mnist_lmdb):
+        print("full-covariance q skipped: %s not found" % args.mnist_lmdb)
+        return
+    q = reference.fit_gaussian(lmdb_images(args.mnist_lmdb, 10000, 1 / 256.0, (1, 28, 28)),
+                               kind="full")
+    chains = args.q_chains
+    net = hmc.load_net(LENET, weights, 1)
+    net_flops = leapfrog_flops(net, "ip2")
+    q_flops = 2 * 2 * q.dim ** 2             # two D x D matrix-vector products per chain
+    options = dict(step_size=0.01, leapfrog_steps=args.q_steps, mass=1.0,
+                   mass_convention="paper", seed=0, reference=q, precondition=True)
+    spec = parallel.ChainSpec(caffe_utils.read_net(LENET), weights, "data", (1, 28, 28),
+                              "ip2", np.arange(chains) % 10, None, options)
+    _, wall = sample_chains(spec, cores, 1, 1)
+    step = wall / args.q_steps
+    floor = chains * (net_flops + q_flops) / (gemm[cores] * 1e9)
+    block = -(-chains // cores)                                    # one worker's chains
+    rng = np.random.RandomState(0)
+    phi, x = rng.standard_normal((2, block, 1, 28, 28))
+    times = []
+    for _ in range(args.repeats):
+        start = time.time()
+        q.cov_power(phi, 1.0)
+        q.grad(x)
+        times.append(time.time() - start)
+    q_time = float(np.median(times))
+    print("LeNet ip2, full-covariance q fitted to %s (D = %d), preconditioned, %d chains in "
+          "%d processes x 1 thread:" % (args.mnist_lmdb, q.dim, chains, cores))
+    print("  %.3f s per leapfrog step (%d timed) -> %.0f s for 1,000 steps (extrapolated); "
+          "floor %.3f s (net %.2f + q %.2f MFLOP per chain-step), ratio %.1fx"
+          % (step, args.q_steps, 1000 * step, floor, net_flops / 1e6, q_flops / 1e6,
+             step / floor))
+    print("  the q's two products for one worker's %d chains (float64, here, "
+          "OPENBLAS_NUM_THREADS=%s): %.3f s = %.0f %% of a step"
+          % (block, os.environ.get("OPENBLAS_NUM_THREADS", "unset"), q_time,
+             100 * q_time / step))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,6 +175,15 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5,
                         help="timed repeats of a GEMM, a frozen/free step, a SqueezeNet "
                              "step (default %(default)s)")
+    parser.add_argument("--mnist-lmdb",
+                        default=os.path.join(config.data_dir(), "mnist", "mnist_train_lmdb"),
+                        help="training images the full-covariance q is fitted to (its first "
+                             "10,000); the line is skipped without them (default %(default)s)")
+    parser.add_argument("--q-chains", type=int, default=1000,
+                        help="chains of the full-covariance q line (default %(default)s)")
+    parser.add_argument("--q-steps", type=int, default=20,
+                        help="leapfrog steps timed for it, extrapolated to 1,000 "
+                             "(default %(default)s)")
     parser.add_argument("--squeezenet-chains", type=int, default=None,
                         help="SqueezeNet chains (default: --cores, one per worker)")
     args = parser.parse_args(argv)
@@ -180,6 +237,8 @@ def main(argv=None):
         print("  weights %-36s %6.2f ms per step; |weight gradients| summed: %.3g"
               % ("frozen (the sampler's default)" if freeze else
                  "free (force_backward, as a prototxt)", 1e3 * seconds, weight_diff))
+
+    full_q_line(args, weights, gemm, cores)
 
     squeeze_weights = os.path.join(SQUEEZENET, "squeezenet_v1.0_deepcompressed.caffemodel")
     if not os.path.isfile(squeeze_weights):
