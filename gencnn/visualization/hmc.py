@@ -49,7 +49,10 @@ chain stays exact).
 
 All chains share one Caffe net: its input blob holds N chains, and each
 leapfrog step costs one forward (up to the node's layer) and one backward
-(from that layer down to the input) for all chains together.
+(from that layer down to the input) for all chains together. Each chain
+draws from its own random stream (chain_rng), so chains can also be split
+over worker processes (gencnn.visualization.parallel, one net each) or
+machines without changing them; `run_chains` is the loop either way.
 """
 import math
 import os
