@@ -106,6 +106,8 @@ def serve():
             answer("ok", getattr(block, method)(*args))
             if method == "finish":
                 return
+    except KeyboardInterrupt:       # Ctrl-C reaches the workers too: the coordinator reports it
+        return
     except Exception:
         try:
             answer("error", traceback.format_exc())
