@@ -301,8 +301,11 @@ class GenerativeLearner(object):
         state["iter"] = solver.iter
         hmc_sampler = hmc.HMCSampler(
             None, step_size=step_size, leapfrog_steps=o["leapfrog_steps"], mass=1.0,
-            mass_convention="inverse", sigma=std, ref_mean=mean, seed=hmc_seed,
-            temperature=o["temperature"], warn=lambda message: None)
+            mass_convention="inverse", sigma=std, ref_mean=mean,
+            temperature=o["temperature"], warn=lambda message: None,
+            # one stream for all rows: they are drawn from the buffer anew each
+            # iteration, not fixed chains; checkpointed with the run
+            rng=np.random.RandomState(hmc_seed))
         if hmc_state is not None:
             hmc_sampler.rng.set_state(_rng_from(hmc_state))
         rngs["hmc"] = hmc_sampler.rng

@@ -95,8 +95,10 @@ def start_at_test_digits(path, digits, seed):
 
 def save(path, x, y, chain_mean, meta):
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, x=x.astype(np.float32), y=y.astype(np.int64),
-                        chain_mean=chain_mean.astype(np.float32), meta=json.dumps(meta))
+    arrays = dict(x=x.astype(np.float32), y=y.astype(np.int64), meta=json.dumps(meta))
+    if chain_mean is not None:
+        arrays["chain_mean"] = chain_mean.astype(np.float32)
+    np.savez_compressed(buffer, **arrays)
     files.write_atomic(path, buffer.getvalue())
 
 
@@ -128,7 +130,16 @@ def main(argv=None):
     if logit and args.start == "test":
         x0 = reference.dequantized_logits(x0, np.random.RandomState(args.seed + 2), SCALE)
     sampling = time.time()
-    out = sampler.sample(x0, args.iters, adapt=args.adapt, target_accept=args.target_accept)
+    if args.no_net and bounds is None:
+        # q alone needs no chain: x (or u) ~ q exactly
+        x0 = q.sample(np.random.RandomState(args.seed), shape)
+        out = {"samples": x0, "chain_mean": None, "final_step_size": None,
+               "accepted": np.ones((1, len(x0)), bool), "divergent": np.zeros((1, 1), bool),
+               "f": np.zeros((1, len(x0)))}
+        args.adapt = 0
+    else:
+        out = sampler.sample(x0, args.iters, adapt=args.adapt,
+                             target_accept=args.target_accept)
     meta = {
         "net": args.weights if not args.no_net else None,
         "q": ("logit-space " if logit else "") + q.describe() +
@@ -143,20 +154,21 @@ def main(argv=None):
         "divergences": int(out["divergent"].sum()), "reflections": sampler.reflections,
         "rejected_reflecting": sampler.rejected_reflecting, "seed": args.seed,
         "sampling_s": round(time.time() - sampling, 1),
-        "s_per_chain_step": (time.time() - sampling) / (sampler.evaluations * len(digits)),
+        "s_per_chain_step": (time.time() - sampling) / max(sampler.evaluations * len(digits), 1),
         "f_final_mean": float(np.nanmean(out["f"][-1])),
         "command": "python studies/lenet_samples_t1.py " + " ".join(argv or sys.argv[1:]),
     }
     samples, chain_mean = out["samples"], out["chain_mean"]
     if logit:       # back to pixels; the chain mean is sigmoid of the mean logit
-        samples, chain_mean = score.to_pixels(samples), score.to_pixels(chain_mean)
+        samples = hmc.logit_to_pixels(samples, (0.0, 1.0))
+        chain_mean = None if chain_mean is None else hmc.logit_to_pixels(chain_mean, (0.0, 1.0))
         meta["chain_mean"] = "sigmoid of the chain's mean logit"
     save(args.out, samples, digits, chain_mean, meta)
     if args.pixels == "free":
         root, ext = os.path.splitext(args.out)
-        save(root + "_clipped" + ext, np.clip(out["samples"], 0, 1), digits,
-             np.clip(out["chain_mean"], 0, 1), dict(meta, clipped=True))
-    print("%s: acceptance %.3f, step %.3g, %d reflections, %.0f s"
+        save(root + "_clipped" + ext, np.clip(samples, 0, 1), digits,
+             None if chain_mean is None else np.clip(chain_mean, 0, 1), dict(meta, clipped=True))
+    print("%s: acceptance %.3f, step %s, %d reflections, %.0f s"
           % (args.out, meta["acceptance_rate"], meta["final_step_size"], meta["reflections"],
              time.time() - started))
     return 0

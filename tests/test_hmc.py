@@ -57,13 +57,13 @@ layer { name: "prob" type: "Softmax" bottom: "ip" top: "prob" }
 """
 
 
-def make_net(tmp_path, text, num_chains, seed=0, scale=1.0):
+def make_net(tmp_path, text, num_chains, seed=0, scale=1.0, freeze_weights=True):
     """The net with Gaussian weights of a fixed seed (set from numpy, so the
     test does not depend on Caffe's filler RNG)."""
     path = str(tmp_path / "net.prototxt")
     with open(path, "w") as f:
         f.write(text)
-    net = hmc.load_net(path, None, num_chains)
+    net = hmc.load_net(path, None, num_chains, freeze_weights=freeze_weights)
     rng = np.random.RandomState(seed)
     for blobs in net.params.values():
         for blob in blobs:
@@ -208,7 +208,7 @@ def test_preconditioned_hmc_samples_a_correlated_gaussian_target(tmp_path, basis
                              precondition=True, seed=23)
     # start far from the target (q's mean shifted by 3 sd in every whitened
     # coordinate), so a sampler that does not move fails
-    x0 = q.sample(sampler.rng, (chains, 2, 6, 6)) + q.cov_power(np.full((1, 2, 6, 6), 3.0), 0.5)
+    x0 = sampler.initial_state((chains, 2, 6, 6)) + q.cov_power(np.full((1, 2, 6, 6), 3.0), 0.5)
     out = sampler.sample(x0, iters=40)
     w = net.params["ip"][0].data[unit].astype(np.float64).reshape(1, 2, 6, 6)
     target_mean = q.mean + q.cov_power(w, 1.0)[0]
@@ -332,6 +332,30 @@ def test_gradient_matches_finite_differences(tmp_path, blob, units, position):
     np.testing.assert_allclose(f, expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("text", [None, CONV_NET])
+def test_frozen_weights_get_no_gradient(tmp_path, text, lenet_weights):
+    """Caffe's force_backward turns every weight gradient back on, whatever
+    lr_mult says; a frozen net (the default) computes none (the weight
+    diffs stay 0) and the same df/dx as a net with force_backward."""
+    if text is None:
+        model, weights, blob, shape = LENET, lenet_weights, "ip2", (6, 1, 28, 28)
+    else:
+        model, weights, blob, shape = str(tmp_path / "net.prototxt"), None, "ip", (6, 2, 12, 12)
+        weights = str(tmp_path / "net.caffemodel")
+        make_net(tmp_path, text, 6, seed=15, scale=0.3, freeze_weights=False).save(weights)
+    x = np.random.RandomState(14).standard_normal(shape)
+    results = {}
+    for freeze in (True, False):
+        net = hmc.load_net(model, weights, 6, freeze_weights=freeze)
+        results[freeze] = hmc.NodeScore(net, blob, [0, 1, 2, 3, 4, 0])(x)
+        diffs = [np.abs(b.diff).sum() for blobs in net.params.values() for b in blobs]
+        assert all(d == 0 for d in diffs) if freeze else all(d > 0 for d in diffs), diffs
+        assert list(net.params) == list(caffe.Net(model, caffe.TEST).params)
+    assert np.abs(results[True][1]).max() > 0
+    np.testing.assert_array_equal(results[True][0], results[False][0])
+    np.testing.assert_array_equal(results[True][1], results[False][1])
+
+
 def test_diverged_chains_never_reach_the_net(tmp_path):
     """A non-finite or absurdly far chain gets NaN and leaves the others alone
     (Caffe's max pooling would write out of bounds on an all-NaN window)."""
@@ -369,8 +393,9 @@ def test_node_on_its_input_crop_is_the_same_function(tmp_path, lenet_weights):
     f, grad = hmc.NodeScore(full, "conv2", [5, 17], (3, 6))(x)
     (y0, y1, x0, x1), small_position = receptive_field.input_crop(net_param, "conv2", (3, 6), (1, 28, 28))
     assert (y1 - y0, x1 - x0) == (14, 14)
-    small = hmc.load_net(hmc.truncate_net_param(net_param, "conv2"), lenet_weights, 2)
-    assert list(small._layer_names) == ["data", "conv1", "pool1", "conv2"]
+    truncated = hmc.truncate_net_param(net_param, "conv2")
+    assert [layer.name for layer in truncated.layer] == ["data", "conv1", "pool1", "conv2"]
+    small = hmc.load_net(truncated, lenet_weights, 2)
     small.blobs["data"].reshape(2, 1, y1 - y0, x1 - x0)
     small.reshape()
     f_small, grad_small = hmc.NodeScore(small, "conv2", [5, 17], small_position)(
@@ -415,6 +440,61 @@ def test_sample_node_on_a_crop_puts_q_draws_outside_the_field(lenet_weights):
     net.forward()
     predicted = net.blobs["ip2"].data.argmax(axis=1)
     assert result.predicted_fraction == np.mean(predicted == np.arange(10))
+
+
+# ---------------------------------------------------------------------------
+# Per-chain random streams; chains split over worker processes
+# ---------------------------------------------------------------------------
+
+def test_a_chain_does_not_depend_on_the_other_chains(lenet_weights):
+    """Chain i draws from its own stream (seed, i): chains 3 and 4 of a
+    5-chain run, run alone as a shard (first_chain 3), follow the same
+    trajectories to float32 rounding (Caffe's GEMMs over 2 vs 5 images),
+    q's draws outside the receptive field included."""
+    q = reference.DiagonalGaussian(0.1, 0.3)
+    outs = []
+    for units, first_chain in (([1, 4, 6, 8, 9], 0), ([8, 9], 3)):
+        node = node_lib.open_node(LENET, lenet_weights, "conv2", units, 1, (2, 5))
+        outs.append(node_lib.sample_node(node, q, iters=4, step_size=0.2, leapfrog_steps=4,
+                                         mass=1.0, seed=11, warn=len,
+                                         first_chain=first_chain).out)
+    whole, alone = outs
+    # (a step with partial acceptance: the Metropolis uniforms decide)
+    assert whole["accepted"].any() and (whole["accept_prob"] < 1).any()
+    np.testing.assert_array_equal(whole["accepted"][:, 3:], alone["accepted"])
+    np.testing.assert_allclose(whole["samples"][3:], alone["samples"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(whole["f"][:, 3:], alone["f"], rtol=1e-5)
+    # and chains 0..2 differ from 3..4 and from each other (different streams)
+    flat = whole["samples"].reshape(5, -1)
+    assert np.corrcoef(flat).max(where=~np.eye(5, dtype=bool), initial=-1) < 0.5
+
+
+@pytest.mark.parametrize("blob,position", [("ip2", None), ("conv2", (2, 5))])
+def test_workers_give_the_same_chains_as_one_process(lenet_weights, blob, position):
+    """5 chains split 3 + 2 over two worker processes, with step-size
+    adaptation (the coordinator averages the acceptance over all chains):
+    the same chains, diagnostics and step sizes as in this process, to
+    float32 rounding; conv2 is sampled on its receptive field (the q draws
+    outside it are per chain too)."""
+    q = reference.DiagonalGaussian(0.1, 0.3)
+    results = {}
+    for workers in (1, 2):
+        node = node_lib.open_node(LENET, lenet_weights, blob, [1, 4, 6, 8, 9], 1, position)
+        results[workers] = node_lib.sample_node(node, q, iters=3, adapt=3, step_size=0.05,
+                                                leapfrog_steps=4, mass=1.0, seed=12,
+                                                warn=len, workers=workers)
+    one, two = results[1], results[2]
+    assert one.workers == 1 and two.workers == 2
+    assert one.sampler.evaluations == two.sampler.evaluations == 1 + 6 * 4
+    assert one.out["samples"].shape == (5, 1, 28, 28)
+    assert (one.crop is None) == (blob == "ip2")
+    assert one.out["accepted"].any()
+    np.testing.assert_array_equal(one.out["accepted"], two.out["accepted"])
+    np.testing.assert_allclose(one.out["step_size"], two.out["step_size"], rtol=1e-6)
+    for key in ("samples", "chain_mean", "snapshots"):
+        np.testing.assert_allclose(one.out[key], two.out[key], rtol=0, atol=1e-5)
+    for key in ("f", "accept_prob", "delta_h"):
+        np.testing.assert_allclose(one.out[key], two.out[key], rtol=1e-4, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------
@@ -476,7 +556,7 @@ def test_cli_small_run_writes_its_outputs(tmp_path, lenet_weights):
     proc = run_tool(["--model", LENET, "--weights", lenet_weights, "--blob", "conv2",
                      "--unit", "3,7", "--position", "2,5", "--num-chains", "3",
                      "--iters", "3", "--adapt", "2", "--leapfrog-steps", "4",
-                     "--mass-convention", "inverse", "--out", str(out)])
+                     "--mass-convention", "inverse", "--workers", "2", "--out", str(out)])
     assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(str(out))) == ["grid.png", "grid_mean.png", "samples.npz",
                                             "summary.json", "trajectory.png"]
@@ -487,6 +567,7 @@ def test_cli_small_run_writes_its_outputs(tmp_path, lenet_weights):
     summary = json.load(open(str(out / "summary.json")))
     assert summary["preset"] == "lenet" and summary["mass_convention"] == "inverse"
     assert summary["iters"] == 3 and summary["adapt"] == 2 and summary["evaluations"] == 21
+    assert summary["workers"] == 2
     # the summary's statistics are those of the chains in samples.npz (sampling
     # iterations only for the acceptance)
     assert summary["acceptance_rate"] == pytest.approx(samples["accepted"][2:].mean())

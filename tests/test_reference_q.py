@@ -86,7 +86,7 @@ def test_preconditioned_hmc_samples_a_full_covariance_target(tmp_path):
                              mass=1.0, mass_convention="inverse", reference=q,
                              precondition=True, seed=7)
     # start 3 whitened sd away from q's mean in every direction
-    x0 = q.sample(sampler.rng, (chains, 2, 6, 6)) + q.cov_power(np.full((1, 2, 6, 6), 3.0), 0.5)
+    x0 = sampler.initial_state((chains, 2, 6, 6)) + q.cov_power(np.full((1, 2, 6, 6), 3.0), 0.5)
     out = sampler.sample(x0, iters=40)
     w = net.params["ip"][0].data[unit].astype(np.float64).reshape(1, 2, 6, 6)
     target_mean = q.mean + q.cov_power(w, 1.0)[0]

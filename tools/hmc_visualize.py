@@ -4,7 +4,7 @@ p_y(x) ~ exp(f_y(x)) q(x) for a node y of a trained Caffe net.
 
     python tools/hmc_visualize.py --model DEPLOY --weights W --blob B --unit U \\
         [--position y,x] [--num-chains N] [--iters K] [--step-size E] \\
-        [--leapfrog-steps L] [--mass M] [--sigma S] [--seed] \\
+        [--leapfrog-steps L] [--mass M] [--sigma S] [--seed] [--workers W] \\
         [--preset lenet|alexnet] --out DIR
 
 Writes to --out: samples.npz (x: final states, chains x input shape in
@@ -201,7 +201,17 @@ def parse_args(argv):
     add("--no-crop", action="store_true",
         help="show the whole input for a convolutional node (default: crop to its "
              "receptive field)")
-    add("--seed", type=cli.seed, default=0, help="random seed (default %(default)s)")
+    add("--seed", type=cli.seed, default=0,
+        help="random seed; chain i (chains are numbered unit by unit) draws from its own "
+             "stream of it, whatever --workers or the chains after it (default %(default)s)")
+    add("--chain-offset", type=cli.nonneg_int, default=0,
+        help="this run's chains are chains K, K+1, ... of a larger run (their random "
+             "streams): runs over disjoint ranges with a fixed --step-size and --adapt 0 "
+             "are shards of one run (docs/scaling.md) (default %(default)s)")
+    add("--workers", type=cli.positive_int, default=os.cpu_count() or 1,
+        help="processes to split the chains over, one OpenBLAS thread each; 1 samples in "
+             "this process with $OPENBLAS_NUM_THREADS threads (default: this machine's "
+             "cores, %(default)s)")
     add("--out", default=None,
         help="output folder (default: results/hmc/<blob>_unit<unit>)")
     return parser.parse_args(argv)
@@ -387,7 +397,8 @@ def run(args):
                          target_accept=settings["target_accept"], full_input=args.full_input,
                          precondition=precondition, bounds=bounds,
                          pixel_model=args.pixel_model if bounds else None,
-                         seed=args.seed, warn=warn, callback=progress)
+                         seed=args.seed, warn=warn, callback=progress,
+                         workers=args.workers, first_chain=args.chain_offset)
     bar.close()
     out, sampler, crop, wall = result.out, result.sampler, result.crop, result.wall
     chain_units = node.chain_units
@@ -423,7 +434,7 @@ def run(args):
                                         (out["samples"] > bounds[1])).mean())
                                  if bounds else None),
         "sigma": sampler.reference.std_value, "ref_mean": sampler.reference.mean_value,
-        "seed": args.seed,
+        "seed": args.seed, "chain_offset": args.chain_offset, "workers": result.workers,
         "acceptance_rate": float(out["accepted"][sampling].mean()),
         "acceptance_rate_adapt": float(out["accepted"][:adapt].mean()) if adapt else None,
         "divergences": int(out["divergent"].sum()),

@@ -49,7 +49,10 @@ chain stays exact).
 
 All chains share one Caffe net: its input blob holds N chains, and each
 leapfrog step costs one forward (up to the node's layer) and one backward
-(from that layer down to the input) for all chains together.
+(from that layer down to the input) for all chains together. Each chain
+draws from its own random stream (chain_rng), so chains can also be split
+over worker processes (gencnn.visualization.parallel, one net each) or
+machines without changing them; `run_chains` is the loop either way.
 """
 import math
 import os
@@ -75,8 +78,8 @@ MAX_REFLECTIONS = 200
 
 # Layers whose parameter blobs get a gradient unless lr_mult is 0, with their
 # number of parameter blobs. HMC only needs df/dx, so freezing them lets Caffe
-# skip the weight gradients (and their accumulation across calls); on LeNet
-# this saved little (bench/hmc_speed.py: 45 vs 46 ms per step, 64 chains).
+# skip the weight gradients (and their accumulation across calls): 35-40 % of
+# a LeNet leapfrog step (bench/hmc_speed.py), once force_backward is off too.
 _PARAM_BLOBS = {
     "Convolution": lambda l: 1 + int(l.convolution_param.bias_term),
     "Deconvolution": lambda l: 1 + int(l.convolution_param.bias_term),
@@ -92,14 +95,33 @@ _PARAM_BLOBS = {
 # The net: load it ready for df/dx
 # ---------------------------------------------------------------------------
 
+# The layer prepare_net_param puts on each input blob of a frozen net.
+INPUT_GRADIENT_LAYER = "gencnn_input_gradient_%s"
+
+
 def prepare_net_param(net_param, freeze_weights=True):
-    """Copy of `net_param` ready for sampling: force_backward on, so Caffe
-    computes the data diff whatever the prototxt says, and weights frozen
-    (lr_mult 0) so backward skips the parameter gradients."""
+    """Copy of `net_param` ready for sampling: Caffe computes the gradient
+    with respect to the input, and (freeze_weights) no weight gradient.
+
+    force_backward alone would do the first, but Caffe's Net::Init then turns
+    every parameter's gradient back on, whatever its lr_mult (it calls
+    set_param_propagate_down(i, true) on every layer). So a frozen net gets,
+    instead: lr_mult 0 on every weight; on each input blob an in-place
+    scalar Bias (INPUT_GRADIENT_LAYER, value 0, the one learnable parameter:
+    it makes the layers above need backward) with propagate_down to the
+    input; and loss_weight 1 on the net's outputs (tops no layer reads), so
+    Caffe's loss pass keeps every layer below them in the backward pass.
+    load_net hides the Bias from net.params and keeps it at 0.
+    freeze_weights=False: force_backward, weights as given (what a prototxt
+    with force_backward gets; bench/hmc_speed.py compares the two).
+    """
     prepared = caffe_pb2.NetParameter()
     prepared.CopyFrom(net_param)
-    prepared.force_backward = True
-    for layer in prepared.layer if freeze_weights else ():
+    if not freeze_weights:
+        prepared.force_backward = True
+        return prepared
+    prepared.force_backward = False
+    for layer in prepared.layer:
         count = _PARAM_BLOBS.get(layer.type)
         if count is None:
             continue
@@ -108,7 +130,27 @@ def prepare_net_param(net_param, freeze_weights=True):
         for spec in layer.param:
             spec.lr_mult = 0
             spec.decay_mult = 0
+    layers = list(prepared.layer)
+    for i, layer in enumerate(layers):
+        if len(layer.loss_weight) == 0:
+            read_later = set(b for later in layers[i + 1:] for b in later.bottom)
+            layer.loss_weight.extend(0.0 if top in read_later else 1.0 for top in layer.top)
+    anchored = []
+    for layer in layers:
+        anchored.append(layer)
+        for top in layer.top if layer.type == "Input" else ():
+            anchored.append(_input_gradient_layer(top))
+    del prepared.layer[:]
+    prepared.layer.extend([_input_gradient_layer(name) for name in prepared.input] + anchored)
     return prepared
+
+
+def _input_gradient_layer(blob):
+    layer = caffe_pb2.LayerParameter(name=INPUT_GRADIENT_LAYER % blob, type="Bias",
+                                     bottom=[blob], top=[blob], propagate_down=[True])
+    layer.bias_param.axis, layer.bias_param.num_axes = 0, 0       # a scalar, filled with 0
+    layer.param.add(lr_mult=1, decay_mult=0)
+    return layer
 
 
 def truncate_net_param(net_param, blob):
@@ -130,9 +172,12 @@ def truncate_net_param(net_param, blob):
     return truncated
 
 
-def load_net(model, weights=None, num_chains=1, input_blob=None, freeze_weights=True):
-    """caffe.Net in TEST phase from a prototxt (path or NetParameter), with
-    force_backward set, frozen weights and the input reshaped to `num_chains`.
+def load_net(model, weights=None, num_chains=1, input_blob=None, freeze_weights=True,
+             input_shape=None):
+    """caffe.Net in TEST phase from a prototxt (path or NetParameter), ready
+    for df/dx with frozen weights (prepare_net_param), the input reshaped to `num_chains`
+    x `input_shape` (default: the prototxt's; another size for a net
+    truncated to a receptive field, `truncate_net_param`).
 
     The prototxt is rewritten through caffe_pb2/text_format into a temporary
     file, so the user's file needs neither force_backward nor anything else.
@@ -141,6 +186,9 @@ def load_net(model, weights=None, num_chains=1, input_blob=None, freeze_weights=
     if weights is not None and not os.path.isfile(weights):
         raise ValueError("weights not found: %s" % weights)
     net = caffe_utils.net_from_param(prepare_net_param(net_param, freeze_weights))
+    for name in list(net.params):
+        if name.startswith(INPUT_GRADIENT_LAYER % ""):
+            net.params.pop(name)[0].data[...] = 0     # not a weight of the user's net
     if weights is not None:
         # Checked first: Caffe's own copy aborts the process on a bad file
         # and leaves layers the file lacks at their random fillers.
@@ -149,8 +197,9 @@ def load_net(model, weights=None, num_chains=1, input_blob=None, freeze_weights=
         raise ValueError("unknown input blob '%s'; the net's inputs: %s"
                          % (input_blob, ", ".join(net.inputs)))
     input_blob = input_blob or net.inputs[0]
-    shape = list(net.blobs[input_blob].data.shape)
-    net.blobs[input_blob].reshape(num_chains, *shape[1:])
+    if input_shape is None:
+        input_shape = net.blobs[input_blob].data.shape[1:]
+    net.blobs[input_blob].reshape(num_chains, *input_shape)
     net.reshape()
     return net
 
@@ -250,6 +299,13 @@ class NodeScore(object):
         return f, grad
 
 
+def logit_to_pixels(u, bounds):
+    """x = lo + (hi - lo) sigmoid(u): the logit pixel model's image of u."""
+    lo, hi = bounds
+    with np.errstate(over="ignore"):
+        return lo + (hi - lo) / (1 + np.exp(-u))
+
+
 class LogitScore(object):
     """A score of u = logit((x - lo) / (hi - lo)): f(x(u)) and df/du, for the
     logit pixel model. With q a Gaussian on u (fitted to dequantized images,
@@ -262,11 +318,10 @@ class LogitScore(object):
         self.score, (self.lo, self.hi) = score, (float(bounds[0]), float(bounds[1]))
 
     def to_pixels(self, u):
-        return self.lo + (self.hi - self.lo) / (1 + np.exp(-u))
+        return logit_to_pixels(u, (self.lo, self.hi))
 
     def __call__(self, u):
-        with np.errstate(over="ignore"):
-            x = self.to_pixels(u)
+        x = self.to_pixels(u)
         f, grad = self.score(x)
         return f, grad * (x - self.lo) * (self.hi - x) / (self.hi - self.lo)
 
@@ -274,6 +329,20 @@ class LogitScore(object):
 # ---------------------------------------------------------------------------
 # HMC
 # ---------------------------------------------------------------------------
+
+def chain_rng(seed, chain_id, *substream):
+    """The random stream of chain `chain_id` of a run with `seed`: a PCG64
+    Generator on SeedSequence(seed, spawn_key=(chain_id,)), which is
+    SeedSequence(seed).spawn(n)[chain_id] for any n > chain_id (`substream`,
+    e.g. 1, names another stream of the same chain, its spawn()[1]). The chain
+    draws its initial state, its momenta and its Metropolis uniforms from it
+    alone, so its trajectory does not depend on how many chains run, nor on
+    how they are split across processes (gencnn.visualization.parallel).
+    (Before issue 15 all chains shared one RandomState(seed): results
+    committed before then came from that stream.)"""
+    sequence = np.random.SeedSequence(int(seed), spawn_key=(int(chain_id),) + substream)
+    return np.random.Generator(np.random.PCG64(sequence))
+
 
 class DualAveraging(object):
     """Step-size adaptation by dual averaging (Hoffman & Gelman, 2014,
@@ -337,12 +406,19 @@ class HMCSampler(object):
     bounds:  None, or (lo, hi): p_y restricted to the box lo <= x <= hi
              (valid pixel values), trajectories reflecting off its walls;
              chains start from q's draws clipped into the box.
+    seed, chain_ids: row n is chain chain_ids[n] (default n), and draws its
+             initial state, momenta and Metropolis uniforms from its own
+             stream chain_rng(seed, chain_ids[n]): a chain's trajectory is
+             the same in any batch of chains, in one process or several.
+    rng:     instead, one stream (a numpy RandomState or Generator) shared by
+             all rows, for callers whose rows are not fixed chains
+             (gencnn/generative_learning.py draws them from a buffer).
     """
 
     def __init__(self, score, step_size=0.1, leapfrog_steps=50, mass=0.01,
                  mass_convention="paper", sigma=1.0, ref_mean=0.0, seed=0,
                  temperature=1.0, warn=warnings.warn, reference=None, precondition=False,
-                 bounds=None):
+                 bounds=None, chain_ids=None, rng=None):
         if mass_convention not in ("paper", "inverse"):
             raise ValueError("mass_convention must be 'paper' or 'inverse'")
         for name, value in (("step size", step_size), ("mass", mass)):
@@ -374,7 +450,10 @@ class HMCSampler(object):
         self.inv_mass = 1.0 / mass if mass_convention == "paper" else float(mass)
         self.ref_mean = self.reference.mean
         self.temperature = float(temperature)
-        self.rng = np.random.RandomState(seed)
+        self.seed = int(seed)
+        self.chain_ids = None if chain_ids is None else np.asarray(chain_ids, dtype=int)
+        self.rng = rng
+        self._chain_rngs = None
         self.warn = warn
         self.evaluations = 0           # forward+backward passes (all chains)
 
@@ -446,9 +525,38 @@ class HMCSampler(object):
         self.rejected_reflecting += int(rejected.sum())
         return x.reshape(shape), phi.reshape(shape)
 
+    # -- random streams ----------------------------------------------------
+    def chain_rngs(self, num_chains):
+        """The chains' own random streams, one per row (see `chain_rng`);
+        chain_ids defaults to 0..num_chains-1."""
+        if self._chain_rngs is None:
+            ids = self.chain_ids if self.chain_ids is not None else np.arange(num_chains)
+            self._chain_rngs = [chain_rng(self.seed, i) for i in ids]
+        if len(self._chain_rngs) != num_chains:
+            raise ValueError("this sampler's chains are %d, got %d rows"
+                             % (len(self._chain_rngs), num_chains))
+        return self._chain_rngs
+
+    def _per_chain(self, num_chains, draw):
+        """draw(rng) from each chain's own stream, stacked along the chain axis."""
+        return np.stack([draw(rng) for rng in self.chain_rngs(num_chains)])
+
+    def standard_normal(self, shape):
+        """N(0, 1) noise of `shape` (chains first): from each chain's stream, or
+        from the shared `rng` when one was given."""
+        if self.rng is not None:
+            return self.rng.standard_normal(shape)
+        return self._per_chain(shape[0], lambda rng: rng.standard_normal(shape[1:]))
+
+    def uniform(self, num_chains):
+        """One U(0, 1) per chain: the Metropolis test's."""
+        if self.rng is not None:
+            return self.rng.uniform(size=num_chains)
+        return self._per_chain(num_chains, lambda rng: rng.uniform())
+
     def sample_momentum(self, shape):
         """phi ~ N(0, m I) = N(0, I / inv_mass), or N(0, m Sigma^-1) preconditioned."""
-        noise = self.rng.standard_normal(shape)
+        noise = self.standard_normal(shape)
         if self.precondition:
             noise = self.reference.cov_power(noise, -0.5)
         return noise / math.sqrt(self.inv_mass)
@@ -471,8 +579,11 @@ class HMCSampler(object):
         return f, self.grad_potential(x, dfdx)
 
     def initial_state(self, shape):
-        """x ~ q, as the paper initializes its chains."""
-        return self.reference.sample(self.rng, shape)
+        """x ~ q, as the paper initializes its chains (each from its own stream)."""
+        if self.rng is not None:
+            return self.reference.sample(self.rng, shape)
+        one = (1,) + tuple(shape[1:])
+        return self._per_chain(shape[0], lambda rng: self.reference.sample(rng, one)[0])
 
     # -- dynamics ----------------------------------------------------------
     def leapfrog(self, x, phi, grad, step_size, steps):
@@ -504,7 +615,7 @@ class HMCSampler(object):
             delta_h = h1 - h0
             divergent = ~np.isfinite(delta_h) | (np.abs(delta_h) > DIVERGENCE_THRESHOLD)
             accept_prob = np.where(divergent, 0.0, np.minimum(1.0, np.exp(-delta_h)))
-        accepted = self.rng.uniform(size=len(f)) < accept_prob
+        accepted = self.uniform(len(f)) < accept_prob
         keep = accepted.reshape((-1,) + (1,) * (x.ndim - 1))
         return (np.where(keep, x1, x), np.where(accepted, f1, f), np.where(keep, grad1, grad),
                 accepted, accept_prob, delta_h, divergent)
@@ -521,46 +632,96 @@ class HMCSampler(object):
         `snapshot_chain` at iterations `snapshot_iters` (0 = the start).
         callback(it, diagnostics) is called after every iteration.
         """
-        x = np.array(x0, dtype=np.float64)
-        if self.bounds is not None:
-            x = np.clip(x, *self.bounds)     # chains start inside the box
-        total, n = adapt + iters, x.shape[0]
-        out = {key: np.zeros((total, n)) for key in ("f", "sq_norm", "accept_prob", "delta_h")}
-        out["accepted"] = np.zeros((total, n), dtype=bool)
-        out["divergent"] = np.zeros((total, n), dtype=bool)
-        out["step_size"] = np.zeros(total)
-        snapshot_iters = sorted(set(int(i) for i in snapshot_iters))
-        snapshots = {}
-        f, grad = self.evaluate(x)
-        if 0 in snapshot_iters:
-            snapshots[0] = x[snapshot_chain].copy()
-        adapter = DualAveraging(self.step_size, target_accept) if adapt > 0 else None
-        step_size = self.step_size
-        chain_sum = np.zeros_like(x)
-        for it in range(total):
-            x, f, grad, accepted, accept_prob, delta_h, divergent = \
-                self.transition(x, f, grad, step_size)
-            out["step_size"][it] = step_size
-            out["f"][it], out["sq_norm"][it] = f, self._sum(x ** 2)
-            out["accepted"][it], out["accept_prob"][it] = accepted, accept_prob
-            out["delta_h"][it], out["divergent"][it] = delta_h, divergent
-            if divergent.any():
-                self.warn("HMC iteration %d: %d of %d chains diverged (|dH| > %g or "
-                          "non-finite), rejected" % (it + 1, divergent.sum(), n,
-                                                    DIVERGENCE_THRESHOLD))
-            if adapter is not None and it < adapt:
-                step_size = adapter.update(float(accept_prob.mean()))
-                if it == adapt - 1:
-                    step_size = adapter.final_step   # frozen from here on
-            if it >= adapt:
-                chain_sum += x
-            if it + 1 in snapshot_iters:
-                snapshots[it + 1] = x[snapshot_chain].copy()
-            if callback is not None:
-                callback(it, out)
-        out["samples"] = x
-        out["chain_mean"] = chain_sum / max(iters, 1)
-        out["final_step_size"] = step_size
-        out["snapshot_iters"] = np.array(sorted(snapshots), dtype=int)
-        out["snapshots"] = np.array([snapshots[i] for i in sorted(snapshots)])
-        return out
+        return run_chains(ChainBlock(self, x0), self.step_size, iters, adapt, target_accept,
+                          self.warn, callback, snapshot_iters, snapshot_chain)
+
+
+# ---------------------------------------------------------------------------
+# The iteration loop, over chains held here or in worker processes
+# ---------------------------------------------------------------------------
+
+class ChainBlock(object):
+    """Chains of one HMCSampler held in this process: their state (x, f,
+    dU/dx) and the sum of x over the sampling iterations. The loop
+    (`run_chains`) drives it, or a pool of them in worker processes
+    (gencnn.visualization.parallel), through `step`, `state` and `finish`."""
+
+    def __init__(self, sampler, x0):
+        self.sampler = sampler
+        self.x = np.array(x0, dtype=np.float64)
+        if sampler.bounds is not None:
+            self.x = np.clip(self.x, *sampler.bounds)     # chains start inside the box
+        self.num_chains = len(self.x)
+        self.f, self.grad = sampler.evaluate(self.x)
+        self.chain_sum = np.zeros_like(self.x)
+
+    def step(self, step_size, accumulate):
+        """One HMC iteration of every chain; adds the new x to the chain sums
+        if `accumulate`. Returns the per-chain diagnostics (a dict)."""
+        self.x, self.f, self.grad, accepted, accept_prob, delta_h, divergent = \
+            self.sampler.transition(self.x, self.f, self.grad, step_size)
+        if accumulate:
+            self.chain_sum += self.x
+        return {"f": self.f, "sq_norm": self.sampler._sum(self.x ** 2), "accepted": accepted,
+                "accept_prob": accept_prob, "delta_h": delta_h, "divergent": divergent}
+
+    def state(self, chain):
+        """x of chain `chain` (a row of this block) now."""
+        return self.x[chain].copy()
+
+    def finish(self):
+        """(final x, chain sums, the sampler's counters: forward+backward
+        passes, wall reflections, chain-steps rejected past MAX_REFLECTIONS)."""
+        return self.x, self.chain_sum, {name: getattr(self.sampler, name) for name in COUNTERS}
+
+
+# HMCSampler's counters, as ChainBlock.finish reports them: passes (one per
+# leapfrog step, whatever the chains: the same in every worker), and counts
+# over chains (summed over workers).
+COUNTERS = ("evaluations", "reflections", "rejected_reflecting")
+
+
+# The per-iteration, per-chain diagnostics of run_chains, and their types.
+DIAGNOSTICS = (("f", float), ("sq_norm", float), ("accept_prob", float), ("delta_h", float),
+               ("accepted", bool), ("divergent", bool))
+
+
+def run_chains(chains, step_size, iters, adapt=0, target_accept=0.7, warn=warnings.warn,
+               callback=None, snapshot_iters=(), snapshot_chain=0):
+    """HMCSampler.sample's loop over `chains` (a ChainBlock, or anything
+    with its step/state/finish, e.g. chains in worker processes): the step
+    size is adapted here from the mean acceptance probability over all
+    chains, divergences are warned of and callback(it, out) is called here."""
+    total, n = adapt + iters, chains.num_chains
+    out = {key: np.zeros((total, n), dtype=kind) for key, kind in DIAGNOSTICS}
+    out["step_size"] = np.zeros(total)
+    snapshot_iters = sorted(set(int(i) for i in snapshot_iters))
+    snapshots = {}
+    if 0 in snapshot_iters:
+        snapshots[0] = chains.state(snapshot_chain)
+    adapter = DualAveraging(step_size, target_accept) if adapt > 0 else None
+    for it in range(total):
+        diagnostics = chains.step(step_size, it >= adapt)
+        out["step_size"][it] = step_size
+        for key, _ in DIAGNOSTICS:
+            out[key][it] = diagnostics[key]
+        divergent = diagnostics["divergent"]
+        if divergent.any():
+            warn("HMC iteration %d: %d of %d chains diverged (|dH| > %g or "
+                 "non-finite), rejected" % (it + 1, divergent.sum(), n, DIVERGENCE_THRESHOLD))
+        if adapter is not None and it < adapt:
+            step_size = adapter.update(float(diagnostics["accept_prob"].mean()))
+            if it == adapt - 1:
+                step_size = adapter.final_step   # frozen from here on
+        if it + 1 in snapshot_iters:
+            snapshots[it + 1] = chains.state(snapshot_chain)
+        if callback is not None:
+            callback(it, out)
+    x, chain_sum, counters = chains.finish()
+    out.update(counters)
+    out["samples"] = x
+    out["chain_mean"] = chain_sum / max(iters, 1)
+    out["final_step_size"] = step_size
+    out["snapshot_iters"] = np.array(sorted(snapshots), dtype=int)
+    out["snapshots"] = np.array([snapshots[i] for i in sorted(snapshots)])
+    return out

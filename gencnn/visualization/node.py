@@ -16,11 +16,12 @@ samples.
 """
 import io
 import time
+import warnings
 
 import numpy as np
 
 from gencnn import caffe_utils, files
-from gencnn.visualization import hmc
+from gencnn.visualization import hmc, parallel
 from gencnn.visualization.receptive_field import input_crop, receptive_field
 
 
@@ -73,7 +74,8 @@ class NodeSamples(object):
 def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0.01,
                 mass_convention="paper", temperature=1.0, adapt=0, target_accept=0.7,
                 precondition=False, full_input=False, seed=0, warn=None, callback=None,
-                num_snapshots=8, bounds=None, pixel_model="box"):
+                num_snapshots=8, bounds=None, pixel_model="box", workers=1,
+                threads_per_worker=1, first_chain=0):
     """HMC samples of `node` (from open_node) under q = `reference`
     (gencnn.visualization.reference), `adapt` + `iters` iterations.
 
@@ -86,52 +88,65 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
     (`reference` is a q on u = logit of the box coordinates, the chains move
     in u through hmc.LogitScore, and what is returned is in pixels again;
     chain_mean is then x of each chain's mean u).
+    workers > 1 splits the chains over that many processes with
+    `threads_per_worker` OpenBLAS threads each (gencnn.visualization.parallel):
+    the same chains as workers=1, which runs in this process.
+    Chain n of the node is chain first_chain + n of a larger run (its random
+    stream; docs/scaling.md: one shard of a run split over machines).
     """
     if node.net is None:
         raise ValueError("this node was sampled on its receptive field, which freed its "
                          "net: open_node again")
-    net, score = node.net, node.score
     input_shape = node.input_shape
     crop = None
     if node.is_conv and len(input_shape) == 3 and not full_input and reference.factorized \
             and bounds is None:
-        crop = input_crop(node.net_param, node.blob, score.position, input_shape)
-    sampled_reference = reference
-    if crop is not None:
-        # Sample only the node's receptive field: reshape a truncated net to the crop.
-        (cy0, cy1, cx0, cx1), small_position = crop
-        units = score.units
-        del net, score
-        node.net = node.score = None     # the whole-input net, freed first (memory)
-        net = hmc.load_net(hmc.truncate_net_param(node.net_param, node.blob), node.weights,
-                           node.num_chains, node.input_blob)
-        net.blobs[node.input_blob].reshape(node.num_chains, input_shape[0], cy1 - cy0,
-                                           cx1 - cx0)
-        net.reshape()
-        score = hmc.NodeScore(net, node.blob, units, small_position, node.input_blob)
-        sampled_reference = reference.crop(crop[0])
-    sample_shape = tuple(net.blobs[node.input_blob].data.shape[1:])
+        crop = input_crop(node.net_param, node.blob, node.score.position, input_shape)
+    net_param, sample_shape = node.net_param, input_shape
+    position, sampled_reference = node.score.position, reference
     logit = bounds is not None and pixel_model == "logit"
-    if logit:
-        score = hmc.LogitScore(score, bounds)
-
-    sampler = hmc.HMCSampler(score, step_size=step_size, leapfrog_steps=leapfrog_steps,
-                             mass=mass, mass_convention=mass_convention, seed=seed,
-                             temperature=temperature, reference=sampled_reference,
-                             precondition=precondition, bounds=None if logit else bounds,
-                             **({"warn": warn} if warn is not None else {}))
+    if crop is not None:
+        # Sample only the node's receptive field: a truncated net reshaped to the crop.
+        (cy0, cy1, cx0, cx1), position = crop
+        net_param = hmc.truncate_net_param(node.net_param, node.blob)
+        sample_shape = (input_shape[0], cy1 - cy0, cx1 - cx0)
+        sampled_reference = reference.crop(crop[0])
+        node.net = node.score = None     # the whole-input net, freed first (memory)
+    options = dict(step_size=step_size, leapfrog_steps=leapfrog_steps, mass=mass,
+                   mass_convention=mass_convention, seed=seed, temperature=temperature,
+                   reference=sampled_reference, precondition=precondition,
+                   bounds=None if logit else bounds)
+    # This process's sampler: the options for the summary, and the warnings
+    # (workers never warn: the loop here does, hmc.run_chains).
+    sampler = hmc.HMCSampler(None, warn=warn or warnings.warn,
+                             chain_ids=first_chain + np.arange(node.num_chains), **options)
     total = adapt + iters
     snapshot_iters = np.unique(np.linspace(0, total, num_snapshots).round().astype(int))
-    x0 = sampler.initial_state((node.num_chains,) + sample_shape)
+    schedule = dict(step_size=step_size, iters=iters, adapt=adapt, target_accept=target_accept,
+                    warn=sampler.warn, callback=callback, snapshot_iters=snapshot_iters)
+    spec = parallel.ChainSpec(net_param, node.weights, node.input_blob, sample_shape,
+                              node.blob, node.chain_units, position, options, first_chain,
+                              logit_bounds=bounds if logit else None)
     start = time.time()
-    out = sampler.sample(x0, iters, adapt=adapt, target_accept=target_accept,
-                         callback=callback, snapshot_iters=snapshot_iters)
+    if workers > 1 and node.num_chains > 1:
+        with parallel.WorkerChains(spec, workers, threads_per_worker) as chains:
+            out = hmc.run_chains(chains, **schedule)
+    else:
+        if crop is None:                  # the node's own net, already loaded
+            sampler.score = hmc.LogitScore(node.score, bounds) if logit else node.score
+            chains = hmc.ChainBlock(sampler, sampler.initial_state((node.num_chains,)
+                                                                   + sample_shape))
+        else:
+            chains = spec.build(np.arange(node.num_chains))
+        out = hmc.run_chains(chains, **schedule)
     wall = time.time() - start
+    for name in hmc.COUNTERS:          # (counted where the chains ran)
+        setattr(sampler, name, out[name])
     if logit:
         for key in ("samples", "chain_mean", "snapshots"):
-            out[key] = score.to_pixels(out[key])
+            out[key] = hmc.logit_to_pixels(out[key], bounds)
     if crop is not None:
-        _embed(out, crop[0], reference, input_shape, node.num_chains, seed)
+        _embed(out, crop[0], reference, input_shape, seed, first_chain)
 
     predicted_fraction = None
     if not node.is_conv:             # (never cropped: node.net is the whole net)
@@ -144,15 +159,18 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
     result.out, result.sampler, result.crop = out, sampler, crop
     result.sample_shape, result.wall = sample_shape, wall
     result.predicted_fraction = predicted_fraction
+    result.workers = len(parallel.split_chains(node.num_chains, workers))
     return result
 
 
-def _embed(out, box, reference, input_shape, num_chains, seed):
+def _embed(out, box, reference, input_shape, seed, first_chain):
     """Crops back to whole inputs: outside the field, samples are fresh draws
-    from q (exact, f ignores those pixels), averages and snapshots q's mean."""
+    from q (exact, f ignores those pixels; chain i's from its own second
+    stream, hmc.chain_rng(seed, i, 1)), averages and snapshots q's mean."""
     cy0, cy1, cx0, cx1 = box
     full_mean = np.broadcast_to(reference.mean, input_shape)
-    noise = np.random.RandomState(seed + 1).standard_normal((num_chains,) + tuple(input_shape))
+    noise = np.array([hmc.chain_rng(seed, first_chain + n, 1).standard_normal(input_shape)
+                      for n in range(len(out["samples"]))])
     for key, fill in (("samples", full_mean + reference.std * noise),
                       ("chain_mean", full_mean + 0 * noise),
                       ("snapshots", np.broadcast_to(full_mean, (len(out["snapshots"]),)
