@@ -66,7 +66,13 @@ def parse_args(argv):
     add("--test-lmdb", default=os.path.join(config.data_dir(), "mnist", "mnist_test_lmdb"))
     add("--seed", type=cli.seed, default=0, help="(default %(default)s)")
     add("--out", required=True, help="the .npz to write")
+    add("--grid", default=None,
+        help="also a PNG of the first 10 samples of each digit (rows 0-9)")
+    add("--grid-from", default=None, metavar="NPZ",
+        help="only draw --grid from an .npz this script wrote (no sampling)")
     args = parser.parse_args(argv)
+    if args.grid_from:
+        return args
     if not args.no_net and not (args.weights and os.path.isfile(args.weights)):
         raise cli.UserError("--weights: a caffemodel is required (or --no-net)")
     for path in (args.train_lmdb,) + ((args.test_lmdb,) if args.start == "test" else ()):
@@ -93,6 +99,14 @@ def start_at_test_digits(path, digits, seed):
     return images[picks].reshape((len(digits),) + SHAPE)
 
 
+def save_digit_grid(path, x, y, per_row=10):
+    """The first `per_row` samples of each digit, one row per digit."""
+    from gencnn.visualization import figures
+    picks = np.concatenate([np.flatnonzero(y == d)[:per_row] for d in range(10)])
+    figures.save_grid(path, x[picks], lambda state: figures.to_pixels(state, "lenet", None),
+                      10, per_row)
+
+
 def save(path, x, y, chain_mean, meta):
     buffer = io.BytesIO()
     arrays = dict(x=x.astype(np.float32), y=y.astype(np.int64), meta=json.dumps(meta))
@@ -104,6 +118,10 @@ def save(path, x, y, chain_mean, meta):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.grid_from:
+        with np.load(args.grid_from) as npz:
+            save_digit_grid(args.grid or args.out, npz["x"], npz["y"])
+        return 0
     started = time.time()
     images = lmdb_images(args.train_lmdb, args.q_images, SCALE, SHAPE)
     logit = args.pixels == "logit"
@@ -164,6 +182,8 @@ def main(argv=None):
         chain_mean = None if chain_mean is None else hmc.logit_to_pixels(chain_mean, (0.0, 1.0))
         meta["chain_mean"] = "sigmoid of the chain's mean logit"
     save(args.out, samples, digits, chain_mean, meta)
+    if args.grid:
+        save_digit_grid(args.grid, samples, digits)
     if args.pixels == "free":
         root, ext = os.path.splitext(args.out)
         save(root + "_clipped" + ext, np.clip(samples, 0, 1), digits,
