@@ -70,8 +70,11 @@ def parse_args(argv):
         help="also a PNG of the first 10 samples of each digit (rows 0-9)")
     add("--grid-from", default=None, metavar="NPZ",
         help="only draw --grid from an .npz this script wrote (no sampling)")
+    add("--take-from", default=None, metavar="NPZ",
+        help="only write to --out the first --chains-per-digit samples of each digit of "
+             "an .npz this script wrote (a set at a smaller n; no sampling)")
     args = parser.parse_args(argv)
-    if args.grid_from:
+    if args.grid_from or args.take_from:
         return args
     if not args.no_net and not (args.weights and os.path.isfile(args.weights)):
         raise cli.UserError("--weights: a caffemodel is required (or --no-net)")
@@ -121,6 +124,14 @@ def main(argv=None):
     if args.grid_from:
         with np.load(args.grid_from) as npz:
             save_digit_grid(args.grid or args.out, npz["x"], npz["y"])
+        return 0
+    if args.take_from:
+        with np.load(args.take_from) as npz:
+            picks = np.concatenate([np.flatnonzero(npz["y"] == d)[:args.chains_per_digit]
+                                    for d in range(10)])
+            meta = dict(json.loads(str(npz["meta"])), taken_from=args.take_from)
+            save(args.out, npz["x"][picks], npz["y"][picks],
+                 npz["chain_mean"][picks] if "chain_mean" in npz.files else None, meta)
         return 0
     started = time.time()
     images = lmdb_images(args.train_lmdb, args.q_images, SCALE, SHAPE)
