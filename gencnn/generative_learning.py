@@ -31,12 +31,10 @@ import numpy as np
 import caffe
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
-from gencnn import netgen
+from gencnn import netgen, run_folder
 from gencnn.visualization import hmc
-from gencnn.cli import (UserError, atomic_output, copy_atomic, log_line, save_figure,
-                        write_atomic, write_json)
+from gencnn.cli import UserError, atomic_output, copy_atomic, save_figure, write_atomic
 from gencnn.data.lmdb_io import lmdb_count, read_lmdb
-from gencnn.two_stage import skip_batches
 
 # Every option of the training, with its default (tools/generative_learning.py
 # documents each one in its --help). The defaults are the configuration measured
@@ -149,7 +147,8 @@ class GenerativeLearner(object):
         if unknown:
             raise ValueError("unknown options: %s" % ", ".join(sorted(unknown)))
         self.opts.update(opts or {})
-        self.out_dir = os.path.abspath(out_dir)
+        self.folder = run_folder.RunFolder(out_dir, "train.log")
+        self.out_dir = self.folder.out_dir
         self.seed = seed
         self.weights = weights
         self.progress = progress
@@ -168,11 +167,10 @@ class GenerativeLearner(object):
         if self.opts["match_labels"]:
             self.train_labels = np.array([label for _, label in read_lmdb(self.train_source)])
         self.epoch_iters = self.train_size / float(self.batch)
-        self.max_iter = int(math.ceil(self.opts["epochs"] * self.epoch_iters - 1e-9))
-        self.data_period = self.train_size // math.gcd(self.train_size, self.batch)
+        self.max_iter = run_folder.epoch_iter(self.opts["epochs"], self.epoch_iters)
+        self.data_period = run_folder.data_period(self.train_size, self.batch)
         test_batch = netgen.LENET["data_args"]["test_batch"]
         self.test_iters = max(1, int(math.ceil(lmdb_count(self.test_source) / float(test_batch))))
-        self._bar = None
 
     def _check_opts(self):
         o = self.opts
@@ -198,19 +196,16 @@ class GenerativeLearner(object):
 
     # --------------------------------------------------------------- files
     def path(self, *parts):
-        return os.path.join(self.out_dir, *parts)
-
-    def log(self, message):
-        log_line(self.path("train.log"), message, self._bar)
-
-    def _write_json(self, name, obj):
-        write_json(self.path(name), obj)
+        return self.folder.path(*parts)
 
     def describe(self):
         return {"opts": self.opts, "seed": self.seed, "weights": self.weights,
                 "train_source": self.train_source, "test_source": self.test_source,
                 "batch_observed": self.batch, "epoch_iters": self.epoch_iters,
                 "max_iter": self.max_iter}
+
+    # The configuration a resume must not change.
+    RESUME_KEYS = {"opts": "options"}
 
     # ---------------------------------------------------------------- nets
     def _build(self):
@@ -233,203 +228,178 @@ class GenerativeLearner(object):
         return solver, sampler_net, test_net
 
     # --------------------------------------------------------- checkpoints
-    def _checkpoint(self, solver, state, buffer, rngs, step_size):
-        solver.snapshot()
-        it = solver.iter
-        # paths in state.json are relative to the run folder, so a copied run
-        # resumes from its own files
-        prefix = os.path.join("snapshots", "iter_iter_%d" % it)
-        chains = os.path.join("snapshots", "chains_iter_%d.npz" % it)
+    def _checkpoint(self, solver, state):
+        """Caffe's snapshot plus the chains, the step size and both RNGs."""
+        chains = os.path.join("snapshots", "chains_iter_%d.npz" % solver.iter)
         with atomic_output(self.path(chains), suffix=".npz") as tmp:
-            np.savez(tmp, images=buffer.images, step_size=step_size,
-                     rng=np.array(json.dumps(_rng_state(rngs["train"]))),
-                     hmc_rng=np.array(json.dumps(_rng_state(rngs["hmc"]))))
-        previous = state.get("checkpoint")
-        state["checkpoint"] = {"iter": it, "solverstate": prefix + ".solverstate",
-                               "caffemodel": prefix + ".caffemodel", "chains": chains}
-        state["iter"] = it
-        self._write_json("state.json", state)
-        if previous and previous["iter"] != it:
-            for key in ("solverstate", "caffemodel", "chains"):
-                if os.path.exists(self.path(previous[key])):
-                    os.remove(self.path(previous[key]))
+            np.savez(tmp, images=self.buffer.images, step_size=self.step_size,
+                     rng=np.array(json.dumps(_rng_state(self.rng))),
+                     hmc_rng=np.array(json.dumps(_rng_state(self.sampler.rng))))
+        state["iter"] = solver.iter
+        self.folder.checkpoint(solver, state, "iter", files=[chains], chains=chains)
+
+    def _restore(self, solver, checkpoint):
+        """The solver, chains, step size and RNG states of `checkpoint`."""
+        self.folder.restore(solver, checkpoint)
+        data = np.load(self.path(checkpoint["chains"]))
+        self.buffer.images[...] = data["images"]
+        self.step_size = float(data["step_size"])
+        self.rng.set_state(_rng_from(json.loads(str(data["rng"]))))
+        run_folder.skip_batches(solver.net, solver.iter % self.data_period)
+        return json.loads(str(data["hmc_rng"]))
 
     # ----------------------------------------------------------------- run
     def run(self, resume=False):
-        os.makedirs(self.path("snapshots"), exist_ok=True)
         o = self.opts
-        state_file = self.path("state.json")
-        if resume:
-            if not os.path.exists(state_file):
-                raise UserError("nothing to resume in %s (no state.json)" % self.out_dir)
-            state = json.load(open(state_file))
-            if state["config"]["opts"] != json.loads(json.dumps(o)):
-                raise UserError("%s was started with other options: %s"
-                                % (self.out_dir, json.dumps(state["config"]["opts"],
-                                                           sort_keys=True)))
-            if state["done"]:
-                self.log("already finished; nothing to resume")
-                return state
-        else:
-            if os.path.exists(state_file):
-                raise UserError("%s already holds a run: use --resume or another --out"
-                                % self.out_dir)
+        state = self.folder.start(resume, self.describe(), self.RESUME_KEYS)
+        if state is None:
+            os.makedirs(self.path("snapshots"), exist_ok=True)
             mean, std = fit_q(self.train_source, o["reference_count"])
             state = {"config": self.describe(), "iter": 0, "done": False, "checkpoint": None,
                      "q": {"mean": mean, "std": std}, "history": [], "diverged": None}
-            self._write_json("state.json", state)
+            self.folder.write_json("state.json", state)
+        elif state["done"]:
+            self.folder.log("already finished; nothing to resume")
+            return state
         mean, std = state["q"]["mean"], state["q"]["std"]
         solver, sampler_net, test_net = self._build()
         shape = tuple(sampler_net.blobs["data"].data.shape[1:])
         seed = 0 if self.seed is None else self.seed
-        rngs = {"train": np.random.RandomState(seed + 1), "hmc": None}
-        buffer = ChainBuffer(10, o["buffer_size"], shape, mean, std, rngs["train"])
-        step_size = o["step_size"]
+        self.rng = np.random.RandomState(seed + 1)
+        self.buffer = ChainBuffer(10, o["buffer_size"], shape, mean, std, self.rng)
+        self.step_size = o["step_size"]
         tsv_path = self.path("iterations.tsv")
-        hmc_seed = seed + 2
+        hmc_state = None
         if state["checkpoint"]:
-            ck = state["checkpoint"]
-            solver.restore(str(self.path(ck["solverstate"])))
-            data = np.load(self.path(ck["chains"]))
-            buffer.images[...] = data["images"]
-            step_size = float(data["step_size"])
-            rngs["train"].set_state(_rng_from(json.loads(str(data["rng"]))))
-            hmc_state = json.loads(str(data["hmc_rng"]))
-            skip_batches(solver.net, solver.iter % self.data_period)
-            _truncate_tsv(tsv_path, solver.iter)
-            self.log("resumed at iteration %d" % solver.iter)
+            hmc_state = self._restore(solver, state["checkpoint"])
+            run_folder.truncate_tsv(tsv_path, solver.iter)
+            self.folder.log("resumed at iteration %d" % solver.iter)
         else:
-            hmc_state = None
             if self.weights:
                 solver.net.copy_from(str(self.weights))
             open(tsv_path, "w").close()
-            self.log("generative learning: %d iterations (%g epochs), %d observed + %d "
-                     "synthesized per batch, q = N(%.4f, %.4f^2)%s"
-                     % (self.max_iter, o["epochs"], self.batch, o["synthesized"], mean, std,
-                        ", from %s" % self.weights if self.weights else ""))
+            self.folder.log("generative learning: %d iterations (%g epochs), %d observed + %d "
+                            "synthesized per batch, q = N(%.4f, %.4f^2)%s"
+                            % (self.max_iter, o["epochs"], self.batch, o["synthesized"], mean,
+                               std, ", from %s" % self.weights if self.weights else ""))
         state["iter"] = solver.iter
-        hmc_sampler = hmc.HMCSampler(
-            None, step_size=step_size, leapfrog_steps=o["leapfrog_steps"], mass=1.0,
-            mass_convention="inverse", sigma=std, ref_mean=mean, seed=hmc_seed,
+        self.sampler = hmc.HMCSampler(
+            None, step_size=self.step_size, leapfrog_steps=o["leapfrog_steps"], mass=1.0,
+            mass_convention="inverse", sigma=std, ref_mean=mean, seed=seed + 2,
             temperature=o["temperature"], warn=lambda message: None)
         if hmc_state is not None:
-            hmc_sampler.rng.set_state(_rng_from(hmc_state))
-        rngs["hmc"] = hmc_sampler.rng
-        lo, hi = mean - o["clamp_sigmas"] * std, mean + o["clamp_sigmas"] * std
-        has_dg = "loss" in solver.net.outputs
-        if self.progress:
-            from tqdm import tqdm
-            self._bar = tqdm(total=self.max_iter, initial=solver.iter, unit="it",
-                             dynamic_ncols=True, mininterval=1.0)
-        epoch_rows = _rows_since(tsv_path, state["history"][-1]["iter"]
-                                 if state["history"] else 0)
-        try:
-            with open(tsv_path, "a") as tsv:
-                while solver.iter < self.max_iter:
-                    started = time.time()
-                    wanted = None
-                    if o["match_labels"]:
-                        # The classes of the batch the Data layer will read
-                        # (the LMDB in key order, wrapping around).
-                        rows = (solver.iter * self.batch + np.arange(o["synthesized"])
-                                % self.batch) % self.train_size
-                        wanted = self.train_labels[rows]
-                    labels, slots, x, restarts = buffer.draw(
-                        o["synthesized"], o["restart_prob"], rngs["train"], wanted)
-                    score = hmc.NodeScore(sampler_net, "ip2", labels)
-                    hmc_sampler.score = score
-                    f, grad = hmc_sampler.evaluate(x)
-                    accept, divergent = [], 0
-                    for _ in range(o["mcmc_iters"]):
-                        x, f, grad, _acc, prob, _dh, div = hmc_sampler.transition(
-                            x, f, grad, step_size)
-                        accept.append(float(prob.mean()))
-                        divergent += int(div.sum())
-                    if o["clamp_sigmas"] > 0:
-                        x = np.clip(x, lo, hi)
-                    finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
-                    if not finite.all():
-                        raise self._diverged(state, solver.iter + 1, "%d synthesized images "
-                                             "are not finite" % (~finite).sum())
-                    buffer.store(labels, slots, x)
-                    accept = float(np.mean(accept))
-                    if o["target_accept"] > 0 and o["adapt_rate"] > 0:
-                        step_size = float(np.clip(
-                            step_size * math.exp(o["adapt_rate"] * (accept - o["target_accept"])),
-                            o["min_step"], o["max_step"]))
-                    sampling_s = time.time() - started
-                    solver.net.blobs["synthesized_data"].data[...] = x
-                    solver.net.blobs["synthesized_label"].data[...] = labels
-                    solver.step(1)
-                    it = solver.iter
-                    net = solver.net
-                    if wanted is not None:
-                        seen = net.blobs["observed_label"].data.astype(int)
-                        if not np.array_equal(seen[np.arange(len(wanted)) % self.batch], wanted):
-                            raise RuntimeError("iteration %d: the Data layer's labels are not "
-                                               "the LMDB's in key order" % it)
-                    scores = net.blobs["ip2"].data.reshape(len(net.blobs["label"].data), -1)
-                    fy = scores[np.arange(len(scores)), net.blobs["label"].data.astype(int)]
-                    f_data, f_syn = float(fy[:self.batch].mean()), float(fy[self.batch:].mean())
-                    dg = float(net.blobs["loss"].data.ravel()[0]) if has_dg else float("nan")
-                    synth = float(net.blobs["synthesis_loss"].data.ravel()[0])
-                    if not (np.isfinite(scores).all() and np.isfinite(synth)) or \
-                            np.abs(scores).max() > o["max_abs_score"]:
-                        raise self._diverged(state, it, "scores %s (max |f| %.3g, limit "
-                                             "--max-abs-score %g)" % (
-                                                 "not finite" if not np.isfinite(scores).all()
-                                                 else "exploded", np.nanmax(np.abs(scores)),
-                                                 o["max_abs_score"]))
-                    row = [it, dg, synth, f_data - f_syn, f_data, f_syn, accept, step_size,
-                           divergent, restarts, sampling_s, time.time() - started]
-                    tsv.write("\t".join("%.7g" % v for v in row) + "\n")
-                    tsv.flush()
-                    epoch_rows.append(row)
-                    if self._bar is not None:
-                        self._bar.update(1)
-                    epoch = it / self.epoch_iters
-                    at_epoch_end = it == int(math.ceil(math.floor(epoch + 1e-9)
-                                                       * self.epoch_iters - 1e-9))
-                    last = it == self.max_iter
-                    if at_epoch_end or last:
-                        state["history"].append(self._epoch_record(test_net, it, epoch_rows,
-                                                                   last))
-                        epoch_rows = []
-                    if it % o["checkpoint_every"] == 0 or at_epoch_end or last:
-                        tsv.flush()
-                        self._checkpoint(solver, state, buffer, rngs, step_size)
-        finally:
-            if self._bar is not None:
-                self._bar.close()
-                self._bar = None
-        final = self.path(state["checkpoint"]["caffemodel"])
-        copy_atomic(final, self.path("final.caffemodel"))
-        np.savez_compressed(self.path("chains.npz"), images=buffer.images)
-        state["done"] = True
-        self._write_json("state.json", state)
-        self.write_outputs(state)
+            self.sampler.rng.set_state(_rng_from(hmc_state))
+        self.clamp = (mean - o["clamp_sigmas"] * std, mean + o["clamp_sigmas"] * std)
+        epoch_rows = run_folder.rows_since(tsv_path, state["history"][-1]["iter"]
+                                           if state["history"] else 0)
+        with self.folder.progress(self.progress, self.max_iter, solver.iter), \
+                open(tsv_path, "a") as tsv:
+            while solver.iter < self.max_iter:
+                started = time.time()
+                labels, x, sampled = self._synthesize(state, solver.iter, sampler_net)
+                sampling_s = time.time() - started
+                solver.net.blobs["synthesized_data"].data[...] = x
+                solver.net.blobs["synthesized_label"].data[...] = labels
+                solver.step(1)
+                it = solver.iter
+                row = [it] + self._scores(state, solver.net, it) + sampled + \
+                    [sampling_s, time.time() - started]
+                tsv.write("\t".join("%.7g" % v for v in row) + "\n")
+                tsv.flush()
+                epoch_rows.append(row)
+                self.folder.advance()
+                at_epoch_end = run_folder.is_epoch_end(it, self.epoch_iters)
+                last = it == self.max_iter
+                if at_epoch_end or last:
+                    state["history"].append(self._epoch_record(test_net, it, epoch_rows, last))
+                    epoch_rows = []
+                if it % o["checkpoint_every"] == 0 or at_epoch_end or last:
+                    self._checkpoint(solver, state)
+
+        def outputs():
+            copy_atomic(self.path(state["checkpoint"]["caffemodel"]),
+                        self.path("final.caffemodel"))
+            with atomic_output(self.path("chains.npz"), suffix=".npz") as tmp:
+                np.savez_compressed(tmp, images=self.buffer.images)
+            self.write_outputs(state)
+        self.folder.finish(state, outputs)
         return state
+
+    def _synthesize(self, state, it, sampler_net):
+        """The M synthesized images of iteration `it` + 1: chains drawn from
+        the buffer, moved by K HMC transitions of the current model, clamped
+        and written back; the step size adapted. Returns (labels, images,
+        [acceptance, step size, divergent, restarts])."""
+        o = self.opts
+        wanted = None
+        if o["match_labels"]:
+            # The classes of the batch the Data layer will read (the LMDB in
+            # key order, wrapping around).
+            rows = (it * self.batch + np.arange(o["synthesized"]) % self.batch) \
+                % self.train_size
+            wanted = self.train_labels[rows]
+        self._wanted = wanted
+        labels, slots, x, restarts = self.buffer.draw(o["synthesized"], o["restart_prob"],
+                                                      self.rng, wanted)
+        self.sampler.score = hmc.NodeScore(sampler_net, "ip2", labels)
+        f, grad = self.sampler.evaluate(x)
+        accept, divergent = [], 0
+        for _ in range(o["mcmc_iters"]):
+            x, f, grad, _acc, prob, _dh, div = self.sampler.transition(x, f, grad,
+                                                                       self.step_size)
+            accept.append(float(prob.mean()))
+            divergent += int(div.sum())
+        if o["clamp_sigmas"] > 0:
+            x = np.clip(x, *self.clamp)
+        finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if not finite.all():
+            raise self._diverged(state, it + 1, "%d synthesized images are not finite"
+                                 % (~finite).sum())
+        self.buffer.store(labels, slots, x)
+        accept = float(np.mean(accept))
+        if o["target_accept"] > 0 and o["adapt_rate"] > 0:
+            self.step_size = float(np.clip(
+                self.step_size * math.exp(o["adapt_rate"] * (accept - o["target_accept"])),
+                o["min_step"], o["max_step"]))
+        return labels, x, [accept, self.step_size, divergent, restarts]
+
+    def _scores(self, state, net, it):
+        """[DG loss, synthesis loss, energy gap, f data, f samples] of the
+        step just taken; stops the run when the scores diverged."""
+        o = self.opts
+        if self._wanted is not None:
+            seen = net.blobs["observed_label"].data.astype(int)
+            if not np.array_equal(seen[np.arange(len(self._wanted)) % self.batch],
+                                  self._wanted):
+                raise RuntimeError("iteration %d: the Data layer's labels are not "
+                                   "the LMDB's in key order" % it)
+        scores = net.blobs["ip2"].data.reshape(len(net.blobs["label"].data), -1)
+        fy = scores[np.arange(len(scores)), net.blobs["label"].data.astype(int)]
+        f_data, f_syn = float(fy[:self.batch].mean()), float(fy[self.batch:].mean())
+        dg = float(net.blobs["loss"].data.ravel()[0]) if "loss" in net.outputs \
+            else float("nan")
+        synth = float(net.blobs["synthesis_loss"].data.ravel()[0])
+        if not (np.isfinite(scores).all() and np.isfinite(synth)) or \
+                np.abs(scores).max() > o["max_abs_score"]:
+            raise self._diverged(state, it, "scores %s (max |f| %.3g, limit "
+                                 "--max-abs-score %g)" % (
+                                     "not finite" if not np.isfinite(scores).all()
+                                     else "exploded", np.nanmax(np.abs(scores)),
+                                     o["max_abs_score"]))
+        return [dg, synth, f_data - f_syn, f_data, f_syn]
 
     def _diverged(self, state, it, what):
         ck = state.get("checkpoint")
         state["diverged"] = {"iter": it, "what": what}
-        self._write_json("state.json", state)
-        self.log("diverged at iteration %d: %s" % (it, what))
+        self.folder.write_json("state.json", state)
+        self.folder.log("diverged at iteration %d: %s" % (it, what))
         return Diverged("diverged at iteration %d: %s; the last good checkpoint (%s) is kept "
                         "in %s (try a smaller --base-lr or --step-size, or a larger --alpha)"
                         % (it, what, "iteration %d" % ck["iter"] if ck else "none",
                            self.out_dir))
 
-    def _test(self, test_net):
-        totals = {}
-        for _ in range(self.test_iters):
-            outputs = test_net.forward()
-            for key, value in outputs.items():
-                totals[key] = totals.get(key, 0.0) + float(np.asarray(value).ravel()[0])
-        return {k: v / self.test_iters for k, v in totals.items()}
-
     def _epoch_record(self, test_net, it, rows, last):
-        results = self._test(test_net)
+        results = run_folder.test_means(test_net, self.test_iters)
         rows = np.array(rows, dtype=np.float64)
         record = {"iter": it, "epoch": round(it / self.epoch_iters, 4), "final": bool(last),
                   "test_error_pct": 100.0 * (1.0 - results["accuracy"]),
@@ -444,21 +414,21 @@ class GenerativeLearner(object):
                   "restarts": int(rows[:, 9].sum()),
                   "s_per_iter": float(rows[:, 11].mean()),
                   "s_per_iter_sampling": float(rows[:, 10].mean())}
-        self.log("epoch %.2f iter %d: test error %.2f%% | energy gap %.1f (f data %.1f, "
-                 "samples %.1f) | acceptance %.3f, step %.4g, %d divergent | %.3f s/it"
-                 % (record["epoch"], it, record["test_error_pct"], record["energy_gap"],
-                    record["f_data"], record["f_synthesized"], record["acceptance"],
-                    record["step_size"], record["divergent_trajectories"],
-                    record["s_per_iter"]))
+        self.folder.log("epoch %.2f iter %d: test error %.2f%% | energy gap %.1f (f data %.1f, "
+                        "samples %.1f) | acceptance %.3f, step %.4g, %d divergent | %.3f s/it"
+                        % (record["epoch"], it, record["test_error_pct"],
+                           record["energy_gap"], record["f_data"], record["f_synthesized"],
+                           record["acceptance"], record["step_size"],
+                           record["divergent_trajectories"], record["s_per_iter"]))
         return record
 
     def write_outputs(self, state):
         finals = [r for r in state["history"] if r["final"]]
         result = {"config": state["config"], "q": state["q"], "epochs": state["history"],
                   "final_test_error_pct": finals[-1]["test_error_pct"] if finals else None}
-        self._write_json("history.json", result)
+        self.folder.write_json("history.json", result)
         plot_curves(self.path("iterations.tsv"), state["history"], self.path("curves.png"))
-        self.log("done: final test error %.2f%%" % result["final_test_error_pct"])
+        self.folder.log("done: final test error %.2f%%" % result["final_test_error_pct"])
 
 
 # ---------------------------------------------------------------- helpers
@@ -472,31 +442,12 @@ def _rng_from(state):
     return (name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss)
 
 
-def _truncate_tsv(path, last_iter):
-    if not os.path.exists(path):
-        return
-    keep = [line for line in open(path)
-            if line.strip() and float(line.split("\t")[0]) <= last_iter]
-    write_atomic(path, "".join(keep))
-
-
-def _rows_since(path, done):
-    rows = []
-    if os.path.exists(path):
-        for line in open(path):
-            if line.strip():
-                row = [float(v) for v in line.rstrip("\n").split("\t")]
-                if row[0] > done:
-                    rows.append(row)
-    return rows
-
-
 def plot_curves(tsv_path, history, path):
     """Energy gap, acceptance and step size per iteration; test error per epoch."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = np.array(_rows_since(tsv_path, 0)).reshape(-1, 12)
+    rows = np.array(run_folder.rows_since(tsv_path, 0)).reshape(-1, 12)
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
 
     def smooth(v, w=25):

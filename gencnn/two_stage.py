@@ -13,23 +13,19 @@ Epochs are counted in iterations of the training LMDB: epoch e ends at
 iteration ceil(e * entries / batch_size). After every epoch, and at the end of
 each stage, the model is tested on the whole test set (test_iter x test batch).
 
-Resuming: every `checkpoint_every` iterations the solver state is snapshotted
-and state.json (atomically replaced) records it together with the history.
-`resume=True` restores the newest checkpoint of whichever stage was running,
-truncates the per-iteration log to it, and replays the data layer's cursor
-(Caffe does not save it) so the resumed run sees the same batches as an
-uninterrupted one.
+The run folder (state.json, checkpoints every `checkpoint_every` iterations,
+resume, logs) is gencnn/run_folder.py's; a resume restores the newest
+checkpoint of whichever stage was running and sees the same batches as an
+uninterrupted run.
 """
-import json
-import math
 import os
 
 import numpy as np
 
 import caffe
 from caffe.proto import caffe_pb2
-from gencnn import caffe_utils
-from gencnn.cli import UserError, copy_atomic, log_line, save_figure, write_atomic, write_json
+from gencnn import caffe_utils, run_folder
+from gencnn.cli import UserError, copy_atomic, save_figure, write_atomic
 from gencnn.data.lmdb_io import lmdb_count
 
 
@@ -108,16 +104,6 @@ def _gpu_worker(solver_file, gpus, rank, uid, stage_iters, restore):
     del nccl
 
 
-def skip_batches(net, count):
-    """Advance `net`'s Data layers by `count` batches: Caffe does not save the
-    LMDB cursor, so a resumed run replays it to see the batches an
-    uninterrupted one would."""
-    names = [name for name, layer in zip(net._layer_names, net.layers) if layer.type == "Data"]
-    for _ in range(count):
-        for name in names:
-            net.forward(start=name, end=name)
-
-
 def keep_name(epoch):
     """File name of the weights kept at `epoch` (--keep-epochs): epoch16.caffemodel."""
     return "epoch%g.caffemodel" % epoch
@@ -152,17 +138,26 @@ class Stage(object):
                             % (self.net_path, self.source))
         self.train_size = lmdb_count(self.source)
         self.epoch_iters = self.train_size / float(self.batch_size)
-        # Caffe's LMDB cursor wraps around: the batch sequence repeats with this period.
-        self.data_period = self.train_size // math.gcd(self.train_size, self.batch_size)
+        self.data_period = run_folder.data_period(self.train_size, self.batch_size)
         if not self.param.test_iter:
             raise UserError("%s has no test_iter: cannot test each epoch" % solver_path)
 
 
 class TwoStageRunner(object):
+    """Stage 1 up to the switch, then stage 2 from its weights, in a run
+    folder (gencnn/run_folder.py: state, checkpoints, resume, logs)."""
+
+    # The configuration a resume must not change; the other options
+    # (checkpoint_every, keep_epochs, progress) may.
+    RESUME_KEYS = {"stages": "stage solvers", "seed": "seed", "switch": "switch",
+                   "start_epoch": "start epoch", "stop_epoch": "stop epoch",
+                   "train_lmdb": "training LMDB", "weights": "initial weights"}
+
     def __init__(self, stage1, out_dir, stage2=None, switch=None, seed=None, weights=None,
                  start_epoch=0.0, keep_epochs=(), checkpoint_every=100, progress=True,
                  stop_epoch=None, train_lmdb=None, gpus=()):
-        self.out_dir = os.path.abspath(out_dir)
+        self.folder = run_folder.RunFolder(out_dir, "two_stage.log")
+        self.out_dir = self.folder.out_dir
         self.gpus = list(gpus)
         self.train_lmdb = train_lmdb
         self.stages = [self._stage(1, stage1)]
@@ -249,7 +244,7 @@ class TwoStageRunner(object):
 
     def _stage(self, index, solver_path):
         return Stage(index, solver_path, self.train_lmdb,
-                     os.path.join(self.out_dir, "stage%d_net.prototxt" % index))
+                     self.folder.path("stage%d_net.prototxt" % index))
 
     def switch_iter(self):
         kind, value = self.switch
@@ -259,17 +254,10 @@ class TwoStageRunner(object):
 
     def epoch_end(self, epoch):
         """Global iteration at which (absolute) epoch `epoch` ends."""
-        return int(math.ceil((epoch - self.start_epoch) * self.epoch_iters - 1e-9))
+        return run_folder.epoch_iter(epoch - self.start_epoch, self.epoch_iters)
 
-    # --------------------------------------------------------------- files
     def path(self, *parts):
-        return os.path.join(self.out_dir, *parts)
-
-    def _write_json(self, name, obj):
-        write_json(self.path(name), obj)
-
-    def log(self, message):
-        log_line(self.path("two_stage.log"), message, self._bar)
+        return self.folder.path(*parts)
 
     # ------------------------------------------------------------- solvers
     def _make_solver(self, stage, stage_iters):
@@ -286,28 +274,22 @@ class TwoStageRunner(object):
         write_atomic(solver_file, str(param))
         if self.gpus:
             set_device(self.gpus, 0)
-        solver = caffe.get_solver(solver_file)
-        return solver, param
+        return caffe.get_solver(solver_file)
 
     def _test(self, solver, stage):
         net = solver.test_nets[0]
         net.share_with(solver.net)
-        totals = {}
-        for _ in range(stage.param.test_iter[0]):
-            outputs = net.forward()
-            for key, value in outputs.items():
-                totals[key] = totals.get(key, 0.0) + float(np.asarray(value).ravel()[0])
-        means = {k: v / stage.param.test_iter[0] for k, v in totals.items()}
+        means = run_folder.test_means(net, stage.param.test_iter[0])
         if "accuracy" not in means:
             raise UserError("test net of %s has no 'accuracy' output" % stage.solver_path)
         return means
 
     # -------------------------------------------------------------- state
     def _fresh_state(self):
-        return {"stage": 1, "stage_iter": 0, "global_iter": 0, "solverstate": None,
-                "init_weights": os.path.abspath(self.weights) if self.weights else None, "switch_iter": None, "switch_reason": None,
-                "done": False, "config": self.describe(),
-                "history": {"stage1": [], "stage2": []}}
+        return {"stage": 1, "global_iter": 0, "checkpoint": None,
+                "init_weights": os.path.abspath(self.weights) if self.weights else None,
+                "switch_iter": None, "switch_reason": None, "done": False,
+                "config": self.describe(), "history": {"stage1": [], "stage2": []}}
 
     def describe(self):
         return {"stages": [s.solver_path for s in self.stages], "seed": self.seed,
@@ -318,95 +300,21 @@ class TwoStageRunner(object):
                 "train_lmdb": self.train_lmdb,
                 "weights": os.path.abspath(self.weights) if self.weights else None}
 
-    def _inside(self, path):
-        """A path in state.json: relative to the run folder, so a copied run
-        resumes from its own snapshots (old absolute entries still resolve)."""
-        return os.path.join(self.out_dir, path)
-
-    def _checkpoint(self, solver, state, keep=False):
-        solver.snapshot()
-        prefix = os.path.join("snapshots", "stage%d_iter_%d" % (state["stage"], solver.iter))
-        previous = state.get("solverstate")
-        state["solverstate"] = prefix + ".solverstate"
-        state["stage_iter"] = solver.iter
-        self._write_json("state.json", state)
-        if previous and previous != state["solverstate"] and previous not in state.get("kept", []):
-            for ext in (".solverstate", ".caffemodel"):
-                path = self._inside(previous[: -len(".solverstate")] + ext)
-                if os.path.exists(path):
-                    os.remove(path)
-        if keep:
-            state.setdefault("kept", []).append(state["solverstate"])
-            self._write_json("state.json", state)
-        return self._inside(prefix + ".caffemodel")
-
     # ---------------------------------------------------------------- run
-    # Options that must not change between a run and its --resume; the others
-    # (--checkpoint-every, --keep-epochs, --no-progress) may.
-    RESUME_OPTIONS = (("stages", "--stage1/--stage2"), ("seed", "--seed"),
-                      ("switch", "--switch/--switch-epoch"), ("start_epoch", "--start-epoch"),
-                      ("stop_epoch", "--stop-epoch"), ("train_lmdb", "--train-lmdb"),
-                      ("weights", "--weights"))
-
-    def _load_state(self, state_file):
-        try:
-            with open(state_file) as f:
-                state = json.load(f)
-            state["config"]["stages"]
-        except (ValueError, KeyError, TypeError, OSError) as err:
-            raise UserError("%s is unreadable (%s): remove the folder to start over"
-                            % (state_file, str(err).splitlines()[0] or type(err).__name__))
-        return state
-
-    @staticmethod
-    def _started(state):
-        """True once a run has a checkpoint: before that it blocks nothing."""
-        return bool(state.get("solverstate") or state.get("global_iter") or state.get("done")
-                    or state.get("stage", 1) != 1)
-
-    def _check_same_options(self, saved):
-        mine = self.describe()
-        for key, option in self.RESUME_OPTIONS:
-            if key in saved and key in mine and saved[key] != mine[key]:
-                raise UserError("--resume with a different %s than the run in %s (%r, now %r):"
-                                " resume with the original options or use another --out"
-                                % (option, self.out_dir, saved[key], mine[key]))
-
     def run(self, resume=False):
-        self._bar = None
-        state_file = self.path("state.json")
-        state = self._load_state(state_file) if os.path.exists(state_file) else None
-        if state is not None and not self._started(state):
-            # A start that failed before its first checkpoint (e.g. Caffe
-            # aborted): it leaves nothing to resume and must not block a rerun.
-            state = None
-        if resume and state is not None:
-            self._check_same_options(state["config"])
-            if state["done"]:
-                self.log("already finished; nothing to resume")
-                return state
-        elif resume:
-            raise UserError("nothing to resume in %s (no run with a checkpoint)" % self.out_dir)
-        elif state is not None:
-            raise UserError("%s already holds a run: use --resume or another --out"
-                            % self.out_dir)
-        else:
+        state = self.folder.start(resume, self.describe(), self.RESUME_KEYS)
+        if state is None:
             self.validate()
             os.makedirs(self.path("snapshots"), exist_ok=True)
             state = self._fresh_state()
-            self._write_json("state.json", state)
-        if self.progress:
-            from tqdm import tqdm
-            self._bar = tqdm(total=self.total_iters, initial=state["global_iter"],
-                             unit="it", dynamic_ncols=True, mininterval=1.0)
-        try:
-            while not state["done"]:
-                self._run_stage(self.stages[state["stage"] - 1], state)
-        finally:
-            if self._bar is not None:
-                self._bar.close()
-                self._bar = None
-        self.write_outputs(state)
+            self.folder.write_json("state.json", state)
+        elif state["done"]:
+            self.folder.log("already finished; nothing to resume")
+            return state
+        with self.folder.progress(self.progress, self.total_iters, state["global_iter"]):
+            for stage in self.stages[state["stage"] - 1:]:
+                self._run_stage(stage, state)
+        self.folder.finish(state, lambda: self.write_outputs(state))
         return state
 
     def _stage_iters(self, stage, state):
@@ -416,31 +324,36 @@ class TwoStageRunner(object):
         return self.total_iters - state["switch_iter"]
 
     def _run_stage(self, stage, state):
+        """Like py-faster-rcnn's SolverWrapper.train_model: step, log, test at
+        each epoch end, checkpoint; a resume continues from the checkpoint."""
         offset = 0 if stage.index == 1 else state["switch_iter"]
         # For an ESS switch stage 1 may run to the end; the switch cuts it short.
         stage_iters = self._stage_iters(stage, state)
-        solver, param = self._make_solver(stage, stage_iters)
+        solver = self._make_solver(stage, stage_iters)
         iters_log = self.path("iterations_stage%d.tsv" % stage.index)
-        if state["solverstate"] and state["stage"] == stage.index:
-            solver.restore(str(self._inside(state["solverstate"])))
-            skip_batches(solver.net, solver.iter % stage.data_period)
-            self._truncate_tsv(iters_log, solver.iter)
-            self.log("resumed stage %d at iteration %d" % (stage.index, solver.iter))
+        checkpoint = state["checkpoint"]
+        restore = checkpoint if checkpoint and checkpoint["stage"] == stage.index else None
+        if restore:
+            self.folder.restore(solver, restore)
+            run_folder.skip_batches(solver.net, solver.iter % stage.data_period)
+            run_folder.truncate_tsv(iters_log, solver.iter)
+            self.folder.log("resumed stage %d at iteration %d" % (stage.index, solver.iter))
         else:
             weights = state["init_weights"] if stage.index == 1 else \
-                self._inside(state["switch_weights"])
+                self.path(state["switch_weights"])
             if weights:
                 solver.net.copy_from(str(weights))
                 for net in solver.test_nets:
                     net.copy_from(str(weights))
-            self.log("stage %d: %s (%s), %d iterations%s"
-                     % (stage.index, stage.solver_path, os.path.basename(stage.net_path),
-                        stage_iters, ", from %s" % weights if weights else ""))
+            self.folder.log("stage %d: %s (%s), %d iterations%s"
+                            % (stage.index, stage.solver_path, os.path.basename(stage.net_path),
+                               stage_iters, ", from %s" % weights if weights else ""))
             open(iters_log, "w").close()
-        workers = self._start_workers(solver, stage, stage_iters, state) \
+        workers = self._start_workers(solver, stage, stage_iters, restore) \
             if len(self.gpus) > 1 else []
         history = state["history"]["stage%d" % stage.index]
-        epoch_losses, epoch_ess = self._epoch_sums(iters_log, history)
+        rows = run_folder.rows_since(iters_log, history[-1]["stage_iter"] if history else 0)
+        epoch_losses, epoch_ess = [r[1] for r in rows], [r[2] for r in rows]
         has_ess = "ess" in solver.net.outputs
         with open(iters_log, "a") as tsv:
             while solver.iter < stage_iters:
@@ -453,15 +366,13 @@ class TwoStageRunner(object):
                 epoch_losses.append(loss)
                 epoch_ess.append(ess)
                 global_iter = offset + it
-                if self._bar is not None:
-                    self._bar.update(1)
+                self.folder.advance()
                 epoch = self.start_epoch + global_iter / self.epoch_iters
-                at_epoch_end = global_iter == self.epoch_end(math.floor(epoch + 1e-9)) \
-                    and global_iter > 0
+                at_epoch_end = run_folder.is_epoch_end(global_iter, self.epoch_iters,
+                                                       self.start_epoch)
                 last = it == stage_iters
                 switched = False
                 if at_epoch_end or last:
-                    tsv.flush()
                     record = self._epoch_record(solver, stage, global_iter, epoch,
                                                 epoch_losses, epoch_ess, last)
                     history.append(record)
@@ -478,40 +389,37 @@ class TwoStageRunner(object):
                 kept_epoch = self.keep_iters.get(global_iter)
                 if it % self.checkpoint_every == 0 or at_epoch_end or last or switched \
                         or kept_epoch is not None:
-                    tsv.flush()
-                    model = self._checkpoint(solver, state, keep=kept_epoch is not None
-                                             or last or switched)
+                    model = self.folder.checkpoint(
+                        solver, state, "stage%d" % stage.index, stage=stage.index,
+                        keep=kept_epoch is not None or last or switched)
                     if kept_epoch is not None:
-                        self._keep_copy(model, keep_name(kept_epoch))
+                        copy_atomic(model, self.path(keep_name(kept_epoch)))
                 if switched:
                     break
         for worker in workers:
             worker.join()
             if worker.exitcode != 0:
                 raise UserError("GPU worker %s failed (exit %s)" % (worker.name, worker.exitcode))
-        final_model = self.path("snapshots", "stage%d_iter_%d.caffemodel"
-                                % (stage.index, solver.iter))
-        self._keep_copy(final_model, "stage%d_final.caffemodel" % stage.index)
+        copy_atomic(self.path(state["checkpoint"]["caffemodel"]),
+                    self.path("stage%d_final.caffemodel" % stage.index))
         if stage.index == 1 and len(self.stages) == 2:
             state["switch_iter"] = offset + solver.iter
             state["switch_weights"] = "stage1_final.caffemodel"
             state["switch_reason"] = state["switch_reason"] or "epoch %g" % self.switch[1]
-            state["stage"], state["solverstate"], state["stage_iter"] = 2, None, 0
-            self.log("switch at iteration %d (%s)" % (state["switch_iter"], state["switch_reason"]))
-        else:
-            state["done"] = True
-        self._write_json("state.json", state)
+            state["stage"] = 2
+            self.folder.write_json("state.json", state)
+            self.folder.log("switch at iteration %d (%s)"
+                            % (state["switch_iter"], state["switch_reason"]))
         del solver  # release the data reader before another solver opens the LMDB
 
-    def _start_workers(self, solver, stage, stage_iters, state):
+    def _start_workers(self, solver, stage, stage_iters, restore):
         """Several GPUs, as BVLC's python/train.py: one process per GPU, joined
         by NCCL (gradients summed, then averaged, every iteration). This
         process is rank 0 and does all testing and checkpointing; ranks 1.. only
         step, starting from rank 0's weights (NCCL broadcasts them)."""
         import multiprocessing
         uid = caffe.NCCL.new_uid()
-        restore = self._inside(state["solverstate"]) \
-            if state["solverstate"] and state["stage"] == stage.index else None
+        restore = self.path(restore["solverstate"]) if restore else None
         context = multiprocessing.get_context("spawn")   # no CUDA state across a fork
         workers = []
         for rank in range(1, len(self.gpus)):
@@ -525,9 +433,6 @@ class TwoStageRunner(object):
         self._nccl = join_nccl(solver, uid)
         return workers
 
-    def _keep_copy(self, model, name):
-        copy_atomic(model, self.path(name))
-
     def _epoch_record(self, solver, stage, global_iter, epoch, losses, ess, last):
         results = self._test(solver, stage)
         record = {"stage": stage.index, "iter": global_iter, "stage_iter": solver.iter,
@@ -536,36 +441,18 @@ class TwoStageRunner(object):
                   "test_accuracy": results["accuracy"],
                   "test_error_pct": 100.0 * (1.0 - results["accuracy"]),
                   "test_loss": results.get("loss"), "final": bool(last)}
-        self.log("stage %d epoch %.2f iter %d: train loss %.4f%s | test error %.2f%% loss %s"
-                 % (stage.index, epoch, global_iter, record["train_loss"],
-                    "" if record["train_ess"] is None else " ess %.3f" % record["train_ess"],
-                    record["test_error_pct"],
-                    "-" if record["test_loss"] is None else "%.4f" % record["test_loss"]))
-        if self._bar is not None:
-            self._bar.set_postfix(stage=stage.index, epoch="%.1f" % epoch,
-                                  loss="%.4f" % record["train_loss"],
-                                  test_err="%.2f%%" % record["test_error_pct"])
+        self.folder.log("stage %d epoch %.2f iter %d: train loss %.4f%s | test error %.2f%% "
+                        "loss %s" % (stage.index, epoch, global_iter, record["train_loss"],
+                                     "" if record["train_ess"] is None
+                                     else " ess %.3f" % record["train_ess"],
+                                     record["test_error_pct"],
+                                     "-" if record["test_loss"] is None
+                                     else "%.4f" % record["test_loss"]))
+        if self.folder.bar is not None:
+            self.folder.bar.set_postfix(stage=stage.index, epoch="%.1f" % epoch,
+                                        loss="%.4f" % record["train_loss"],
+                                        test_err="%.2f%%" % record["test_error_pct"])
         return record
-
-    @staticmethod
-    def _truncate_tsv(path, last_iter):
-        if not os.path.exists(path):
-            return
-        keep = [line for line in open(path) if line.strip() and int(line.split("\t")[0]) <= last_iter]
-        write_atomic(path, "".join(keep))
-
-    @staticmethod
-    def _epoch_sums(path, history):
-        """Losses and ESS of the iterations since the last recorded epoch."""
-        done = history[-1]["stage_iter"] if history else 0
-        losses, ess = [], []
-        if os.path.exists(path):
-            for line in open(path):
-                it, loss, e = line.rstrip("\n").split("\t")
-                if int(it) > done:
-                    losses.append(float(loss))
-                    ess.append(float(e))
-        return losses, ess
 
     # ------------------------------------------------------------ outputs
     def write_outputs(self, state):
@@ -573,9 +460,9 @@ class TwoStageRunner(object):
                   "switch_reason": state["switch_reason"], "stages": state["history"]}
         finals = [r for r in state["history"]["stage2"] or state["history"]["stage1"] if r["final"]]
         result["final_test_error_pct"] = finals[-1]["test_error_pct"] if finals else None
-        self._write_json("history.json", result)
+        self.folder.write_json("history.json", result)
         plot_curves({"run": state["history"]}, self.path("curves.png"))
-        self.log("done: final test error %.2f%%" % result["final_test_error_pct"])
+        self.folder.log("done: final test error %.2f%%" % result["final_test_error_pct"])
 
 
 def plot_curves(runs, path, title=None):

@@ -171,7 +171,7 @@ def test_resume_after_kill_matches_uninterrupted_run(small_solvers, tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     _kill_when(proc, str(out / "iterations_stage1.tsv"), 55)
     state = json.load(open(str(out / "state.json")))
-    assert state["stage"] == 1 and 50 <= state["stage_iter"] < 94
+    assert state["stage"] == 1 and 50 <= state["checkpoint"]["iter"] < 94
     proc = subprocess.Popen(cmd + ["--resume"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=ENV)
     _kill_when(proc, str(out / "iterations_stage2.tsv"), 73)
@@ -241,7 +241,7 @@ def test_ess_switch_survives_a_crash_at_the_switch(small_solvers, tmp_path):
     (out / "stage1_final.caffemodel").mkdir()
     assert tool("two_stage.py", *(args + ["--out", out]), check=False).returncode != 0
     state = json.load(open(str(out / "state.json")))
-    assert state["stage"] == 1 and state["stage_iter"] == whole["switch_iter"]
+    assert state["stage"] == 1 and state["checkpoint"]["iter"] == whole["switch_iter"]
     (out / "stage1_final.caffemodel").rmdir()
     tool("two_stage.py", *(args + ["--out", out, "--resume"]))
     resumed = history(out)
@@ -293,7 +293,7 @@ def test_resume_refuses_changed_options_and_bad_weights(small_solvers, tmp_path)
     changed[changed.index("--seed") + 1] = 7
     message = one_line_error(tool("two_stage.py", *(changed + ["--out", out, "--resume"]),
                                   check=False))
-    assert "--seed" in message
+    assert "different seed" in message
     # Weights that are not a caffemodel, or of another net, fail before
     # anything is written (Caffe itself would abort or ignore them).
     text = tmp_path / "t.caffemodel"
