@@ -21,6 +21,7 @@ trajectories are logged; a NaN or an exploding score (|f| above
 checkpoint (every `checkpoint_every` iterations and each epoch end) is kept
 for --resume.
 """
+import collections
 import json
 import math
 import os
@@ -34,50 +35,90 @@ from google.protobuf import text_format
 from gencnn import netgen, run_folder
 from gencnn.visualization import hmc
 from gencnn.cli import UserError, atomic_output, copy_atomic, save_figure, write_atomic
-from gencnn.data.lmdb_io import lmdb_count, read_lmdb
+from gencnn import caffe_utils
+from gencnn.data.lmdb_io import lmdb_count, lmdb_fingerprint, read_lmdb
 
-# Every option of the training, with its default (tools/generative_learning.py
-# documents each one in its --help). The defaults are the configuration measured
-# in docs/visualization.md, "Learning from synthesized images" (one epoch from a
-# 2-epoch DG LeNet, --weights).
-DEFAULTS = {
-    "epochs": 1.0,              # training length in epochs of the training LMDB
-    # M synthesized images per batch (N = 64 observed)
-    "synthesized": netgen.SYNTHESIS_DEFAULTS["synthesized"],
+class Option(collections.namedtuple("Option", "name default type range help")):
+    """One option of the training: its name, default, type (int or float),
+    range (a key of RANGES) and help; tools/generative_learning.py makes a
+    command-line flag of each, and GenerativeLearner checks each here."""
+    RANGES = {">0": (lambda v: v > 0, "> 0"), ">=0": (lambda v: v >= 0, ">= 0"),
+              "[0,1]": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+              "[0,1)": (lambda v: 0 <= v < 1, "in [0, 1)"),
+              "0|1": (lambda v: v in (0, 1), "0 or 1")}
+
+    def check(self, value):
+        """ValueError unless `value` is a finite number of the option's range."""
+        test, words = self.RANGES[self.range]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (self.type is int and value != int(value)) or not math.isfinite(value) or \
+                not test(value):
+            raise ValueError("must be %s %s, got %r" % (
+                "an integer" if self.type is int else "a number", words, value))
+        return self.type(value)
+
+    def parse(self, text):
+        try:
+            value = self.type(text)
+        except ValueError:
+            raise ValueError("must be %s, got %r" % (
+                "an integer" if self.type is int else "a number", text))
+        return self.check(value)
+
+
+# Every option of the training. The defaults are the configuration measured
+# in docs/visualization.md, "Learning from synthesized images" (one epoch from
+# a 2-epoch DG LeNet as initial weights).
+OPTIONS = (
+    Option("epochs", 1.0, float, ">0", "training length in epochs of the training LMDB"),
+    Option("synthesized", netgen.SYNTHESIS_DEFAULTS["synthesized"], int, ">0",
+           "synthesized images M per batch (the batch also holds 64 observed)"),
     # 100 chains per class: in a one-epoch run each chain is drawn ~30 times
     # (~300 transitions); with 1,000 it would be ~3 and the buffer stays near q.
-    "buffer_size": 100,         # persistent chains per class
-    "restart_prob": 0.05,       # chance a drawn chain restarts from q
-    "mcmc_iters": 10,           # K HMC transitions per training iteration
-    "leapfrog_steps": 1,        # L per transition; 1 = Metropolis-adjusted Langevin
-    "step_size": 0.05,          # initial leapfrog step (unit mass, input units)
-    "target_accept": 0.65,      # step-size adaptation target (0 = fixed step)
-    "adapt_rate": 0.05,         # log step += rate * (mean acceptance - target) per iteration
-    "min_step": 1e-4,
-    "max_step": 0.5,
-    "temperature": 1.0,         # T of the training chains (the paper's model: 1)
-    "clamp_sigmas": 5.0,        # chains clamped to mu +- this many sigma (0 = off)
-    # loss_weight of SoftmaxWithLoss on the observed half. The synthesis
-    # gradient's norm is far above clip_gradients, so the clipped step gives a DG
-    # loss of weight 10 a small share: test error 5.05 % after the epoch, against
-    # 3.0 % at weight 100 (docs/visualization.md).
-    "dg_weight": netgen.SYNTHESIS_DEFAULTS["dg_weight"],
-    "alpha": netgen.SYNTHESIS_DEFAULTS["alpha"],      # energy penalty alpha * mean f_y^2
-    "base_lr": 0.0003,
-    "clip_gradients": 10.0,     # Caffe's global L2 clip of the weight gradient (0 = off)
-    "weight_decay": 0.0005,
-    "max_abs_score": 1e5,       # |f_y| above this counts as divergence
-    "checkpoint_every": 100,
-    "reference_count": 10000,   # training images q is fitted to
-    "match_labels": 1,          # 1: synthesized classes = the observed batch's; 0: uniform
-}
+    Option("buffer_size", 100, int, ">0", "persistent chains kept per class"),
+    Option("restart_prob", 0.05, float, "[0,1]",
+           "probability that a drawn chain restarts from q"),
+    Option("mcmc_iters", 10, int, ">0", "K: HMC transitions per training iteration"),
+    Option("leapfrog_steps", 1, int, ">0",
+           "leapfrog steps per transition (1 = Metropolis-adjusted Langevin)"),
+    Option("step_size", 0.05, float, ">0",
+           "initial leapfrog step size (unit mass, input units)"),
+    Option("target_accept", 0.65, float, "[0,1)",
+           "the step size is adapted toward this mean acceptance (0 = fixed step)"),
+    Option("adapt_rate", 0.05, float, ">=0",
+           "adaptation: log step += rate * (acceptance - target) per iteration"),
+    Option("min_step", 1e-4, float, ">0", "smallest adapted step size"),
+    Option("max_step", 0.5, float, ">0", "largest adapted step size"),
+    Option("temperature", 1.0, float, ">0", "T of the training chains (the paper's model: 1)"),
+    Option("clamp_sigmas", 5.0, float, ">=0",
+           "clamp the chains to mu +- this many sigma of q (0 = off)"),
+    # The synthesis gradient's norm is far above clip_gradients, so the
+    # clipped step gives a DG loss of weight 10 a small share: test error
+    # 5.05 % after the epoch, against 3.0 % at weight 100 (docs/visualization.md).
+    Option("dg_weight", netgen.SYNTHESIS_DEFAULTS["dg_weight"], float, ">=0",
+           "loss_weight of SoftmaxWithLoss on the observed half (0 = no DG)"),
+    Option("alpha", netgen.SYNTHESIS_DEFAULTS["alpha"], float, ">=0",
+           "energy penalty alpha * mean f_y^2 over the batch"),
+    Option("base_lr", 0.0003, float, ">0",
+           "solver base_lr (inv policy, gamma 1e-4, power 0.75, momentum 0.9)"),
+    Option("clip_gradients", 10.0, float, ">=0",
+           "Caffe clip_gradients: global L2 clip of the weight gradient (0 = off)"),
+    Option("weight_decay", 0.0005, float, ">=0", "solver weight decay"),
+    Option("max_abs_score", 1e5, float, ">0",
+           "a score |f_y| above this is a divergence: the run stops"),
+    Option("checkpoint_every", 100, int, ">0", "iterations between resumable checkpoints"),
+    Option("reference_count", 10000, int, ">0",
+           "training images q = N(mean, std^2) is fitted to"),
+    Option("match_labels", 1, int, "0|1",
+           "1: the synthesized images take the classes of the observed batch (each class "
+           "column gets equal pushes up and down); 0: uniform classes"),
+)
+DEFAULTS = {option.name: option.default for option in OPTIONS}
 SCALE = 0.00390625              # pixels -> input units, as the nets' transform_param
 DEPLOY = "prototxt/lenet_deploy.prototxt"
 
 
-class Diverged(UserError):
-    """The model or the chains blew up; the last good checkpoint is kept."""
-
+Diverged = run_folder.Diverged
 
 def fit_q(train_lmdb, count):
     """(mean, std) of q fitted to `count` training images (section 3.4's
@@ -159,8 +200,11 @@ class GenerativeLearner(object):
         for path in (self.train_source, self.test_source):
             if not os.path.isdir(path):
                 raise UserError("LMDB %s does not exist (see tools/get_mnist.py)" % path)
+        if os.path.realpath(self.train_source) == os.path.realpath(self.test_source):
+            # Two Data layers on one LMDB deadlock in Caffe's DataReader.
+            raise UserError("the test LMDB %s is the training LMDB" % self.test_source)
         if weights and not os.path.isfile(weights):
-            raise UserError("--weights %s does not exist" % weights)
+            raise UserError("initial weights %s do not exist" % weights)
         self._check_opts()
         self.train_size = lmdb_count(self.train_source)
         self.train_labels = None
@@ -168,30 +212,22 @@ class GenerativeLearner(object):
             self.train_labels = np.array([label for _, label in read_lmdb(self.train_source)])
         self.epoch_iters = self.train_size / float(self.batch)
         self.max_iter = run_folder.epoch_iter(self.opts["epochs"], self.epoch_iters)
+        if self.max_iter < 1:
+            raise UserError("%g epochs of %d images is less than one iteration"
+                            % (self.opts["epochs"], self.train_size))
         self.data_period = run_folder.data_period(self.train_size, self.batch)
         test_batch = netgen.LENET["data_args"]["test_batch"]
         self.test_iters = max(1, int(math.ceil(lmdb_count(self.test_source) / float(test_batch))))
 
     def _check_opts(self):
         o = self.opts
-        positive = ("epochs", "synthesized", "buffer_size", "mcmc_iters", "leapfrog_steps",
-                    "step_size", "temperature", "base_lr", "max_abs_score",
-                    "checkpoint_every", "reference_count", "min_step", "max_step")
-        for key in positive:
-            if not o[key] > 0:
-                raise UserError("%s must be positive, got %r" % (key.replace("_", "-"), o[key]))
-        for key in ("alpha", "dg_weight", "clip_gradients", "clamp_sigmas", "weight_decay",
-                    "adapt_rate"):
-            if not o[key] >= 0:
-                raise UserError("%s must be >= 0, got %r" % (key.replace("_", "-"), o[key]))
-        if o["match_labels"] not in (0, 1):
-            raise UserError("match-labels must be 0 or 1, got %r" % o["match_labels"])
-        if not 0 <= o["restart_prob"] <= 1:
-            raise UserError("restart-prob must be in [0, 1], got %r" % o["restart_prob"])
-        if not 0 <= o["target_accept"] < 1:
-            raise UserError("target-accept must be in [0, 1), got %r" % o["target_accept"])
+        for option in OPTIONS:
+            try:
+                o[option.name] = option.check(o[option.name])
+            except ValueError as err:
+                raise UserError("option %s %s" % (option.name, err))
         if not o["min_step"] <= o["step_size"] <= o["max_step"]:
-            raise UserError("step-size %r must lie in [min-step %r, max-step %r]"
+            raise UserError("step_size %r must lie in [min_step %r, max_step %r]"
                             % (o["step_size"], o["min_step"], o["max_step"]))
 
     # --------------------------------------------------------------- files
@@ -202,10 +238,43 @@ class GenerativeLearner(object):
         return {"opts": self.opts, "seed": self.seed, "weights": self.weights,
                 "train_source": self.train_source, "test_source": self.test_source,
                 "batch_observed": self.batch, "epoch_iters": self.epoch_iters,
-                "max_iter": self.max_iter}
+                "max_iter": self.max_iter, "inputs": self._inputs}
 
     # The configuration a resume must not change.
-    RESUME_KEYS = {"opts": "options"}
+    RESUME_KEYS = {"opts": "options", "seed": "seed", "inputs": "inputs"}
+
+    def inputs(self):
+        """Fingerprints of what the run reads (a resume with others is refused)."""
+        inputs = {"training LMDB": lmdb_fingerprint(self.train_source),
+                  "test LMDB": lmdb_fingerprint(self.test_source)}
+        if self.weights:
+            inputs["initial weights"] = run_folder.file_fingerprint(self.weights)
+        return inputs
+
+    def validate(self):
+        """What would fail only after the run folder is written: the data's
+        shape, the initial weights, the memory the chains and nets need."""
+        deploy = caffe_pb2.NetParameter()
+        text_format.Merge(netgen.deploy_net(netgen.LENET), deploy)
+        shape = tuple(deploy.layer[0].input_param.shape[0].dim[1:])
+        for path in (self.train_source, self.test_source):
+            for image, _ in read_lmdb(path, 1):
+                if tuple(image.shape) != shape:
+                    raise UserError("LMDB %s holds %s images; LeNet takes %s" % (
+                        path, "x".join(map(str, image.shape)), "x".join(map(str, shape))))
+        if self.weights:
+            caffe_utils.check_weights(deploy, self.weights)
+        o = self.opts
+        pixels = int(np.prod(shape))
+        # float32 chains, and per image in a net about 25 values per pixel
+        # (LeNet's blobs and their diffs; measured 2 x 19,500 for 784 pixels).
+        need = 4 * pixels * (10 * o["buffer_size"] + 25 * (2 * o["synthesized"] + self.batch))
+        available = _available_memory()
+        if available is not None and need > available:
+            raise UserError("the chains (buffer size %d) and nets (%d synthesized) need about "
+                            "%.1f GiB, more than the %.1f GiB available"
+                            % (o["buffer_size"], o["synthesized"], need / 2.0 ** 30,
+                               available / 2.0 ** 30))
 
     # ---------------------------------------------------------------- nets
     def _build(self):
@@ -251,13 +320,14 @@ class GenerativeLearner(object):
     # ----------------------------------------------------------------- run
     def run(self, resume=False):
         o = self.opts
+        self._inputs = self.inputs()
         state = self.folder.start(resume, self.describe(), self.RESUME_KEYS)
         if state is None:
-            os.makedirs(self.path("snapshots"), exist_ok=True)
+            self.validate()
             mean, std = fit_q(self.train_source, o["reference_count"])
-            state = {"config": self.describe(), "iter": 0, "done": False, "checkpoint": None,
-                     "q": {"mean": mean, "std": std}, "history": [], "diverged": None}
-            self.folder.write_json("state.json", state)
+            state = self.folder.create({
+                "config": self.describe(), "iter": 0, "done": False, "checkpoint": None,
+                "q": {"mean": mean, "std": std}, "history": [], "diverged": None})
         elif state["done"]:
             self.folder.log("already finished; nothing to resume")
             return state
@@ -382,21 +452,15 @@ class GenerativeLearner(object):
         if not (np.isfinite(scores).all() and np.isfinite(synth)) or \
                 np.abs(scores).max() > o["max_abs_score"]:
             raise self._diverged(state, it, "scores %s (max |f| %.3g, limit "
-                                 "--max-abs-score %g)" % (
+                                 "max_abs_score %g)" % (
                                      "not finite" if not np.isfinite(scores).all()
                                      else "exploded", np.nanmax(np.abs(scores)),
                                      o["max_abs_score"]))
         return [dg, synth, f_data - f_syn, f_data, f_syn]
 
     def _diverged(self, state, it, what):
-        ck = state.get("checkpoint")
-        state["diverged"] = {"iter": it, "what": what}
-        self.folder.write_json("state.json", state)
-        self.folder.log("diverged at iteration %d: %s" % (it, what))
-        return Diverged("diverged at iteration %d: %s; the last good checkpoint (%s) is kept "
-                        "in %s (try a smaller --base-lr or --step-size, or a larger --alpha)"
-                        % (it, what, "iteration %d" % ck["iter"] if ck else "none",
-                           self.out_dir))
+        return self.folder.diverged(state, it, what,
+                                    "try a smaller base_lr or step_size, or a larger alpha")
 
     def _epoch_record(self, test_net, it, rows, last):
         results = run_folder.test_means(test_net, self.test_iters)
@@ -432,6 +496,18 @@ class GenerativeLearner(object):
 
 
 # ---------------------------------------------------------------- helpers
+def _available_memory():
+    """Bytes of memory available to a new allocation (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def _rng_state(rng):
     name, keys, pos, has_gauss, gauss = rng.get_state()
     return [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]

@@ -27,6 +27,9 @@ Epochs: epoch e of E iterations ends at iteration ceil(e * E) (a fraction of
 a batch counts as a batch); `epoch_iter` is the one conversion.
 """
 import contextlib
+import errno
+import fcntl
+import hashlib
 import json
 import math
 import os
@@ -98,6 +101,24 @@ def rows_since(path, done):
     return rows
 
 
+def file_fingerprint(path):
+    """SHA-256 of a file's bytes (a solver, a net, weights)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256 %s" % digest.hexdigest()[:16]
+
+
+def text_fingerprint(text):
+    return "sha256 %s" % hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Diverged(UserError):
+    """The training blew up (a loss or a score not finite or too large); the
+    last good checkpoint is kept."""
+
+
 # ------------------------------------------------------------ the folder
 class RunFolder(object):
     """The files of one run in `out_dir`; `log_name` is its text log."""
@@ -106,6 +127,22 @@ class RunFolder(object):
         self.out_dir = os.path.abspath(out_dir)
         self.log_name = log_name
         self.bar = None
+        self._lock = None
+
+    def lock(self):
+        """Hold an OS lock on the folder for the life of this process: a
+        second run in the same folder is refused; a crashed run holds none."""
+        if self._lock is not None or not os.path.isdir(self.out_dir):
+            return
+        fd = os.open(self.path(".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno in (errno.EAGAIN, errno.EACCES):
+                raise UserError("%s is in use by another run" % self.out_dir)
+            raise
+        self._lock = fd
 
     def path(self, *parts):
         return os.path.join(self.out_dir, *parts)
@@ -149,6 +186,7 @@ class RunFolder(object):
         (the caller starts a fresh one), by the one policy above.
         `what_changes` = {config key: its name}, the keys a resume must not
         change (from `config`, the configuration asked for now)."""
+        self.lock()
         state = self.load_state()
         if not self.holds_run(state):
             if resume:
@@ -160,6 +198,24 @@ class RunFolder(object):
                             % self.out_dir)
         self.check_same(state["config"], config, what_changes)
         return state
+
+    def create(self, state):
+        """A fresh run: the folder, locked, and its first state.json."""
+        os.makedirs(self.path("snapshots"), exist_ok=True)
+        self.lock()
+        self.write_json("state.json", state)
+        return state
+
+    def diverged(self, state, it, what, hint):
+        """Record a divergence at iteration `it` and return the error to
+        raise: one line, naming the last good checkpoint, which is kept."""
+        ck = state.get("checkpoint")
+        state["diverged"] = {"iter": it, "what": what}
+        self.write_json("state.json", state)
+        self.log("diverged at iteration %d: %s" % (it, what))
+        return Diverged("diverged at iteration %d: %s; the last good checkpoint (%s) is kept "
+                        "in %s (%s)" % (it, what, "iteration %d" % ck["iter"] if ck else "none",
+                                        self.out_dir, hint))
 
     def check_same(self, saved, config, what_changes):
         mine = json.loads(json.dumps(config))        # as state.json stores it

@@ -18,30 +18,16 @@ resume, logs) is gencnn/run_folder.py's; a resume restores the newest
 checkpoint of whichever stage was running and sees the same batches as an
 uninterrupted run.
 """
+import math
 import os
 
 import numpy as np
 
 import caffe
 from caffe.proto import caffe_pb2
-from gencnn import caffe_utils, run_folder
+from gencnn import caffe_utils, netgen, run_folder
 from gencnn.cli import UserError, copy_atomic, save_figure, write_atomic
-from gencnn.data.lmdb_io import lmdb_count
-
-
-def parse_switch(text):
-    """'16' / 'epoch:16' -> ('epoch', 16.0); 'ess:0.3' -> ('ess', 0.3)."""
-    kind, _, value = text.rpartition(":")
-    kind = kind or "epoch"
-    if kind not in ("epoch", "ess"):
-        raise UserError("--switch must be EPOCH, epoch:EPOCH or ess:THRESHOLD, got %r" % text)
-    try:
-        number = float(value)
-    except ValueError:
-        raise UserError("--switch %r: %r is not a number" % (text, value))
-    if kind == "ess" and not 0.0 < number <= 1.0:
-        raise UserError("--switch ess:T needs 0 < T <= 1, got %g" % number)
-    return kind, number
+from gencnn.data.lmdb_io import lmdb_count, lmdb_fingerprint
 
 
 def gpu_support():
@@ -66,10 +52,10 @@ def check_gpus(gpus):
     cuda, nccl = gpu_support()
     where = os.path.dirname(os.path.dirname(os.path.abspath(caffe.__file__)))
     if not cuda:
-        raise UserError("--gpus needs a Caffe built with CUDA; the one in use (%s) is "
-                        "CPU-only: see docs/scaling.md" % where)
+        raise UserError("training on a GPU needs a Caffe built with CUDA; the one in use "
+                        "(%s) is CPU-only: see docs/scaling.md" % where)
     if len(gpus) > 1 and not nccl:
-        raise UserError("--gpus with %d GPUs needs a Caffe built with NCCL (USE_NCCL := 1); "
+        raise UserError("training on %d GPUs needs a Caffe built with NCCL (USE_NCCL := 1); "
                         "the one in use (%s) has none: see docs/scaling.md" % (len(gpus), where))
 
 
@@ -104,9 +90,60 @@ def _gpu_worker(solver_file, gpus, rank, uid, stage_iters, restore):
     del nccl
 
 
-def keep_name(epoch):
-    """File name of the weights kept at `epoch` (--keep-epochs): epoch16.caffemodel."""
-    return "epoch%g.caffemodel" % epoch
+def kept_weights(run_dir, iteration):
+    """The weights a run in `run_dir` kept at (global) `iteration`
+    (keep_iters / keep_epochs), or None: looked up in its state.json, not
+    re-derived from a file name."""
+    state = run_folder.RunFolder(run_dir, "two_stage.log").load_state()
+    name = (state or {}).get("kept_weights", {}).get(str(iteration))
+    path = os.path.join(run_dir, name) if name else None
+    return path if path and os.path.exists(path) else None
+
+
+def schedule_of(param):
+    """The lr schedule fields of SolverParameter `param`, as netgen writes them."""
+    schedule = {"lr_policy": param.lr_policy}
+    for key in ("gamma", "power", "stepsize"):
+        if param.HasField(key):
+            schedule[key] = getattr(param, key)
+    if param.stepvalue:
+        schedule["stepvalue"] = list(param.stepvalue)
+    return schedule
+
+
+def same_schedule(a, b):
+    """Equal lr schedules, floats to float32 precision (the proto's)."""
+    if a["lr_policy"] != b["lr_policy"]:
+        return False
+    keys = {"inv": ("gamma", "power"), "step": ("gamma", "stepsize"),
+            "multistep": ("gamma", "stepvalue"), "exp": ("gamma",),
+            "poly": ("power",), "sigmoid": ("gamma", "stepsize")}.get(a["lr_policy"], ())
+    for key in keys:
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, float) or isinstance(y, float):
+            if x is None or y is None or not math.isclose(x, y, rel_tol=1e-6):
+                return False
+        elif (x or None) != (y or None):
+            return False
+    return True
+
+
+def aligned_stage2(stage1_param, stage2_param, switch_iter, total_iters):
+    """The lr schedule stage 2 must run with for a switch at `switch_iter`:
+    {} when its solver's is right as written. A stage-2 schedule equal to
+    stage 1's is the `restart` reading (kept); any other is the `aligned`
+    reading, stage 1's schedule continued from the switch
+    (netgen.aligned_schedule), so a solver written for the protocol's switch
+    is re-derived for the switch this run takes."""
+    first, second = schedule_of(stage1_param), schedule_of(stage2_param)
+    if same_schedule(first, second):
+        return {}
+    try:
+        wanted = netgen.aligned_schedule(first, switch_iter, total_iters)
+    except ValueError:
+        raise UserError("cannot align stage 2's lr schedule to stage 1's lr_policy %r: give "
+                        "stage 2 stage 1's schedule (the restart reading)" % first["lr_policy"])
+    return {} if same_schedule(wanted, second) else wanted
 
 
 class Stage(object):
@@ -123,6 +160,7 @@ class Stage(object):
         self.param = caffe_utils.read_solver(solver_path)
         self.net_path = caffe_utils.solver_net_path(self.param, os.getcwd())
         self.net = caffe_utils.read_net(self.net_path)
+        self.net_file = self.net_path          # as written (net_path may become a copy)
         data = caffe_utils.train_data_layer(self.net)
         if train_lmdb:
             data.data_param.source = os.path.abspath(train_lmdb)
@@ -141,6 +179,34 @@ class Stage(object):
         self.data_period = run_folder.data_period(self.train_size, self.batch_size)
         if not self.param.test_iter:
             raise UserError("%s has no test_iter: cannot test each epoch" % solver_path)
+        # The whole test set every time (README): test_iter batches cover
+        # test_iter x batch images, which need not be the test LMDB's count.
+        self.test_iters, self.test_note = self.param.test_iter[0], None
+        test = [layer for layer in self.net.layer if layer.type == "Data" and any(
+            rule.phase == caffe_pb2.TEST for rule in layer.include)]
+        if len(test) == 1 and os.path.isdir(test[0].data_param.source):
+            self.test_source = test[0].data_param.source
+            count, batch = lmdb_count(self.test_source), test[0].data_param.batch_size
+            whole = max(1, -(-count // batch))
+            if whole != self.test_iters:
+                self.test_note = ("testing the whole test set, %d images: %d batches of %d "
+                                  "(the solver's test_iter %d covers %d)"
+                                  % (count, whole, batch, self.test_iters,
+                                     self.test_iters * batch))
+                self.test_iters = whole
+        else:
+            self.test_source = None
+
+    def inputs(self):
+        """Fingerprints of what this stage reads (run_folder: a resume with
+        other inputs is refused)."""
+        name = "stage %d " % self.index
+        inputs = {name + "solver": run_folder.file_fingerprint(self.solver_path),
+                  name + "net": run_folder.file_fingerprint(self.net_file),
+                  "training LMDB": lmdb_fingerprint(self.source)}
+        if self.test_source:
+            inputs["test LMDB"] = lmdb_fingerprint(self.test_source)
+        return inputs
 
 
 class TwoStageRunner(object):
@@ -149,13 +215,19 @@ class TwoStageRunner(object):
 
     # The configuration a resume must not change; the other options
     # (checkpoint_every, keep_epochs, progress) may.
-    RESUME_KEYS = {"stages": "stage solvers", "seed": "seed", "switch": "switch",
-                   "start_epoch": "start epoch", "stop_epoch": "stop epoch",
-                   "train_lmdb": "training LMDB", "weights": "initial weights"}
+    RESUME_KEYS = {"inputs": "inputs", "seed": "seed", "switch": "switch",
+                   "start_epoch": "start epoch", "stop_iter": "stop"}
 
     def __init__(self, stage1, out_dir, stage2=None, switch=None, seed=None, weights=None,
                  start_epoch=0.0, keep_epochs=(), checkpoint_every=100, progress=True,
-                 stop_epoch=None, train_lmdb=None, gpus=()):
+                 stop_epoch=None, train_lmdb=None, gpus=(), start_iter=None, keep_iters=(),
+                 stop_iter=None):
+        """`switch`: (kind, value), kind "epoch", "iter" or "ess" (the first
+        epoch whose mean ESS falls below value). Points of the schedule are
+        epochs (start_epoch, stop_epoch, keep_epochs) or, the same as
+        iterations, start_iter, stop_iter, keep_iters; all become iterations
+        here. Epochs and iterations are global: the run starts at start_epoch
+        (numbering only: a fine-tune from weights taken at that point)."""
         self.folder = run_folder.RunFolder(out_dir, "two_stage.log")
         self.out_dir = self.folder.out_dir
         self.gpus = list(gpus)
@@ -163,55 +235,73 @@ class TwoStageRunner(object):
         self.stages = [self._stage(1, stage1)]
         self.seed = seed
         self.weights = weights
-        self.start_epoch = float(start_epoch)
-        self.keep_epochs = sorted(set(float(e) for e in keep_epochs))
         self.checkpoint_every = int(checkpoint_every)
         self.progress = progress
         first = self.stages[0]
         # With G GPUs every iteration reads G batches (Caffe shards the data).
         self.epoch_iters = first.epoch_iters / max(1, len(self.gpus))
+        self.start_epoch = float(start_epoch) if start_iter is None \
+            else start_iter / self.epoch_iters
         self.total_iters = first.param.max_iter     # the whole schedule
         if stop_epoch is not None:
-            # Train only up to `stop_epoch` of the schedule (e.g. GG to the
+            stop_iter = self.epoch_end(stop_epoch)
+        if stop_iter is not None:
+            # Train only up to `stop_iter` of the schedule (e.g. GG to the
             # switch, to recreate its snapshot): the lr schedule is unchanged.
-            stop = self.epoch_end(stop_epoch)
-            if not 0 < stop <= self.total_iters:
-                raise UserError("--stop-epoch %g lies outside the %g epochs of %s" % (
-                    stop_epoch, self.total_iters / self.epoch_iters, stage1))
+            if not 0 < stop_iter <= self.total_iters:
+                raise UserError("the stop at epoch %g lies outside the %g epochs of %s" % (
+                    self.epoch_of(stop_iter), self.epoch_of(self.total_iters), stage1))
             if stage2:
-                raise UserError("--stop-epoch is for one-solver runs (no --stage2)")
-            self.total_iters = stop
-        self.stop_epoch = stop_epoch
-        # Iterations whose weights are kept as epoch<E>.caffemodel.
-        self.keep_iters = {self.epoch_end(e): e for e in self.keep_epochs}
-        self.switch = switch
+                raise UserError("a stop before the end is for one-solver runs (no stage 2)")
+            self.total_iters = stop_iter
+        self.stop_iter = stop_iter
+        # Iterations whose weights are kept, and their file names.
+        self.keep = {self.epoch_end(e): "epoch%g.caffemodel" % e for e in keep_epochs}
+        for it in keep_iters:
+            self.keep.setdefault(it, "epoch%g.caffemodel" % self.epoch_of(it))
+        past = [it for it in self.keep if not 0 < it <= self.total_iters]
+        if past:
+            raise UserError("weights to keep at epoch %s: outside the run's epochs %g to %g"
+                            % (", ".join("%g" % self.epoch_of(it) for it in sorted(past)),
+                               self.start_epoch, self.epoch_of(self.total_iters)))
+        self.switch = tuple(switch) if switch else None
+        self.switch_at, self.switch_ess = None, None
+        if self.switch:
+            kind, value = self.switch
+            if kind == "ess":
+                self.switch_ess = float(value)
+            else:
+                self.switch_at = self.epoch_end(value) if kind == "epoch" else int(value)
         if weights and not os.path.isfile(weights):
-            raise UserError("--weights %s does not exist" % weights)
+            raise UserError("initial weights %s do not exist" % weights)
         if self.checkpoint_every < 1:
-            raise UserError("--checkpoint-every must be >= 1")
+            raise UserError("checkpoints must be at least 1 iteration apart")
         if stage2:
             self.stages.append(self._stage(2, stage2))
             self._check_stage2()
         elif switch:
-            raise UserError("a switch needs --stage2")
-        if len(self.gpus) > 1 and switch and switch[0] == "ess":
-            raise UserError("--switch ess:T needs one device: with several GPUs the other "
-                            "ranks cannot learn of the switch; use --switch-epoch")
+            raise UserError("a switch needs a stage-2 solver")
+        if len(self.gpus) > 1 and self.switch_ess is not None:
+            raise UserError("an ESS switch needs one device: with several GPUs the other "
+                            "ranks cannot learn of the switch; switch at an epoch")
 
     # ------------------------------------------------------------- checks
     def _check_stage2(self):
         first, second = self.stages
         if self.switch is None:
-            raise UserError("--stage2 needs --switch-epoch E or --switch ess:T")
-        kind, value = self.switch
-        total_epochs = self.start_epoch + self.total_iters / self.epoch_iters
-        if kind == "epoch" and not self.start_epoch < value < total_epochs:
-            raise UserError("switch epoch %g must lie between %g and the %g epochs of %s"
-                            % (value, self.start_epoch, total_epochs, first.solver_path))
-        if kind == "ess":
+            raise UserError("a stage-2 solver needs a switch (an epoch, or ess:T)")
+        if self.switch_at is not None and not 0 < self.switch_at < self.total_iters:
+            raise UserError("switch epoch %g (iteration %d) must lie between %g and the %g "
+                            "epochs of %s" % (self.epoch_of(self.switch_at), self.switch_at,
+                                              self.start_epoch,
+                                              self.epoch_of(self.total_iters),
+                                              first.solver_path))
+        if self.switch_ess is not None:
+            if not 0 < self.switch_ess <= 1:
+                raise UserError("an ESS switch needs 0 < T <= 1, got %g" % self.switch_ess)
             tops = {top for layer in first.net.layer for top in layer.top}
             if "ess" not in tops:
-                raise UserError("--switch ess:T needs the stage-1 net %s to output 'ess' "
+                raise UserError("an ESS switch needs the stage-1 net %s to output 'ess' "
                                 "(GenerativeLossLayer's second top)" % first.net_path)
         a, b = caffe_utils.learned_layers(first.net), caffe_utils.learned_layers(second.net)
         if a != b:
@@ -220,6 +310,8 @@ class TwoStageRunner(object):
                             % (second.net_path, ", ".join("%s (%s)" % m for m in missing)))
         if second.batch_size != first.batch_size or second.source != first.source:
             raise UserError("stage 2 must train on the same data as stage 1")
+        if self.switch_at is not None:      # an ESS switch is checked when it happens
+            aligned_stage2(first.param, second.param, self.switch_at, self.total_iters)
 
     def validate(self):
         """What would otherwise fail only after the run folder is written: the
@@ -246,28 +338,25 @@ class TwoStageRunner(object):
         return Stage(index, solver_path, self.train_lmdb,
                      self.folder.path("stage%d_net.prototxt" % index))
 
-    def switch_iter(self):
-        kind, value = self.switch
-        if kind == "epoch":
-            return self.epoch_end(value)
-        return None        # decided while training
-
     def epoch_end(self, epoch):
         """Global iteration at which (absolute) epoch `epoch` ends."""
         return run_folder.epoch_iter(epoch - self.start_epoch, self.epoch_iters)
+
+    def epoch_of(self, it):
+        return self.start_epoch + it / self.epoch_iters
 
     def path(self, *parts):
         return self.folder.path(*parts)
 
     # ------------------------------------------------------------- solvers
-    def _make_solver(self, stage, stage_iters):
+    def _make_solver(self, stage, stage_iters, schedule=None):
         if stage.net_text is not None:
             write_atomic(stage.net_path, stage.net_text)
         # Testing and snapshots are driven from here: epochs are fractional.
         param = caffe_utils.solver_variant(
             stage.param, net=stage.net_path, max_iter=stage_iters, test_interval=2 ** 30,
             test_initialization=False, snapshot=0, snapshot_after_train=False,
-            snapshot_prefix=self.path("snapshots", "stage%d" % stage.index))
+            snapshot_prefix=self.path("snapshots", "stage%d" % stage.index), **(schedule or {}))
         if self.seed is not None:
             param.random_seed = self.seed
         solver_file = self.path("stage%d_solver.prototxt" % stage.index)
@@ -279,7 +368,7 @@ class TwoStageRunner(object):
     def _test(self, solver, stage):
         net = solver.test_nets[0]
         net.share_with(solver.net)
-        means = run_folder.test_means(net, stage.param.test_iter[0])
+        means = run_folder.test_means(net, stage.test_iters)
         if "accuracy" not in means:
             raise UserError("test net of %s has no 'accuracy' output" % stage.solver_path)
         return means
@@ -293,21 +382,26 @@ class TwoStageRunner(object):
 
     def describe(self):
         return {"stages": [s.solver_path for s in self.stages], "seed": self.seed,
-                "switch": list(self.switch) if self.switch else None,
+                "switch": None if not self.switch else ["ess", self.switch_ess]
+                if self.switch_ess is not None else ["iter", self.switch_at],
                 "start_epoch": self.start_epoch, "epoch_iters": self.epoch_iters,
                 "total_iters": self.total_iters, "train_size": self.stages[0].train_size,
-                "batch_size": self.stages[0].batch_size, "stop_epoch": self.stop_epoch,
+                "batch_size": self.stages[0].batch_size, "stop_iter": self.stop_iter,
                 "train_lmdb": self.train_lmdb,
-                "weights": os.path.abspath(self.weights) if self.weights else None}
+                "weights": os.path.abspath(self.weights) if self.weights else None,
+                "inputs": self._inputs}
 
     # ---------------------------------------------------------------- run
     def run(self, resume=False):
+        self._inputs = {}
+        for stage in self.stages:
+            self._inputs.update(stage.inputs())
+        if self.weights:
+            self._inputs["initial weights"] = run_folder.file_fingerprint(self.weights)
         state = self.folder.start(resume, self.describe(), self.RESUME_KEYS)
         if state is None:
             self.validate()
-            os.makedirs(self.path("snapshots"), exist_ok=True)
-            state = self._fresh_state()
-            self.folder.write_json("state.json", state)
+            state = self.folder.create(self._fresh_state())
         elif state["done"]:
             self.folder.log("already finished; nothing to resume")
             return state
@@ -319,8 +413,7 @@ class TwoStageRunner(object):
 
     def _stage_iters(self, stage, state):
         if stage.index == 1:
-            switch = state["switch_iter"] or (self.switch_iter() if self.switch else None)
-            return switch if switch else self.total_iters
+            return state["switch_iter"] or self.switch_at or self.total_iters
         return self.total_iters - state["switch_iter"]
 
     def _run_stage(self, stage, state):
@@ -329,7 +422,11 @@ class TwoStageRunner(object):
         offset = 0 if stage.index == 1 else state["switch_iter"]
         # For an ESS switch stage 1 may run to the end; the switch cuts it short.
         stage_iters = self._stage_iters(stage, state)
-        solver = self._make_solver(stage, stage_iters)
+        schedule = None
+        if stage.index == 2:
+            schedule = aligned_stage2(self.stages[0].param, stage.param, offset,
+                                      self.total_iters)
+        solver = self._make_solver(stage, stage_iters, schedule)
         iters_log = self.path("iterations_stage%d.tsv" % stage.index)
         checkpoint = state["checkpoint"]
         restore = checkpoint if checkpoint and checkpoint["stage"] == stage.index else None
@@ -345,10 +442,14 @@ class TwoStageRunner(object):
                 solver.net.copy_from(str(weights))
                 for net in solver.test_nets:
                     net.copy_from(str(weights))
-            self.folder.log("stage %d: %s (%s), %d iterations%s"
+            self.folder.log("stage %d: %s (%s), %d iterations%s%s"
                             % (stage.index, stage.solver_path, os.path.basename(stage.net_path),
-                               stage_iters, ", from %s" % weights if weights else ""))
+                               stage_iters, ", from %s" % weights if weights else "",
+                               "; lr schedule aligned to the switch at iteration %d: %s"
+                               % (offset, schedule) if schedule else ""))
             open(iters_log, "w").close()
+            if stage.test_note:
+                self.folder.log("stage %d: %s" % (stage.index, stage.test_note))
         workers = self._start_workers(solver, stage, stage_iters, restore) \
             if len(self.gpus) > 1 else []
         history = state["history"]["stage%d" % stage.index]
@@ -363,6 +464,9 @@ class TwoStageRunner(object):
                 ess = float(solver.net.blobs["ess"].data.ravel()[0]) if has_ess else float("nan")
                 tsv.write("%d\t%.7g\t%.7g\n" % (it, loss, ess))
                 tsv.flush()   # what is logged has happened, even after a kill -9
+                if not math.isfinite(loss):
+                    raise self.folder.diverged(state, offset + it, "train loss %s" % loss,
+                                               "try a smaller base_lr")
                 epoch_losses.append(loss)
                 epoch_ess.append(ess)
                 global_iter = offset + it
@@ -377,23 +481,25 @@ class TwoStageRunner(object):
                                                 epoch_losses, epoch_ess, last)
                     history.append(record)
                     epoch_losses, epoch_ess = [], []
-                    if stage.index == 1 and self.switch and self.switch[0] == "ess" \
-                            and record["train_ess"] < self.switch[1] and not last:
+                    if stage.index == 1 and self.switch_ess is not None \
+                            and record["train_ess"] < self.switch_ess and not last:
                         switched = True
                         state["switch_reason"] = "ess %.4f < %g at epoch %g" % (
-                            record["train_ess"], self.switch[1], round(epoch, 3))
+                            record["train_ess"], self.switch_ess, round(epoch, 3))
                         # Saved with the checkpoint below, so a resume ends
                         # stage 1 here too instead of training on past it.
                         state["switch_iter"] = global_iter
                 state["global_iter"] = global_iter
-                kept_epoch = self.keep_iters.get(global_iter)
+                kept = self.keep.get(global_iter)
                 if it % self.checkpoint_every == 0 or at_epoch_end or last or switched \
-                        or kept_epoch is not None:
+                        or kept is not None:
                     model = self.folder.checkpoint(
                         solver, state, "stage%d" % stage.index, stage=stage.index,
-                        keep=kept_epoch is not None or last or switched)
-                    if kept_epoch is not None:
-                        copy_atomic(model, self.path(keep_name(kept_epoch)))
+                        keep=kept is not None or last or switched)
+                    if kept is not None:
+                        copy_atomic(model, self.path(kept))
+                        state.setdefault("kept_weights", {})[str(global_iter)] = kept
+                        self.folder.write_json("state.json", state)
                 if switched:
                     break
         for worker in workers:
@@ -405,7 +511,9 @@ class TwoStageRunner(object):
         if stage.index == 1 and len(self.stages) == 2:
             state["switch_iter"] = offset + solver.iter
             state["switch_weights"] = "stage1_final.caffemodel"
-            state["switch_reason"] = state["switch_reason"] or "epoch %g" % self.switch[1]
+            state["switch_reason"] = state["switch_reason"] or (
+                "epoch %g" % self.switch[1] if self.switch[0] == "epoch"
+                else "iteration %d" % self.switch_at)
             state["stage"] = 2
             self.folder.write_json("state.json", state)
             self.folder.log("switch at iteration %d (%s)"
