@@ -258,8 +258,22 @@ class Run(object):
         return process
 
     def finish(self):
-        """Copy the finished run's history, log and curves to the committed folder."""
+        """Copy the finished run's history, log and curves to the committed
+        folder; for a GG re-run to the switch, record in the committed GG
+        history whether it reproduced that run's per-epoch test errors."""
         if self.to_switch:
+            kept = os.path.join(self.runner.repo, self.runner.spec.runs_dir,
+                                "gg_seed%d" % self.seed, "history.json")
+            gg = finished_history(kept)
+            rerun = finished_history(os.path.join(self.work, "history.json"))
+            if gg is not None and rerun is not None:
+                new = {r["iter"]: r["test_error_pct"] for r in rerun["stages"]["stage1"]}
+                old = {r["iter"]: r["test_error_pct"] for r in gg["stages"]["stage1"]}
+                common = sorted(set(new) & set(old))
+                diff = max(abs(new[i] - old[i]) for i in common) if common else None
+                gg["rerun_to_switch"] = {"epochs_compared": len(common),
+                                         "max_abs_diff_pct": diff, "identical": diff == 0.0}
+                write_atomic(kept, json.dumps(gg, indent=1, sort_keys=True))
             return
         os.makedirs(self.kept, exist_ok=True)
         extra = {}
@@ -414,21 +428,16 @@ class Runner(object):
         return found
 
     def reproduction(self):
-        """For each seed re-run to the switch: does GG reproduce its committed
-        per-epoch test errors exactly?"""
+        """{seed: comparison} for the GG runs re-run to the switch, as
+        recorded in their committed histories (Run.finish), so a fresh clone
+        regenerates the same report."""
         out = {}
         for seed in self.seeds:
-            path = os.path.join(self.work_dir, "gg_to_switch_seed%d" % seed, "history.json")
-            kept = os.path.join(self.repo, self.spec.runs_dir, "gg_seed%d" % seed,
-                                "history.json")
-            if not (os.path.exists(path) and os.path.exists(kept)):
-                continue
-            new = {r["iter"]: r["test_error_pct"] for r in json.load(open(path))["stages"]["stage1"]}
-            old = {r["iter"]: r["test_error_pct"] for r in json.load(open(kept))["stages"]["stage1"]}
-            common = sorted(set(new) & set(old))
-            diff = max(abs(new[i] - old[i]) for i in common) if common else None
-            out[str(seed)] = {"epochs_compared": len(common), "max_abs_diff_pct": diff,
-                              "identical": diff == 0.0}
+            gg = finished_history(os.path.join(self.repo, self.spec.runs_dir,
+                                               "gg_seed%d" % seed, "history.json"))
+            if gg is not None and "rerun_to_switch" in gg:
+                out[str(seed)] = {key: gg["rerun_to_switch"][key] for key in
+                                  ("epochs_compared", "max_abs_diff_pct", "identical")}
         return out
 
     def summary(self):

@@ -374,7 +374,8 @@ class GenerativeLearner(object):
                 it = solver.iter
                 row = [it] + self._scores(state, solver.net, it) + sampled + \
                     [sampling_s, time.time() - started]
-                tsv.write("\t".join("%.7g" % v for v in row) + "\n")
+                # full precision: a resume computes the epoch means from these
+                tsv.write("\t".join("%.17g" % v for v in row) + "\n")
                 tsv.flush()
                 epoch_rows.append(row)
                 self.folder.advance()

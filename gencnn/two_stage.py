@@ -27,7 +27,7 @@ import caffe
 from caffe.proto import caffe_pb2
 from gencnn import caffe_utils, netgen, run_folder
 from gencnn.cli import UserError, copy_atomic, save_figure, write_atomic
-from gencnn.data.lmdb_io import lmdb_count, lmdb_fingerprint
+from gencnn.data.lmdb_io import lmdb_count, lmdb_fingerprint, read_lmdb
 
 
 def gpu_support():
@@ -196,6 +196,16 @@ class Stage(object):
                 self.test_iters = whole
         else:
             self.test_source = None
+        if self.test_source:
+            # Train and test nets share their weights: images of another
+            # shape abort Caffe at the first test, after an epoch of training.
+            shapes = {path: image.shape for path in (self.source, self.test_source)
+                      for image, _ in read_lmdb(path, 1)}
+            if len(set(shapes.values())) > 1:
+                raise UserError("the training LMDB %s holds %s images, the test LMDB %s %s"
+                                % (self.source, "x".join(map(str, shapes[self.source])),
+                                   self.test_source,
+                                   "x".join(map(str, shapes[self.test_source]))))
 
     def inputs(self):
         """Fingerprints of what this stage reads (run_folder: a resume with
@@ -261,8 +271,8 @@ class TwoStageRunner(object):
             self.keep.setdefault(it, "epoch%g.caffemodel" % self.epoch_of(it))
         past = [it for it in self.keep if not 0 < it <= self.total_iters]
         if past:
-            raise UserError("weights to keep at epoch %s: outside the run's epochs %g to %g"
-                            % (", ".join("%g" % self.epoch_of(it) for it in sorted(past)),
+            raise UserError("weights to keep (%s) lie outside the run's epochs %g to %g"
+                            % (", ".join(self.keep[it] for it in sorted(past)),
                                self.start_epoch, self.epoch_of(self.total_iters)))
         self.switch = tuple(switch) if switch else None
         self.switch_at, self.switch_ess = None, None
@@ -462,7 +472,8 @@ class TwoStageRunner(object):
                 it = solver.iter
                 loss = float(solver.net.blobs["loss"].data.ravel()[0])
                 ess = float(solver.net.blobs["ess"].data.ravel()[0]) if has_ess else float("nan")
-                tsv.write("%d\t%.7g\t%.7g\n" % (it, loss, ess))
+                # full precision: a resume computes the epoch means from these
+                tsv.write("%d\t%.17g\t%.17g\n" % (it, loss, ess))
                 tsv.flush()   # what is logged has happened, even after a kill -9
                 if not math.isfinite(loss):
                     raise self.folder.diverged(state, offset + it, "train loss %s" % loss,

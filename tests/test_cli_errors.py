@@ -189,6 +189,9 @@ CASES = [
     # generative_learning_report.py
     ("generative_learning_report.py", ["--runs", "{root}/nope", "--judge-weights", "{good}",
                                        "--out", "{root}/r.json"], "has no history.json"),
+    ("generative_learning_report.py", ["--runs", "{root}/nope", "--judge-weights", "{good}",
+                                       "--speed", "{file}", "--out", "{root}/r.json"],
+     "is not the JSON of bench/generative_learning_speed.py"),
 ]
 
 

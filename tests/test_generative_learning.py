@@ -272,6 +272,11 @@ def test_tool_trains_logs_and_resumes_bit_identically(subset, tmp_path):
     np.testing.assert_array_equal(np.load(copy / "chains.npz")["images"],
                                   np.load(straight / "chains.npz")["images"])
     np.testing.assert_array_equal(np.loadtxt(copy / "iterations.tsv")[:, :10], rows[:, :10])
+    # the per-epoch records too, to the last bit (not the timings)
+    timing = ("s_per_iter", "s_per_iter_sampling")
+    resumed = json.load(open(copy / "history.json"))["epochs"]
+    assert [{k: v for k, v in r.items() if k not in timing} for r in resumed] == \
+        [{k: v for k, v in r.items() if k not in timing} for r in history["epochs"]]
 
 
 def test_divergence_stops_with_one_line_and_keeps_the_checkpoint(subset, tmp_path):

@@ -192,6 +192,8 @@ def test_resume_after_kill_matches_uninterrupted_run(small_solvers, tmp_path):
         for a, b in zip(whole.params[name], resumed.params[name]):
             assert np.array_equal(a.data, b.data), name
     assert final_error(out) == final_error(tmp_path / "whole")
+    # every per-epoch record too (the per-iteration log keeps full precision)
+    assert history(out)["stages"] == history(tmp_path / "whole")["stages"]
 
 
 def test_bad_input_fails_before_training(small_solvers, tmp_path, subset):
@@ -219,8 +221,18 @@ def test_bad_input_fails_before_training(small_solvers, tmp_path, subset):
     caffe_utils.write_solver_variant(str(small_solvers["dg"]), str(no_data_solver),
                                      net=str(no_data))
     cases["missing lmdb"] = ["--stage1", no_data_solver]
+    # issue 17: colour images for LeNet (Caffe aborted after an epoch), and
+    # weights to keep past the end (ignored)
+    from gencnn.data.lmdb_io import write_lmdb
+    colour = str(tmp_path / "colour_lmdb")
+    write_lmdb(colour, ((np.zeros((3, 32, 32), np.uint8), i % 10) for i in range(100)),
+               map_size=1 << 26)
+    cases["colour"] = ["--stage1", small_solvers["dg"], "--train-lmdb", colour]
+    cases["keep past end"] = ["--stage1", small_solvers["dg"], "--keep-epochs", "4,9"]
     expected = {"missing solver": "does not exist", "switch too late": "switch epoch",
-                "bad ess": "ess", "layer names": "fc2", "missing lmdb": "LMDB"}
+                "bad ess": "ess", "layer names": "fc2", "missing lmdb": "LMDB",
+                "colour": "holds 3x32x32 images, the test LMDB",
+                "keep past end": "weights to keep (epoch9.caffemodel) lie outside"}
     for name, args in cases.items():
         message = one_line_error(tool("two_stage.py", *(args + ["--out", out]), check=False))
         assert expected[name] in message, (name, message)
@@ -476,8 +488,8 @@ def test_a_diverging_run_stops_at_the_first_nan(small_solvers, tmp_path):
     if state["checkpoint"]:
         assert state["checkpoint"]["iter"] < state["diverged"]["iter"]
         assert (out / state["checkpoint"]["caffemodel"]).exists()
-    rows = open(str(out / "iterations_stage1.tsv")).read().splitlines()
-    assert "nan" in rows[-1] and "nan" not in "".join(rows[:-1])
+    losses = [row.split("\t")[1] for row in open(str(out / "iterations_stage1.tsv"))]
+    assert losses[-1] == "nan" and "nan" not in losses[:-1], losses
 
 
 def test_the_whole_test_set_is_tested(small_solvers, tmp_path):
