@@ -14,6 +14,8 @@ The importable library behind tools/ (thin command-line front ends):
     experiment           the DG / GG / GG+DG studies over seeds (Table 1, CIFAR-10)
     generative_learning  learning p_y(x) from synthesized images (paper section 5)
     evaluation           5-crop / centre-crop ImageNet evaluation
+    sample_quality       measures of sample sets (judge, IS, LeNet-FID, ...) and
+                         their baselines (issue 14)
     visualization/       HMC sampling of any node (eq. 11-13) and its figures
 
 The eq. 10 loss layer itself lives in python_layers/generative_loss_layer.py,

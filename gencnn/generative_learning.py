@@ -557,10 +557,9 @@ def plot_curves(tsv_path, history, path):
 def judge(samples, units, model, weights):
     """Fraction of `samples` (N x 1 x 28 x 28, input units) that a separately
     trained classifier (deploy prototxt + caffemodel) assigns to `units`."""
-    net = hmc.load_net(model, weights, num_chains=len(samples))
-    net.blobs[net.inputs[0]].data[...] = samples
-    scores = net.forward()[net.outputs[0]].reshape(len(samples), -1)
-    return float((scores.argmax(axis=1) == np.asarray(units)).mean())
+    from gencnn import sample_quality
+    probs = sample_quality.Judge(model, weights).probs(samples)
+    return sample_quality.judge_accuracy(probs, units)
 
 
 def summarize(runs, hmc_name, judge_model, judge_weights, speed=None):

@@ -36,6 +36,17 @@ which is unit-mass HMC in q's whitened coordinates z = Sigma^-1/2 (x - mu),
 where q is N(0, I): one step size suits frequencies whose variances differ
 by orders of magnitude. The Metropolis test uses this K, so it stays exact.
 
+Valid images: with bounds=(lo, hi) the model is p_y(x) restricted to the
+box lo <= x <= hi (q truncated to the pixel range), and the trajectories
+reflect off its walls (Neal, 2011, section 5.5.1): where a pixel reaches a
+wall, the momentum is reflected in the mass matrix's metric, which keeps K
+and the phase-space volume, so the Metropolis test stays exact and no
+sample leaves the box. For a diagonal mass matrix each pixel's path folds
+independently (closed form); for m Sigma^-1 the reflections are followed one
+event at a time, and a trajectory needing more than MAX_REFLECTIONS within
+one leapfrog step is rejected (a rule symmetric under time reversal, so the
+chain stays exact).
+
 All chains share one Caffe net: its input blob holds N chains, and each
 leapfrog step costs one forward (up to the node's layer) and one backward
 (from that layer down to the input) for all chains together.
@@ -60,6 +71,10 @@ DIVERGENCE_THRESHOLD = 1000.0
 # A chain this many reference standard deviations from q's mean in some
 # pixel has diverged (q's density there is exp(-5e7)); it is not evaluated.
 FAR_FROM_Q = 1e4
+
+# Reflections followed within one leapfrog step of one chain (bounds with a
+# full mass matrix); a trajectory needing more is rejected.
+MAX_REFLECTIONS = 200
 
 # Layers whose parameter blobs get a gradient unless lr_mult is 0, with their
 # number of parameter blobs. HMC only needs df/dx, so freezing them lets Caffe
@@ -307,11 +322,15 @@ class HMCSampler(object):
              the Metropolis test uses this K.
     temperature: T, 1 in the paper; T < 1 sharpens p_y toward the modes of
              f_y - |x - mu|^2 / (2 sigma^2 T) (an extension, off by default).
+    bounds:  None, or (lo, hi): p_y restricted to the box lo <= x <= hi
+             (valid pixel values), trajectories reflecting off its walls;
+             chains start from q's draws clipped into the box.
     """
 
     def __init__(self, score, step_size=0.1, leapfrog_steps=50, mass=0.01,
                  mass_convention="paper", sigma=1.0, ref_mean=0.0, seed=0,
-                 temperature=1.0, warn=warnings.warn, reference=None, precondition=False):
+                 temperature=1.0, warn=warnings.warn, reference=None, precondition=False,
+                 bounds=None):
         if mass_convention not in ("paper", "inverse"):
             raise ValueError("mass_convention must be 'paper' or 'inverse'")
         for name, value in (("step size", step_size), ("mass", mass)):
@@ -323,6 +342,19 @@ class HMCSampler(object):
             raise ValueError("leapfrog steps must be >= 1, got %s" % leapfrog_steps)
         self.reference = reference if reference is not None else DiagonalGaussian(ref_mean, sigma)
         self.precondition = bool(precondition)
+        self.bounds = None
+        if bounds is not None:
+            lo, hi = (float(b) for b in bounds)
+            if not lo < hi:
+                raise ValueError("bounds must be lo < hi, got %s" % (bounds,))
+            if self.precondition and not isinstance(self.reference, DiagonalGaussian) \
+                    and not hasattr(self.reference, "dense_covariance"):
+                raise ValueError("bounds with a %s mass matrix are not supported: use a "
+                                 "fitted Gaussian q or the identity mass matrix"
+                                 % type(self.reference).__name__)
+            self.bounds = (lo, hi)
+        self.reflections = 0           # wall reflections followed (bounds)
+        self.rejected_reflecting = 0   # chain-steps past MAX_REFLECTIONS
         self.score = score
         self.step_size = float(step_size)
         self.leapfrog_steps = int(leapfrog_steps)
@@ -360,6 +392,47 @@ class HMCSampler(object):
         if self.precondition:
             phi = self.reference.cov_power(phi, 1.0)
         return step_size * self.inv_mass * phi
+
+    def move(self, x, phi, step_size):
+        """The position step of eq. 12 for every chain: x += eps dK/dphi,
+        reflecting off the walls of `bounds` (which also turns phi).
+        Returns (x, phi); a chain past MAX_REFLECTIONS comes back as NaN
+        (evaluate() gives it NaN, and the Metropolis test rejects it)."""
+        if self.bounds is None:
+            return x + self.drift(phi, step_size), phi
+        if not self.precondition or isinstance(self.reference, DiagonalGaussian):
+            return self._fold(x, phi, step_size)
+        return self._reflect(x, phi, step_size)
+
+    def _fold(self, x, phi, step_size):
+        """Reflection with a diagonal mass matrix: each pixel moves on its own
+        and its straight path folds between the walls; phi turns once per
+        reflection (closed form for any number of them)."""
+        lo, hi = self.bounds
+        width = hi - lo
+        free = x + self.drift(phi, step_size) - lo      # the path without walls
+        folded = np.mod(free, 2 * width)
+        turned = folded > width                         # an odd number of reflections
+        with np.errstate(invalid="ignore"):
+            self.reflections += int(np.nansum(np.abs(np.floor(free / width))))
+        return (lo + np.where(turned, 2 * width - folded, folded),
+                np.where(turned, -phi, phi))
+
+    def _reflect(self, x, phi, step_size):
+        """Reflection with the mass matrix m Sigma^-1 (velocity inv_mass
+        Sigma phi): the walls one event at a time, per chain
+        (gencnn.visualization.reflection)."""
+        from gencnn.visualization import reflection
+        shape, n = x.shape, len(x)
+        velocity = self.inv_mass * self.reference.cov_power(phi, 1.0)
+        x, phi, events = reflection.reflect(
+            x.reshape(n, -1), phi.reshape(n, -1), velocity.reshape(n, -1),
+            self.reference.dense_covariance(), self.bounds, self.inv_mass, step_size,
+            MAX_REFLECTIONS)
+        rejected = events > MAX_REFLECTIONS
+        self.reflections += int(events[~rejected].sum())
+        self.rejected_reflecting += int(rejected.sum())
+        return x.reshape(shape), phi.reshape(shape)
 
     def sample_momentum(self, shape):
         """phi ~ N(0, m I) = N(0, I / inv_mass), or N(0, m Sigma^-1) preconditioned."""
@@ -399,7 +472,7 @@ class HMCSampler(object):
         """
         phi = phi - 0.5 * step_size * grad                          # eq. 11
         for step in range(steps):
-            x = x + self.drift(phi, step_size)                       # eq. 12
+            x, phi = self.move(x, phi, step_size)                    # eq. 12
             f, grad = self.evaluate(x)
             kick = step_size if step < steps - 1 else 0.5 * step_size
             phi = phi - kick * grad                                  # eq. 13 (+ next eq. 11)
@@ -437,6 +510,8 @@ class HMCSampler(object):
         callback(it, diagnostics) is called after every iteration.
         """
         x = np.array(x0, dtype=np.float64)
+        if self.bounds is not None:
+            x = np.clip(x, *self.bounds)     # chains start inside the box
         total, n = adapt + iters, x.shape[0]
         out = {key: np.zeros((total, n)) for key in ("f", "sq_norm", "accept_prob", "delta_h")}
         out["accepted"] = np.zeros((total, n), dtype=bool)

@@ -73,13 +73,13 @@ class NodeSamples(object):
 def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0.01,
                 mass_convention="paper", temperature=1.0, adapt=0, target_accept=0.7,
                 precondition=False, full_input=False, seed=0, warn=None, callback=None,
-                num_snapshots=8):
+                num_snapshots=8, bounds=None):
     """HMC samples of `node` (from open_node) under q = `reference`
     (gencnn.visualization.reference), `adapt` + `iters` iterations.
 
     full_input=False samples a convolutional node on its receptive field
     when that is exact (the field lies inside the image, q factorizes over
-    pixels); chain 0 is snapshotted at `num_snapshots` iterations.
+    pixels, no `bounds`: HMCSampler's box); chain 0 is snapshotted at `num_snapshots` iterations.
     callback(it, out) is called after every iteration (a progress bar).
     """
     if node.net is None:
@@ -88,7 +88,8 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
     net, score = node.net, node.score
     input_shape = node.input_shape
     crop = None
-    if node.is_conv and len(input_shape) == 3 and not full_input and reference.factorized:
+    if node.is_conv and len(input_shape) == 3 and not full_input and reference.factorized \
+            and bounds is None:
         crop = input_crop(node.net_param, node.blob, score.position, input_shape)
     sampled_reference = reference
     if crop is not None:
@@ -109,7 +110,7 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
     sampler = hmc.HMCSampler(score, step_size=step_size, leapfrog_steps=leapfrog_steps,
                              mass=mass, mass_convention=mass_convention, seed=seed,
                              temperature=temperature, reference=sampled_reference,
-                             precondition=precondition,
+                             precondition=precondition, bounds=bounds,
                              **({"warn": warn} if warn is not None else {}))
     total = adapt + iters
     snapshot_iters = np.unique(np.linspace(0, total, num_snapshots).round().astype(int))

@@ -12,6 +12,12 @@ moments they match:
   spectrum fitted to a folder of photos by `fit_spectrum`: natural images'
   ~1/f^2 power, where white noise has a flat one. Channels are independent.
 
+- `EigenGaussian(mean, eigvecs, eigvals, residual)`: N(mu, Sigma) with
+  Sigma = V diag(lambda) V^T + r (I - V V^T), built by `fit_gaussian` from
+  training images: the full covariance (every eigenvector, section 3.4's
+  "maximum entropy distribution" with all second moments matched), or its
+  top principal components plus an isotropic residual (low rank).
+
 Each gives what the sampler needs: energy(x) = -log q(x) + const per chain,
 its gradient, draws, a whitened distance (to spot diverged chains), and the
 covariance as an operator, cov_power(v, a) = Sigma^a v, for the matching
@@ -168,9 +174,139 @@ class SpectralGaussian(object):
         return "spectral, marginal std %.3g" % self.std_value
 
 
+class EigenGaussian(object):
+    """q = N(mu, Sigma), Sigma = V diag(lambda) V^T + r (I - V V^T), over the
+    flattened input (D pixels): V (D x k) orthonormal columns, lambda > 0
+    the variances along them, r > 0 the variance of every direction
+    orthogonal to them (unused when k = D: the full covariance).
+
+    Sigma^a v costs two D x k products (plus the residual); the powers the
+    sampler asks for every leapfrog step (Sigma for the drift, Sigma^-1 for
+    the gradient of -log q) are kept as dense D x D matrices when k = D, so
+    each is one product. Pixels are correlated: no `crop`.
+    """
+
+    factorized = False
+
+    def __init__(self, mean, eigvecs, eigvals, residual=None):
+        self.mean = np.asarray(mean, dtype=np.float64)
+        self.dim = self.mean.size
+        self.eigvecs = np.asarray(eigvecs, dtype=np.float64)
+        self.eigvals = np.asarray(eigvals, dtype=np.float64)
+        if self.eigvecs.shape != (self.dim, len(self.eigvals)):
+            raise ValueError("eigvecs must be %d x %d, got %s"
+                             % (self.dim, len(self.eigvals), self.eigvecs.shape))
+        if not np.all(self.eigvals > 0):
+            raise ValueError("eigenvalues must be positive (add shrinkage)")
+        self.rank = len(self.eigvals)
+        if self.rank < self.dim and not (residual is not None and residual > 0):
+            raise ValueError("a low-rank q needs a positive residual variance")
+        self.residual = float(residual) if self.rank < self.dim else None
+        self._dense = {}
+        if self.rank == self.dim:
+            for power in (1.0, -1.0):
+                self._dense[power] = (self.eigvecs * self.eigvals ** power).dot(self.eigvecs.T)
+        self.variance = (self.eigvecs ** 2).dot(self.eigvals)          # diag(Sigma)
+        if self.residual is not None:
+            self.variance += self.residual * (1 - (self.eigvecs ** 2).sum(axis=1))
+        self.std = np.sqrt(self.variance).reshape(self.mean.shape)
+
+    def cov_power(self, v, power):
+        """Sigma^power v for v of shape N x input shape."""
+        flat = v.reshape(len(v), -1)
+        dense = self._dense.get(float(power))
+        if dense is not None:
+            out = flat.dot(dense)
+        else:
+            coef = flat.dot(self.eigvecs)
+            out = (coef * self.eigvals ** power).dot(self.eigvecs.T)
+            if self.residual is not None:
+                out += self.residual ** power * (flat - coef.dot(self.eigvecs.T))
+        return out.reshape(v.shape)
+
+    def dense_covariance(self):
+        """Sigma as a dense D x D matrix (what a reflection off the wall of
+        pixel i changes the velocity by: row i; HMCSampler bounds)."""
+        if 1.0 not in self._dense:
+            self._dense[1.0] = self.cov_power(np.eye(self.dim), 1.0)
+        return self._dense[1.0]
+
+    def energy(self, x):
+        """(x - mu)^T Sigma^-1 (x - mu) / 2 per chain."""
+        d = x - self.mean
+        return 0.5 * _sum(d * self.cov_power(d, -1.0))
+
+    def grad(self, x):
+        return self.cov_power(x - self.mean, -1.0)
+
+    def whitened_distance(self, x):
+        """max |x - mu| / (marginal std) per chain: a cheap divergence guard
+        (it only has to spot chains thousands of standard deviations out)."""
+        return (np.abs(x - self.mean) / self.std).reshape(len(x), -1).max(axis=1)
+
+    def sample(self, rng, shape):
+        return self.mean + self.cov_power(rng.standard_normal(shape), 0.5)
+
+    def crop(self, box):
+        raise ValueError("a correlated q does not factorize over pixels: sample the full input")
+
+    @property
+    def mean_value(self):
+        return float(np.mean(self.mean))
+
+    @property
+    def std_value(self):
+        return float(np.sqrt(np.mean(self.variance)))
+
+    def describe(self):
+        if self.residual is None:
+            return "full-covariance Gaussian, marginal std %.3g" % self.std_value
+        return "rank-%d Gaussian + isotropic residual %.3g^2" % (self.rank,
+                                                                 np.sqrt(self.residual))
+
+
 # ---------------------------------------------------------------------------
 # Fitting
 # ---------------------------------------------------------------------------
+
+GAUSSIAN_KINDS = ("full", "lowrank", "diagonal")
+
+
+def fit_gaussian(images, kind="full", shrinkage=1e-3, rank=50):
+    """A Gaussian q fitted to images (M x input shape, input units).
+
+    full:     N(mean image, S + shrinkage I), S the images' sample covariance
+              (MNIST's border pixels never vary: the shrinkage makes Sigma
+              invertible and sets how far q lets them move).
+    lowrank:  the top `rank` principal components of S with their variances
+              (+ shrinkage), the remaining variance spread evenly over the
+              other directions (+ shrinkage): O(D rank) per product.
+    diagonal: the mean image and each pixel's variance + shrinkage
+              (a DiagonalGaussian: no pixel correlations).
+    """
+    if kind not in GAUSSIAN_KINDS:
+        raise ValueError("kind must be one of %s, got %r" % (", ".join(GAUSSIAN_KINDS), kind))
+    if not shrinkage > 0:
+        raise ValueError("shrinkage must be positive, got %s" % shrinkage)
+    images = np.asarray(images, dtype=np.float64)
+    if len(images) < 2:
+        raise ValueError("need at least 2 images to fit a Gaussian, got %d" % len(images))
+    mean = images.mean(axis=0)
+    centred = (images - mean).reshape(len(images), -1)
+    if kind == "diagonal":
+        return DiagonalGaussian(mean, np.sqrt(centred.var(axis=0, ddof=1) + shrinkage)
+                                .reshape(mean.shape))
+    covariance = centred.T.dot(centred) / (len(images) - 1)
+    eigvals, eigvecs = np.linalg.eigh(covariance)
+    eigvals, eigvecs = np.maximum(eigvals[::-1], 0), eigvecs[:, ::-1]   # largest first
+    if kind == "full":
+        return EigenGaussian(mean, eigvecs, eigvals + shrinkage)
+    rank = int(rank)
+    if not 0 < rank < centred.shape[1]:
+        raise ValueError("rank must be in 1..%d, got %d" % (centred.shape[1] - 1, rank))
+    residual = eigvals[rank:].mean() + shrinkage
+    return EigenGaussian(mean, eigvecs[:, :rank], eigvals[:rank] + shrinkage, residual)
+
 
 def fit_reference(images, per_pixel=False, min_std=1e-2):
     """(mean, std) of a Gaussian q fitted to images (M x input shape).
