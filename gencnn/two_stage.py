@@ -79,12 +79,13 @@ def join_nccl(solver, uid):
     return nccl
 
 
-def _gpu_worker(solver_file, gpus, rank, uid, stage_iters, restore):
-    """Rank > 0 of a multi-GPU stage (a separate process): step in lockstep."""
+def _gpu_worker(solver_file, gpus, rank, uid, stage_iters, out_dir, checkpoint):
+    """Rank > 0 of a multi-GPU stage (a separate process): step in lockstep,
+    from the run folder's `checkpoint` when resuming."""
     set_device(gpus, rank)
     solver = caffe.get_solver(solver_file)
-    if restore:
-        solver.restore(restore)
+    if checkpoint:
+        run_folder.RunFolder(out_dir, "two_stage.log").restore(solver, checkpoint)
     nccl = join_nccl(solver, uid)   # referenced until the steps are done
     solver.step(stage_iters - solver.iter)
     del nccl
@@ -538,14 +539,13 @@ class TwoStageRunner(object):
         step, starting from rank 0's weights (NCCL broadcasts them)."""
         import multiprocessing
         uid = caffe.NCCL.new_uid()
-        restore = self.path(restore["solverstate"]) if restore else None
         context = multiprocessing.get_context("spawn")   # no CUDA state across a fork
         workers = []
         for rank in range(1, len(self.gpus)):
             worker = context.Process(
                 target=_gpu_worker, name="rank%d" % rank,
                 args=(self.path("stage%d_solver.prototxt" % stage.index), self.gpus, rank, uid,
-                      stage_iters, restore))
+                      stage_iters, self.out_dir, restore))
             worker.start()
             workers.append(worker)
         # Caffe keeps only a raw pointer to the NCCL object: hold it while stepping.
