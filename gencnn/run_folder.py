@@ -119,6 +119,23 @@ class Diverged(UserError):
     last good checkpoint is kept."""
 
 
+def _upgrade_two_stage(state):
+    """two_stage's state.json before this module, in today's terms: the
+    checkpoint was "solverstate" and "stage_iter", the switch and the stop
+    epochs (now iterations), so that such a run still resumes."""
+    old = state.pop("solverstate")
+    state["checkpoint"] = old and {
+        "iter": state.pop("stage_iter"), "stage": state["stage"], "solverstate": old,
+        "caffemodel": old[:-len(".solverstate")] + ".caffemodel", "files": []}
+    config = state["config"]
+    start, epoch_iters = config.get("start_epoch", 0.0), config["epoch_iters"]
+    if config.get("switch") and config["switch"][0] == "epoch":
+        config["switch"] = ["iter", epoch_iter(config["switch"][1] - start, epoch_iters)]
+    if "stop_epoch" in config:
+        stop = config.pop("stop_epoch")
+        config["stop_iter"] = None if stop is None else epoch_iter(stop - start, epoch_iters)
+
+
 # ------------------------------------------------------------ the folder
 class RunFolder(object):
     """The files of one run in `out_dir`; `log_name` is its text log."""
@@ -164,13 +181,7 @@ class RunFolder(object):
                 state = json.load(f)
             state["config"].items()
             if "solverstate" in state:
-                # two_stage's state.json before this module: the checkpoint
-                # was kept as "solverstate" and "stage_iter".
-                old = state.pop("solverstate")
-                state["checkpoint"] = old and {
-                    "iter": state.pop("stage_iter"), "stage": state["stage"],
-                    "solverstate": old, "caffemodel": old[:-len(".solverstate")] +
-                    ".caffemodel", "files": []}
+                _upgrade_two_stage(state)
         except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:
             raise UserError("%s is unreadable (%s): remove the folder to start over"
                             % (state_file, str(err).splitlines()[0] or type(err).__name__))
@@ -220,6 +231,8 @@ class RunFolder(object):
     def check_same(self, saved, config, what_changes):
         mine = json.loads(json.dumps(config))        # as state.json stores it
         for key, name in what_changes.items():
+            if key not in saved:
+                continue        # a run from before the key was recorded
             if saved.get(key) != mine.get(key):
                 old, new = saved.get(key), mine.get(key)
                 if isinstance(old, dict) and isinstance(new, dict):

@@ -383,14 +383,23 @@ def test_a_copied_run_resumes_from_its_own_weights(small_solvers, tmp_path):
     tool("two_stage.py", *(args + ["--seed", 1, "--out", tmp_path / "whole"]))
     original = tmp_path / "A"
     _killed_after_checkpoint(args + ["--seed", 1], original, 25)
-    for copy in ("deleted", "reused"):
+    for copy in ("deleted", "reused", "legacy"):
         shutil.copytree(str(original), str(tmp_path / copy))
     shutil.rmtree(str(original))
+    # a run folder as two_stage wrote it before run_folder.py still resumes
+    state = json.load(open(str(tmp_path / "legacy" / "state.json")))
+    checkpoint = state.pop("checkpoint")
+    state.update(solverstate=checkpoint["solverstate"], stage_iter=checkpoint["iter"])
+    state["config"]["stop_epoch"] = 2.0
+    for key in ("stop_iter", "inputs"):
+        state["config"].pop(key)
+    (tmp_path / "legacy" / "state.json").write_text(json.dumps(state))
+    tool("two_stage.py", *(args + ["--seed", 1, "--out", tmp_path / "legacy", "--resume"]))
     tool("two_stage.py", *(args + ["--seed", 1, "--out", tmp_path / "deleted", "--resume"]))
     # another run in the original folder, with other weights at the same iterations
     _killed_after_checkpoint(args + ["--seed", 5], original, 25)
     tool("two_stage.py", *(args + ["--seed", 1, "--out", tmp_path / "reused", "--resume"]))
-    for copy in ("deleted", "reused"):
+    for copy in ("deleted", "reused", "legacy"):
         assert _same_weights(tmp_path / copy / "stage1_final.caffemodel",
                              tmp_path / "whole" / "stage1_final.caffemodel"), copy
         assert final_error(tmp_path / copy) == final_error(tmp_path / "whole")
