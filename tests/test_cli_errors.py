@@ -70,6 +70,8 @@ def bad(tmp_path_factory):
     cv2.imwrite(str(root / "photo.jpg"), np.full((256, 256, 3), 128, np.uint8))
     (root / "list.txt").write_text("photo.jpg 3\n")
     paths["list"] = str(root / "list.txt")
+    (root / "list_label12.txt").write_text("photo.jpg 12\n")
+    paths["list_label12"] = str(root / "list_label12.txt")
     (root / "labels.txt").write_text("0 tench, Tinca tinca\n")
     paths["labels"] = str(root / "labels.txt")
     return paths
@@ -132,6 +134,9 @@ CASES = [
      "layer ip1: blob 0 has shape 400x800, the net expects 500x800"),
     ("evaluate.py", evaluate("--weights", "{missing_layer}"), "layer conv2 missing"),
     ("evaluate.py", evaluate("--batch", "0"), "--batch must be a positive integer"),
+    # issue 17: a label the net has no class for (it counted as an error)
+    ("evaluate.py", evaluate("--images", "{list_label12}"), "has label 12; the net's ip2 has "
+                                                            "10 classes (0 to 9)"),
     ("evaluate.py", evaluate("--input-scale", "nan"), "--input-scale must be a positive"),
     ("evaluate.py", evaluate("--out", "{file}/eval.json"), "is a file"),
     # hmc_visualize.py: everything checked before sampling
