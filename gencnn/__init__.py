@@ -2,12 +2,15 @@
 
 The importable library behind tools/ (thin command-line front ends):
 
-    cli                  one error convention, atomic writes, option types
+    cli                  one error convention (UserError, run), parser, option types
+    files                atomic writes, a run's JSON records and log
     config               where things live (repository, data, ../shared)
     caffe_utils          Caffe's files and tools: prototxt/solver reading and
                          variants, lr schedules, caffemodel checks, binaries, logs
-    netgen               every net and solver of prototxt/ and solvers/, and the
-                         per-net training protocols
+    protocols            the per-net training protocols: epochs, switch, lr
+                         schedules, the paper's numbers
+    netgen               every net and solver of prototxt/ and solvers/, built
+                         as caffe_pb2 messages from the protocols
     data/                MNIST, CIFAR-10, ImageNet lists -> Caffe LMDBs (lmdb_io)
     run_folder           a training run's folder: state, resume, lock, checkpoints
     two_stage            GG pre-training then DG fine-tuning, resumable

@@ -30,12 +30,10 @@ import time
 import numpy as np
 
 import caffe
-from caffe.proto import caffe_pb2
-from google.protobuf import text_format
-from gencnn import netgen, run_folder
+from gencnn import caffe_utils, netgen, protocols, run_folder
 from gencnn.visualization import hmc
-from gencnn.cli import UserError, atomic_output, copy_atomic, save_figure, write_atomic
-from gencnn import caffe_utils
+from gencnn.cli import UserError
+from gencnn.files import atomic_output, copy_atomic, save_figure, write_atomic
 from gencnn.data.lmdb_io import lmdb_count, lmdb_fingerprint, read_lmdb
 
 class Option(collections.namedtuple("Option", "name default type range help")):
@@ -71,7 +69,7 @@ class Option(collections.namedtuple("Option", "name default type range help")):
 # a 2-epoch DG LeNet as initial weights).
 OPTIONS = (
     Option("epochs", 1.0, float, ">0", "training length in epochs of the training LMDB"),
-    Option("synthesized", netgen.SYNTHESIS_DEFAULTS["synthesized"], int, ">0",
+    Option("synthesized", protocols.SYNTHESIS_DEFAULTS["synthesized"], int, ">0",
            "synthesized images M per batch (the batch also holds 64 observed)"),
     # 100 chains per class: in a one-epoch run each chain is drawn ~30 times
     # (~300 transitions); with 1,000 it would be ~3 and the buffer stays near q.
@@ -95,9 +93,9 @@ OPTIONS = (
     # The synthesis gradient's norm is far above clip_gradients, so the
     # clipped step gives a DG loss of weight 10 a small share: test error
     # 5.05 % after the epoch, against 3.0 % at weight 100 (docs/visualization.md).
-    Option("dg_weight", netgen.SYNTHESIS_DEFAULTS["dg_weight"], float, ">=0",
+    Option("dg_weight", protocols.SYNTHESIS_DEFAULTS["dg_weight"], float, ">=0",
            "loss_weight of SoftmaxWithLoss on the observed half (0 = no DG)"),
-    Option("alpha", netgen.SYNTHESIS_DEFAULTS["alpha"], float, ">=0",
+    Option("alpha", protocols.SYNTHESIS_DEFAULTS["alpha"], float, ">=0",
            "energy penalty alpha * mean f_y^2 over the batch"),
     Option("base_lr", 0.0003, float, ">0",
            "solver base_lr (inv policy, gamma 1e-4, power 0.75, momentum 0.9)"),
@@ -118,8 +116,6 @@ SCALE = 0.00390625              # pixels -> input units, as the nets' transform_
 DEPLOY = "prototxt/lenet_deploy.prototxt"
 
 
-Diverged = run_folder.Diverged
-
 def fit_q(train_lmdb, count):
     """(mean, std) of q fitted to `count` training images (section 3.4's
     white noise with the images' mean and marginal variance)."""
@@ -130,19 +126,16 @@ def fit_q(train_lmdb, count):
 
 
 def solver_text(net_path, opts, max_iter, snapshot_prefix, seed):
-    """The pycaffe solver: LeNet's (momentum 0.9, inv lr policy), with
-    base_lr, weight decay and clip_gradients from the options."""
-    lines = ['net: "%s"' % net_path, "test_iter: 100", "test_interval: 1073741824",
-             "test_initialization: false", "base_lr: %r" % opts["base_lr"],
-             "momentum: 0.9", "weight_decay: %r" % opts["weight_decay"],
-             'lr_policy: "inv"', "gamma: 0.0001", "power: 0.75", "display: 0",
-             "max_iter: %d" % max_iter, "snapshot: 0", "snapshot_after_train: false",
-             'snapshot_prefix: "%s"' % snapshot_prefix, "solver_mode: CPU"]
-    if opts["clip_gradients"] > 0:
-        lines.append("clip_gradients: %r" % opts["clip_gradients"])
+    """The pycaffe solver: LeNet's (momentum 0.9, its protocol's inv lr
+    policy), with base_lr, weight decay and clip_gradients from the options."""
+    fields = {"clip_gradients": opts["clip_gradients"]} if opts["clip_gradients"] > 0 else {}
     if seed is not None:
-        lines.append("random_seed: %d" % seed)
-    return "\n".join(lines) + "\n"
+        fields["random_seed"] = seed
+    return str(netgen.solver(
+        net_path, opts["base_lr"], max_iter, protocols.LENET_PROTOCOL.schedule, test_iter=100,
+        test_interval=1073741824, test_initialization=False, weight_decay=opts["weight_decay"],
+        display=0, snapshot=0, snapshot_after_train=False, snapshot_prefix=snapshot_prefix,
+        **fields))
 
 
 class ChainBuffer(object):
@@ -211,7 +204,7 @@ class GenerativeLearner(object):
         if self.opts["match_labels"]:
             self.train_labels = np.array([label for _, label in read_lmdb(self.train_source)])
         self.epoch_iters = self.train_size / float(self.batch)
-        self.max_iter = run_folder.epoch_iter(self.opts["epochs"], self.epoch_iters)
+        self.max_iter = protocols.epoch_iteration(self.opts["epochs"], self.epoch_iters)
         if self.max_iter < 1:
             raise UserError("%g epochs of %d images is less than one iteration"
                             % (self.opts["epochs"], self.train_size))
@@ -254,8 +247,7 @@ class GenerativeLearner(object):
     def validate(self):
         """What would fail only after the run folder is written: the data's
         shape, the initial weights, the memory the chains and nets need."""
-        deploy = caffe_pb2.NetParameter()
-        text_format.Merge(netgen.deploy_net(netgen.LENET), deploy)
+        deploy = netgen.deploy_net(netgen.LENET)
         shape = tuple(deploy.layer[0].input_param.shape[0].dim[1:])
         for path in (self.train_source, self.test_source):
             for image, _ in read_lmdb(path, 1):
@@ -279,17 +271,16 @@ class GenerativeLearner(object):
     # ---------------------------------------------------------------- nets
     def _build(self):
         o = self.opts
-        net_text = netgen.synthesis_net(
+        net_text = str(netgen.synthesis_net(
             synthesized=o["synthesized"], alpha=o["alpha"], dg_weight=o["dg_weight"],
             train_source=os.path.abspath(self.train_source),
-            test_source=os.path.abspath(self.test_source))
+            test_source=os.path.abspath(self.test_source)))
         write_atomic(self.path("net.prototxt"), net_text)
         write_atomic(self.path("solver.prototxt"), solver_text(
             self.path("net.prototxt"), o, self.max_iter, self.path("snapshots", "iter"),
             self.seed))
         solver = caffe.get_solver(self.path("solver.prototxt"))
-        deploy = caffe_pb2.NetParameter()
-        text_format.Merge(netgen.deploy_net(netgen.LENET), deploy)
+        deploy = netgen.deploy_net(netgen.LENET)
         sampler_net = hmc.load_net(deploy, num_chains=o["synthesized"])
         sampler_net.share_with(solver.net)       # same weight blobs, no copy
         test_net = solver.test_nets[0]
@@ -588,7 +579,7 @@ def summarize(runs, hmc_name, judge_model, judge_weights, speed=None):
             "corr_with_own_class_mean": summary["compare_final"]["corr_with_own_class_mean"],
             "chain_mean_closest_class_mean_is_unit":
                 summary["compare_mean"]["closest_class_mean_is_unit"],
-            "judge_correct": judge(samples["samples"], samples["units"], judge_model,
+            "judge_correct": judge(samples["x"], samples["y"], judge_model,
                                    judge_weights),
             "own_net_predicts_unit": summary["predicted_as_unit_fraction"],
             "acceptance_rate": summary["acceptance_rate"],

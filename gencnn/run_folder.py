@@ -24,7 +24,7 @@ to the folder, and a restore reads the weights of the folder's own snapshot
 moved run resumes from its own files.
 
 Epochs: epoch e of E iterations ends at iteration ceil(e * E) (a fraction of
-a batch counts as a batch); `epoch_iter` is the one conversion.
+a batch counts as a batch): protocols.epoch_iteration, the one conversion.
 """
 import contextlib
 import errno
@@ -37,20 +37,16 @@ import os
 import numpy as np
 
 from caffe.proto import caffe_pb2
-from gencnn.cli import UserError, atomic_output, log_line, write_atomic, write_json
+from gencnn.cli import UserError
+from gencnn.files import atomic_output, log_line, write_atomic, write_json
+from gencnn.protocols import epoch_iteration
 
 
 # ---------------------------------------------------------------- epochs
-def epoch_iter(epochs, epoch_iters):
-    """The iteration at which `epochs` epochs of `epoch_iters` iterations end:
-    ceil, less 1e-9 so that float error (16 * 937.5) does not add one."""
-    return int(math.ceil(epochs * epoch_iters - 1e-9))
-
-
 def is_epoch_end(it, epoch_iters, start_epoch=0.0):
     """Does iteration `it` (counted from `start_epoch`) end a whole epoch?"""
     epoch = start_epoch + it / epoch_iters
-    return it > 0 and it == epoch_iter(math.floor(epoch + 1e-9) - start_epoch, epoch_iters)
+    return it > 0 and it == epoch_iteration(math.floor(epoch + 1e-9) - start_epoch, epoch_iters)
 
 
 def data_period(train_size, batch_size):
@@ -114,11 +110,6 @@ def text_fingerprint(text):
     return "sha256 %s" % hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-class Diverged(UserError):
-    """The training blew up (a loss or a score not finite or too large); the
-    last good checkpoint is kept."""
-
-
 def _upgrade_two_stage(state):
     """two_stage's state.json before this module, in today's terms: the
     checkpoint was "solverstate" and "stage_iter", the switch and the stop
@@ -130,10 +121,10 @@ def _upgrade_two_stage(state):
     config = state["config"]
     start, epoch_iters = config.get("start_epoch", 0.0), config["epoch_iters"]
     if config.get("switch") and config["switch"][0] == "epoch":
-        config["switch"] = ["iter", epoch_iter(config["switch"][1] - start, epoch_iters)]
+        config["switch"] = ["iter", epoch_iteration(config["switch"][1] - start, epoch_iters)]
     if "stop_epoch" in config:
         stop = config.pop("stop_epoch")
-        config["stop_iter"] = None if stop is None else epoch_iter(stop - start, epoch_iters)
+        config["stop_iter"] = None if stop is None else epoch_iteration(stop - start, epoch_iters)
 
 
 # ------------------------------------------------------------ the folder
@@ -224,7 +215,7 @@ class RunFolder(object):
         state["diverged"] = {"iter": it, "what": what}
         self.write_json("state.json", state)
         self.log("diverged at iteration %d: %s" % (it, what))
-        return Diverged("diverged at iteration %d: %s; the last good checkpoint (%s) is kept "
+        return UserError("diverged at iteration %d: %s; the last good checkpoint (%s) is kept "
                         "in %s (%s)" % (it, what, "iteration %d" % ck["iter"] if ck else "none",
                                         self.out_dir, hint))
 

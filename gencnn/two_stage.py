@@ -25,8 +25,9 @@ import numpy as np
 
 import caffe
 from caffe.proto import caffe_pb2
-from gencnn import caffe_utils, netgen, run_folder
-from gencnn.cli import UserError, copy_atomic, save_figure, write_atomic
+from gencnn import caffe_utils, protocols, run_folder
+from gencnn.cli import UserError
+from gencnn.files import copy_atomic, save_figure, write_atomic
 from gencnn.data.lmdb_io import lmdb_count, lmdb_fingerprint, read_lmdb
 
 
@@ -134,13 +135,13 @@ def aligned_stage2(stage1_param, stage2_param, switch_iter, total_iters):
     {} when its solver's is right as written. A stage-2 schedule equal to
     stage 1's is the `restart` reading (kept); any other is the `aligned`
     reading, stage 1's schedule continued from the switch
-    (netgen.aligned_schedule), so a solver written for the protocol's switch
+    (protocols.aligned_schedule), so a solver written for the protocol's switch
     is re-derived for the switch this run takes."""
     first, second = schedule_of(stage1_param), schedule_of(stage2_param)
     if same_schedule(first, second):
         return {}
     try:
-        wanted = netgen.aligned_schedule(first, switch_iter, total_iters)
+        wanted = protocols.aligned_schedule(first, switch_iter, total_iters)
     except ValueError:
         raise UserError("cannot align stage 2's lr schedule to stage 1's lr_policy %r: give "
                         "stage 2 stage 1's schedule (the restart reading)" % first["lr_policy"])
@@ -351,7 +352,7 @@ class TwoStageRunner(object):
 
     def epoch_end(self, epoch):
         """Global iteration at which (absolute) epoch `epoch` ends."""
-        return run_folder.epoch_iter(epoch - self.start_epoch, self.epoch_iters)
+        return protocols.epoch_iteration(epoch - self.start_epoch, self.epoch_iters)
 
     def epoch_of(self, it):
         return self.start_epoch + it / self.epoch_iters

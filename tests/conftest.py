@@ -72,9 +72,9 @@ def small_solvers(subset, tmp_path_factory):
     from gencnn import netgen
     root = tmp_path_factory.mktemp("solvers")
     for loss in ("dg", "gg"):
-        (root / ("lenet_%s.prototxt" % loss)).write_text(netgen.train_test_net(
+        (root / ("lenet_%s.prototxt" % loss)).write_text(str(netgen.train_test_net(
             netgen.LENET, loss, train_source=str(subset / "mnist_train_lmdb"),
-            test_source=str(subset / "mnist_test_lmdb")))
+            test_source=str(subset / "mnist_test_lmdb"))))
     paths = {}
     for name, net, iters in (("dg", "dg", 250), ("gg", "gg", 250), ("gg_dg", "dg", 250 - 94)):
         paths[name] = root / ("solver_%s.prototxt" % name)

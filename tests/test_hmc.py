@@ -481,9 +481,9 @@ def test_cli_small_run_writes_its_outputs(tmp_path, lenet_weights):
     assert sorted(os.listdir(str(out))) == ["grid.png", "grid_mean.png", "samples.npz",
                                             "summary.json", "trajectory.png"]
     samples = np.load(str(out / "samples.npz"))
-    assert samples["samples"].shape == (6, 1, 28, 28)
+    assert samples["x"].shape == (6, 1, 28, 28)
     assert samples["trace"].shape == samples["accepted"].shape == (5, 6)
-    assert list(samples["units"]) == [3, 3, 3, 7, 7, 7]
+    assert list(samples["y"]) == [3, 3, 3, 7, 7, 7]
     summary = json.load(open(str(out / "summary.json")))
     assert summary["preset"] == "lenet" and summary["mass_convention"] == "inverse"
     assert summary["iters"] == 3 and summary["adapt"] == 2 and summary["evaluations"] == 21
@@ -552,7 +552,7 @@ def test_cli_fit_spectrum_samples_the_whole_input(tmp_path, lenet_weights, photo
     assert summary["input_crop_box"] is None and summary["sampled_input_shape"] == [1, 28, 28]
     assert summary["receptive_field_box"] == [8, 22, 8, 22]     # the display crop stays
     assert summary["acceptance_rate"] > 0
-    samples = np.load(str(out / "samples.npz"))["samples"]
+    samples = np.load(str(out / "samples.npz"))["x"]
     assert samples.shape == (2, 1, 28, 28)
 
 

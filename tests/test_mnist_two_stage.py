@@ -15,7 +15,7 @@ import pytest
 import caffe
 from conftest import one_line_error, run_tool
 from caffe.proto import caffe_pb2
-from gencnn import caffe_utils, netgen
+from gencnn import caffe_utils, netgen, protocols
 from gencnn.config import REPO_ROOT
 from gencnn.data.lmdb_io import lmdb_count, read_lmdb
 
@@ -197,8 +197,9 @@ def test_bad_input_fails_before_training(small_solvers, tmp_path, subset):
                             "--switch-epoch", 3]
     # A net whose LMDB is missing.
     no_data = tmp_path / "no_data.prototxt"
-    no_data.write_text(netgen.train_test_net(netgen.LENET, "dg", train_source="/nonexistent_lmdb",
-                                             test_source="/nonexistent_lmdb"))
+    no_data.write_text(str(netgen.train_test_net(netgen.LENET, "dg",
+                                                 train_source="/nonexistent_lmdb",
+                                                 test_source="/nonexistent_lmdb")))
     no_data_solver = tmp_path / "no_data_solver.prototxt"
     caffe_utils.write_solver_variant(str(small_solvers["dg"]), str(no_data_solver),
                                      net=str(no_data))
@@ -330,13 +331,13 @@ def test_gpus_fail_fast_without_cuda(small_solvers, tmp_path):
 def test_stage2_schedule_follows_the_switch_taken(small_solvers, tmp_path):
     """The default (aligned) stage-2 solver is written for the protocol's
     switch (iteration 15,000); a run switching at iteration 94 derives its lr
-    schedule again (netgen.aligned_schedule) and trains exactly as with a
+    schedule again (protocols.aligned_schedule) and trains exactly as with a
     solver written for 94. `--switch 3`, `--switch iter:94` and the alias
     `--switch-epoch 3` are the same switch."""
     written = tmp_path / "aligned94.prototxt"
     caffe_utils.write_solver_variant(
         str(small_solvers["gg_dg"]), str(written),
-        **netgen.aligned_schedule(netgen.LENET_PROTOCOL.schedule, 94, 250))
+        **protocols.aligned_schedule(protocols.LENET_PROTOCOL.schedule, 94, 250))
     runs = {"protocol": (small_solvers["gg_dg"], ["--switch", "3"]),
             "written": (written, ["--switch-epoch", "3"]),
             "iter": (small_solvers["gg_dg"], ["--switch", "iter:94"])}

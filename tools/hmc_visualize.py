@@ -7,8 +7,9 @@ p_y(x) ~ exp(f_y(x)) q(x) for a node y of a trained Caffe net.
         [--leapfrog-steps L] [--mass M] [--sigma S] [--seed] \\
         [--preset lenet|alexnet] --out DIR
 
-Writes to --out: samples.npz (samples: final states, chains x input shape in
-the net's input units; chain_mean; trace: f_y per iteration and chain;
+Writes to --out: samples.npz (x: final states, chains x input shape in
+the net's input units; y: each chain's unit; chain_mean; trace: f_y per
+iteration and chain;
 accepted, accept_prob, delta_h, divergent, sq_norm, step_size), summary.json,
 grid.png (the samples as images, one row per unit when several units are
 given: final states, or chain averages with --show mean), grid_mean.png (or
@@ -26,9 +27,10 @@ Presets (an explicit option always wins):
                 0.3075), temperature 0.03, 50 iterations of step-size
                 adaptation, then 100 iterations of 50 leapfrog steps.
   lenet-fitted  the paper's model at T = 1 with q a full-covariance Gaussian
-                fitted to --reference-lmdb (--reference fit-gaussian), HMC
-                in q's whitened coordinates (mass matrix Sigma^-1, unit
-                inverse mass), restricted to valid pixels (--bounds 0,1):
+                on logit(x) fitted to --reference-lmdb (--reference
+                fit-gaussian, --bounds 0,1, --pixel-model logit: every
+                sample a valid image), HMC in q's whitened coordinates (mass
+                matrix Sigma^-1, unit inverse mass):
                 50 iterations of step adaptation to 0.65 acceptance, then
                 100 iterations of 10 leapfrog steps.
   alexnet       the paper's AlexNet setting: step 1, 25 leapfrog steps,
@@ -43,7 +45,7 @@ import os
 import sys
 
 import _init_paths  # noqa: F401
-from gencnn import cli, config
+from gencnn import cli, config, files
 from gencnn.visualization.reference import GAUSSIAN_KINDS
 
 os.environ.setdefault("MPLBACKEND", "Agg")          # no display needed
@@ -54,7 +56,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")      # quiet net construction
 # data/mnist/mnist_train_lmdb (first 10,000 images, pixels / 256), fixed here
 # so the preset needs no LMDB.
 COMMON = dict(mass_convention="paper", sigma=1.0, ref_mean=0.0, temperature=1.0, adapt=0,
-              show="final", reference="fixed", bounds=None, target_accept=0.7)
+              show="final", reference="fixed", bounds=None, pixel_model="box", target_accept=0.7)
 PRESETS = {
     "lenet": dict(COMMON, iters=100, step_size=0.1, leapfrog_steps=50, mass=0.01,
                   display="lenet"),
@@ -63,6 +65,7 @@ PRESETS = {
                          display="lenet"),
     "lenet-fitted": dict(COMMON, iters=100, step_size=0.1, leapfrog_steps=10, mass=1.0,
                          mass_convention="inverse", reference="fit-gaussian", bounds="0,1",
+                         pixel_model="logit",
                          adapt=50, target_accept=0.65, display="lenet"),
     "alexnet": dict(COMMON, iters=None, step_size=1.0, leapfrog_steps=25, mass=0.3,
                     display="imagenet"),
@@ -138,6 +141,11 @@ def parse_args(argv):
         help="lo,hi: restrict p_y to the box lo <= x <= hi in input units (valid pixels: "
              "0,1 for LeNet), HMC trajectories reflecting off its walls; none: no box "
              "(default: the preset's; none, lenet-fitted 0,1)")
+    add("--pixel-model", default=None, choices=["box", "logit"],
+        help="how --bounds enters the model: box: q truncated to the box, trajectories "
+             "reflecting off its walls; logit: q a Gaussian on u = logit of the box "
+             "coordinates, fitted to the dequantized --reference-lmdb images (steps of "
+             "--reference-scale), HMC on u (default: the preset's; box, lenet-fitted logit)")
     add("--reference-images", default=None,
         help="folder of photos for --reference fit-spectrum: each read as BGR 0-255 "
              "(grayscale for a 1-channel net), short side resized to 256/227 of the "
@@ -239,6 +247,11 @@ def resolve(args):
     preset = PRESETS.get(args.preset, COMMON)
     args.reference = args.reference or preset["reference"]
     bounds = parse_bounds(args.bounds if args.bounds is not None else preset["bounds"])
+    args.pixel_model = args.pixel_model or preset["pixel_model"]
+    if bounds is not None and args.pixel_model == "logit" and \
+            args.reference not in ("fit-global", "fit-pixel", "fit-gaussian"):
+        raise UsageError("--pixel-model logit needs q fitted to images on the logit scale: "
+                         "--reference fit-gaussian, fit-pixel or fit-global")
     if not os.path.isfile(args.model):
         raise UsageError("prototxt not found: %s" % args.model)
     weights = args.weights or default_weights()
@@ -293,9 +306,11 @@ def preset_settings(args, channels, is_conv):
     return settings
 
 
-def fit_q(args, node, settings, display_mean):
+def fit_q(args, node, settings, display_mean, logit_bounds=None):
     """The reference q of the options: fixed, or fitted to --reference-lmdb
-    or (fit-spectrum) to --reference-images."""
+    (on the logit scale of `logit_bounds` when given) or (fit-spectrum) to
+    --reference-images."""
+    import numpy as np
     from gencnn.visualization import reference as ref
     from gencnn.visualization.node import lmdb_images
     if args.reference == "fixed":
@@ -311,6 +326,9 @@ def fit_q(args, node, settings, display_mean):
                                     window=args.spectrum_window == "hann")
         images = lmdb_images(args.reference_lmdb, args.reference_count,
                              args.reference_scale, node.input_shape)
+        if logit_bounds is not None:      # q on u = logit(x): fit the images' logits
+            images = ref.dequantized_logits(images, np.random.RandomState(args.seed + 1),
+                                            args.reference_scale, logit_bounds)
         if args.reference == "fit-gaussian":
             return ref.fit_gaussian(images, kind=args.gaussian_kind, shrinkage=args.shrinkage,
                                     rank=args.rank)
@@ -337,7 +355,8 @@ def run(args):
         raise UsageError(str(err))
     units, input_shape, is_conv = node.units, node.input_shape, node.is_conv
     settings = preset_settings(args, node.channels, is_conv)
-    q = fit_q(args, node, settings, display_mean)
+    logit = bounds is not None and args.pixel_model == "logit"
+    q = fit_q(args, node, settings, display_mean, bounds if logit else None)
     mass_matrix = args.mass_matrix
     if mass_matrix == "auto":
         mass_matrix = "q" if args.reference in ("fit-spectrum", "fit-gaussian") else "identity"
@@ -367,6 +386,7 @@ def run(args):
                          temperature=settings["temperature"], adapt=adapt,
                          target_accept=settings["target_accept"], full_input=args.full_input,
                          precondition=precondition, bounds=bounds,
+                         pixel_model=args.pixel_model if bounds else None,
                          seed=args.seed, warn=warn, callback=progress)
     bar.close()
     out, sampler, crop, wall = result.out, result.sampler, result.crop, result.wall
@@ -392,6 +412,7 @@ def run(args):
         "spectrum": ({"colour": args.spectrum_colour, "window": args.spectrum_window}
                      if args.reference == "fit-spectrum" else None),
         "mass_matrix": mass_matrix, "bounds": list(bounds) if bounds else None,
+        "pixel_model": args.pixel_model if bounds else None,
         "gaussian": ({"kind": args.gaussian_kind, "shrinkage": args.shrinkage,
                       "rank": args.rank if args.gaussian_kind == "lowrank" else None,
                       "images": args.reference_count}
@@ -437,7 +458,7 @@ def run(args):
                                 settings["mass"], settings["mass_convention"], q.describe(),
                                 settings["temperature"]))
     save_samples(os.path.join(out_dir, "samples.npz"), out, chain_units)
-    cli.write_atomic(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1))
+    files.write_atomic(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1))
     print("%s unit %s: acceptance %.3f, divergences %d, f_y %.2f, %.1f s -> %s"
           % (args.blob, args.unit, summary["acceptance_rate"], summary["divergences"],
              summary["f_final_mean"], wall, out_dir))

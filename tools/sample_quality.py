@@ -29,7 +29,7 @@ import sys
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 import _init_paths  # noqa: F401,E402
-from gencnn import cli, sample_quality  # noqa: E402
+from gencnn import cli, files, sample_quality  # noqa: E402
 
 
 def named_path(text):
@@ -95,7 +95,7 @@ def main(argv=None):
         real_pool=args.real_pool)
     folder = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(folder, exist_ok=True)
-    cli.write_atomic(args.out, json.dumps(report, indent=1) + "\n")
+    files.write_atomic(args.out, json.dumps(report, indent=1) + "\n")
     print(sample_quality.markdown_table(report))
     for note in sample_quality.report_notes(report):
         print(note)

@@ -22,7 +22,7 @@ Stage 2's lr schedule: a stage-2 solver whose schedule is stage 1's is used as
 written (the `restart` reading, solvers/<net>_gg_dg_restart.prototxt); any
 other is the `aligned` reading (solvers/<net>_gg_dg.prototxt, the default):
 DG's decay continued from the switch, derived here from stage 1's schedule
-for the switch this run takes (gencnn/netgen.py aligned_schedule).
+for the switch this run takes (gencnn/protocols.py aligned_schedule).
 """
 import argparse
 import os

@@ -53,14 +53,11 @@ leapfrog step costs one forward (up to the node's layer) and one backward
 """
 import math
 import os
-import tempfile
 import warnings
 
 import numpy as np
-from google.protobuf import text_format
 
 os.environ.setdefault("GLOG_minloglevel", "2")   # quiet net construction
-import caffe  # noqa: E402
 from caffe.proto import caffe_pb2  # noqa: E402
 from gencnn import caffe_utils  # noqa: E402
 from gencnn.visualization.reference import (  # noqa: E402,F401 (fit_reference: API)
@@ -143,13 +140,7 @@ def load_net(model, weights=None, num_chains=1, input_blob=None, freeze_weights=
     net_param = caffe_utils.read_net(model) if isinstance(model, str) else model
     if weights is not None and not os.path.isfile(weights):
         raise ValueError("weights not found: %s" % weights)
-    fd, path = tempfile.mkstemp(suffix=".prototxt", prefix="gencnn_hmc_")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text_format.MessageToString(prepare_net_param(net_param, freeze_weights)))
-        net = caffe.Net(path, caffe.TEST)
-    finally:
-        os.remove(path)
+    net = caffe_utils.net_from_param(prepare_net_param(net_param, freeze_weights))
     if weights is not None:
         # Checked first: Caffe's own copy aborts the process on a bad file
         # and leaves layers the file lacks at their random fillers.
@@ -257,6 +248,27 @@ class NodeScore(object):
         f[~finite] = np.nan
         grad[~finite] = np.nan
         return f, grad
+
+
+class LogitScore(object):
+    """A score of u = logit((x - lo) / (hi - lo)): f(x(u)) and df/du, for the
+    logit pixel model. With q a Gaussian on u (fitted to dequantized images,
+    reference.dequantized_logits), p_y(x) = exp(f_y(x)) q(x) / Z_y is a
+    density of images inside the box lo < x < hi; in u the Jacobian of q's
+    change of variables cancels, so HMC samples p(u) = exp(f_y(x(u))) N(u)
+    exactly and every sample x(u) is a valid image (no clipping)."""
+
+    def __init__(self, score, bounds=(0.0, 1.0)):
+        self.score, (self.lo, self.hi) = score, (float(bounds[0]), float(bounds[1]))
+
+    def to_pixels(self, u):
+        return self.lo + (self.hi - self.lo) / (1 + np.exp(-u))
+
+    def __call__(self, u):
+        with np.errstate(over="ignore"):
+            x = self.to_pixels(u)
+        f, grad = self.score(x)
+        return f, grad * (x - self.lo) * (self.hi - x) / (self.hi - self.lo)
 
 
 # ---------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from gencnn import caffe_utils, cli
+from gencnn import caffe_utils, files
 from gencnn.visualization import hmc
 from gencnn.visualization.receptive_field import input_crop, receptive_field
 
@@ -73,14 +73,19 @@ class NodeSamples(object):
 def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0.01,
                 mass_convention="paper", temperature=1.0, adapt=0, target_accept=0.7,
                 precondition=False, full_input=False, seed=0, warn=None, callback=None,
-                num_snapshots=8, bounds=None):
+                num_snapshots=8, bounds=None, pixel_model="box"):
     """HMC samples of `node` (from open_node) under q = `reference`
     (gencnn.visualization.reference), `adapt` + `iters` iterations.
 
     full_input=False samples a convolutional node on its receptive field
     when that is exact (the field lies inside the image, q factorizes over
-    pixels, no `bounds`: HMCSampler's box); chain 0 is snapshotted at `num_snapshots` iterations.
+    pixels, no `bounds`); chain 0 is snapshotted at `num_snapshots` iterations.
     callback(it, out) is called after every iteration (a progress bar).
+    bounds=(lo, hi) restricts p_y to valid pixels: pixel_model "box" (q
+    truncated to the box, HMCSampler's reflecting trajectories) or "logit"
+    (`reference` is a q on u = logit of the box coordinates, the chains move
+    in u through hmc.LogitScore, and what is returned is in pixels again;
+    chain_mean is then x of each chain's mean u).
     """
     if node.net is None:
         raise ValueError("this node was sampled on its receptive field, which freed its "
@@ -106,11 +111,14 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
         score = hmc.NodeScore(net, node.blob, units, small_position, node.input_blob)
         sampled_reference = reference.crop(crop[0])
     sample_shape = tuple(net.blobs[node.input_blob].data.shape[1:])
+    logit = bounds is not None and pixel_model == "logit"
+    if logit:
+        score = hmc.LogitScore(score, bounds)
 
     sampler = hmc.HMCSampler(score, step_size=step_size, leapfrog_steps=leapfrog_steps,
                              mass=mass, mass_convention=mass_convention, seed=seed,
                              temperature=temperature, reference=sampled_reference,
-                             precondition=precondition, bounds=bounds,
+                             precondition=precondition, bounds=None if logit else bounds,
                              **({"warn": warn} if warn is not None else {}))
     total = adapt + iters
     snapshot_iters = np.unique(np.linspace(0, total, num_snapshots).round().astype(int))
@@ -119,6 +127,9 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
     out = sampler.sample(x0, iters, adapt=adapt, target_accept=target_accept,
                          callback=callback, snapshot_iters=snapshot_iters)
     wall = time.time() - start
+    if logit:
+        for key in ("samples", "chain_mean", "snapshots"):
+            out[key] = score.to_pixels(out[key])
     if crop is not None:
         _embed(out, crop[0], reference, input_shape, node.num_chains, seed)
 
@@ -203,12 +214,13 @@ def compare_with_classes(states, units, classes, means):
 def save_samples(path, out, units):
     """samples.npz (see tools/hmc_visualize.py), written atomically."""
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, samples=out["samples"].astype(np.float32),
+    # "x" and "y" as tools/sample_quality.py reads a set: the file is one.
+    np.savez_compressed(buffer, x=out["samples"].astype(np.float32), y=units,
                         chain_mean=out["chain_mean"].astype(np.float32),
                         trace=out["f"], accepted=out["accepted"],
                         accept_prob=out["accept_prob"], delta_h=out["delta_h"],
                         divergent=out["divergent"], sq_norm=out["sq_norm"],
-                        step_size=out["step_size"], units=units,
+                        step_size=out["step_size"],
                         snapshots=out["snapshots"].astype(np.float32),
                         snapshot_iters=out["snapshot_iters"])
-    cli.write_atomic(path, buffer.getvalue())
+    files.write_atomic(path, buffer.getvalue())

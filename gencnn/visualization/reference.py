@@ -272,6 +272,20 @@ class EigenGaussian(object):
 GAUSSIAN_KINDS = ("full", "lowrank", "diagonal")
 
 
+def dequantized_logits(images, rng, quantum, bounds=(0.0, 1.0)):
+    """u = logit((x - lo) / (hi - lo)) of images whose values are multiples of
+    `quantum` (one pixel level in input units: 1/256 for the project's LeNet),
+    each first spread uniformly over its level, x + U(0, quantum): the usual
+    dequantization, so every value lies strictly inside (lo, hi) and a
+    Gaussian fitted to u is a density of images in the box (q of
+    HMCSampler's logit pixel model, hmc.LogitScore)."""
+    lo, hi = bounds
+    x = (np.asarray(images, dtype=np.float64) + quantum * rng.uniform(size=np.shape(images))
+         - lo) / (hi - lo)
+    x = np.clip(x, 1e-7, 1 - 1e-7)
+    return np.log(x) - np.log1p(-x)
+
+
 def fit_gaussian(images, kind="full", shrinkage=1e-3, rank=50):
     """A Gaussian q fitted to images (M x input shape, input units).
 
