@@ -14,8 +14,15 @@ One resume policy (RunFolder.start):
   `resume` finds nothing to resume;
 - a folder with a checkpoint holds a run: a plain start is refused; `resume`
   first checks that the configuration is the run's (the loop names which
-  keys must not change), then continues from the checkpoint, or says the run
-  is finished.
+  keys must not change; its inputs, the solvers, nets, LMDBs and weights,
+  are compared by content fingerprints, so the same file by another path is
+  no change), then continues from the checkpoint, or says the run is
+  finished;
+- the folder is locked (an OS lock held for the process's life: a second
+  runner is refused, a killed one leaves no stale lock);
+- a divergence (a non-finite loss) stops the run in one line, keeping the
+  last good checkpoint; `done` is written last, after every output, so a
+  run killed while writing them completes them when resumed.
 
 Checkpoints are rotated: a new one removes the previous one's files unless
 that was kept (a stage's end, a kept epoch). Paths in state.json are relative
