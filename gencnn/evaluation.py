@@ -136,6 +136,13 @@ def evaluate(evaluator, items, progress=None):
 
     `progress` wraps the batch iterator (e.g. tqdm) if given.
     """
+    # A label past the net's classes would only count as wrong: refuse it first.
+    classes = int(np.prod(evaluator.net.blobs[evaluator.output_blob].data.shape[1:]))
+    for path, label in items:
+        if not 0 <= int(label) < classes:
+            raise UserError("%s has label %d; the net's %s has %d classes (0 to %d)"
+                                  % (path, int(label), evaluator.output_blob, classes,
+                                     classes - 1))
     batches = [items[i:i + evaluator.batch_images]
                for i in range(0, len(items), evaluator.batch_images)]
     per_image = []

@@ -12,9 +12,10 @@ switch, the paper's numbers) run for several seeds and several arms:
                     lr schedule restarts at the switch: the literal reading)
 
 GG+DG's stage 1 is the GG run itself (its snapshot at the switch), so it costs
-only the post-switch iterations. Every run is a tools/two_stage.py subprocess
-with one OpenBLAS thread, `jobs` of them side by side; the per-epoch test
-errors come from two_stage's history.json.
+only the post-switch iterations. Every run is gencnn.two_stage's
+TwoStageRunner in its own process with one OpenBLAS thread, `jobs` of them
+side by side, given the protocol's iterations (switch, stop, start); the
+per-epoch test errors come from its history.json.
 
 Resumable at two levels: an interrupted run resumes from its last checkpoint
 (two_stage --resume, in the git-ignored work folder), and a finished run's
@@ -30,13 +31,12 @@ import collections
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 
 import numpy as np
 
-from gencnn import config, protocols
+from gencnn import config, protocols, run_folder
 from gencnn.cli import UserError
 from gencnn.files import copy_atomic, save_figure, write_atomic
 
@@ -170,12 +170,27 @@ def wall_seconds(log_path, max_gap=600):
 
 
 # -------------------------------------------------------------------- runs
-def switch_epoch(protocol):
-    return protocol.switch_iter / float(protocol.epoch_iters)
+def _train(options, resume, out_path):
+    """A run in its own process (multiprocessing target): TwoStageRunner with
+    `options`, its output appended to `out_path`; exit status as the tools'
+    (2 and one line for bad input or data)."""
+    fd = os.open(out_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    import caffe
+    caffe.set_mode_cpu()
+    from gencnn import two_stage
+    from gencnn.cli import run
+
+    def main(argv):
+        two_stage.TwoStageRunner(**options).run(resume=resume)
+    sys.exit(run(main))
 
 
 class Run(object):
-    """One two_stage.py run of the study (an arm and a seed, or GG to the switch)."""
+    """One two_stage run of the study (an arm and a seed, or GG to the switch)."""
 
     def __init__(self, runner, arm, seed, to_switch=False):
         self.runner, self.arm, self.seed, self.to_switch = runner, arm, seed, to_switch
@@ -185,47 +200,81 @@ class Run(object):
 
     def done(self):
         if self.to_switch:
-            return os.path.exists(self.runner.switch_weights(self.seed))
-        return os.path.exists(os.path.join(self.kept, "history.json"))
+            return self.runner.switch_weights(self.seed) is not None
+        return finished_history(os.path.join(self.kept, "history.json")) is not None
 
     def ready(self):
-        return not ARMS[self.arm][1] or os.path.exists(self.runner.switch_weights(self.seed))
+        return not ARMS[self.arm][1] or self.runner.switch_weights(self.seed) is not None
 
-    def command(self):
+    def options(self):
+        """TwoStageRunner's arguments for this run; schedule points are the
+        protocol's iterations (GG+DG's epochs line up with DG's)."""
         spec = self.runner.spec
-        # The switch as an epoch that lands exactly on the switch iteration, so
-        # GG+DG's epochs line up with DG's (3215 / 500 = 6.43, not 45/70 x 10).
-        switch = "%r" % switch_epoch(spec.protocol)
-        args = ["--stage1", spec.solver_path(self.arm), "--seed", str(self.seed),
-                "--out", self.work, "--no-progress"]
+        switch = spec.protocol.switch_iter
+        options = {"stage1": spec.solver_path(self.arm), "seed": self.seed,
+                   "out_dir": self.work, "progress": False}
         if self.arm == "gg":
-            args += ["--keep-epochs", switch]
+            options["keep_iters"] = [switch]
         if self.to_switch:
-            args += ["--stop-epoch", switch]
+            options["stop_iter"] = switch
         if ARMS[self.arm][1]:
-            args += ["--weights", self.runner.switch_weights(self.seed),
-                     "--start-epoch", switch]
+            options.update(weights=self.runner.switch_weights(self.seed), start_iter=switch)
         if spec.shuffle_per_seed:
-            args += ["--train-lmdb", self.runner.shuffled_lmdb(self.seed)]
-        if os.path.exists(os.path.join(self.work, "state.json")):
-            args.append("--resume")
-        return [sys.executable, os.path.join(config.REPO_ROOT, "tools", "two_stage.py")] + args
+            options["train_lmdb"] = self.runner.shuffled_lmdb(self.seed)
+        return options
+
+    def resume(self):
+        """Resume only a run that has a checkpoint (one killed before its
+        first is started afresh)."""
+        folder = run_folder.RunFolder(self.work, "two_stage.log")
+        return folder.holds_run(folder.load_state())
 
     def start(self):
+        """Start the run in its own process (one OpenBLAS thread) from the
+        repository folder, as Caffe reads the solvers' relative paths."""
+        import multiprocessing
         if self.runner.spec.shuffle_per_seed:
             self.runner.make_shuffled_lmdb(self.seed)
         os.makedirs(self.runner.work_dir, exist_ok=True)
-        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", GLOG_minloglevel="1")
-        cmd = self.command()
-        self.out = open(os.path.join(self.runner.work_dir, self.name + ".out"), "a")
-        self.runner.log("start %s%s" % (self.name, " (resume)" if "--resume" in cmd else ""))
-        return subprocess.Popen(cmd, cwd=self.runner.repo, env=env, stdout=self.out,
-                                stderr=subprocess.STDOUT)
+        resume = self.resume()
+        self.runner.log("start %s%s" % (self.name, " (resume)" if resume else ""))
+        process = multiprocessing.get_context("spawn").Process(
+            target=_train, name=self.name,
+            args=(self.options(), resume, os.path.join(self.runner.work_dir,
+                                                       self.name + ".out")))
+        # The child reads these when it starts (the parent's OpenBLAS is loaded already).
+        saved = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "GLOG_minloglevel")}
+        os.environ.update(OPENBLAS_NUM_THREADS="1", GLOG_minloglevel="1")
+        cwd = os.getcwd()
+        try:
+            os.chdir(self.runner.repo)
+            process.start()
+        finally:
+            os.chdir(cwd)
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key)
+                else:
+                    os.environ[key] = value
+        return process
 
     def finish(self):
-        """Copy the finished run's history, log and curves to the committed folder."""
-        self.out.close()
+        """Copy the finished run's history, log and curves to the committed
+        folder; for a GG re-run to the switch, record in the committed GG
+        history whether it reproduced that run's per-epoch test errors."""
         if self.to_switch:
+            kept = os.path.join(self.runner.repo, self.runner.spec.runs_dir,
+                                "gg_seed%d" % self.seed, "history.json")
+            gg = finished_history(kept)
+            rerun = finished_history(os.path.join(self.work, "history.json"))
+            if gg is not None and rerun is not None:
+                new = {r["iter"]: r["test_error_pct"] for r in rerun["stages"]["stage1"]}
+                old = {r["iter"]: r["test_error_pct"] for r in gg["stages"]["stage1"]}
+                common = sorted(set(new) & set(old))
+                diff = max(abs(new[i] - old[i]) for i in common) if common else None
+                gg["rerun_to_switch"] = {"epochs_compared": len(common),
+                                         "max_abs_diff_pct": diff, "identical": diff == 0.0}
+                write_atomic(kept, json.dumps(gg, indent=1, sort_keys=True))
             return
         os.makedirs(self.kept, exist_ok=True)
         extra = {}
@@ -242,9 +291,26 @@ class Run(object):
                 copy_atomic(src, os.path.join(self.kept, name))
 
 
+def finished_history(path):
+    """The history.json of a finished run, or None (missing, unreadable, or
+    without a final test error: such a run is redone)."""
+    try:
+        with open(path) as f:
+            history = json.load(f)
+        return history if history.get("final_test_error_pct") is not None else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 class Runner(object):
-    def __init__(self, spec, seeds, work_dir=None, jobs=1, repo=config.REPO_ROOT, log=None):
-        self.spec, self.seeds, self.jobs, self.repo = spec, list(seeds), int(jobs), repo
+    def __init__(self, spec, seeds=None, work_dir=None, jobs=1, repo=config.REPO_ROOT, log=None):
+        """`seeds` None: the seeds of the study's finished runs (a report of
+        what exists), or the study's default seeds when there are none."""
+        self.spec, self.jobs, self.repo = spec, int(jobs), repo
+        self.seeds = list(seeds) if seeds is not None else \
+            self.finished_seeds() or list(spec.default_seeds)
+        if any(seed < 0 for seed in self.seeds):
+            raise UserError("seeds must be >= 0, got %s" % self.seeds)
         self.work_dir = os.path.abspath(work_dir or os.path.join(repo, "results", "runs",
                                                                  spec.name))
         self._log = log or (lambda msg: print(msg, flush=True))
@@ -252,16 +318,27 @@ class Runner(object):
     def log(self, message):
         self._log("%s %s" % (time.strftime("%Y-%m-%d %H:%M:%S"), message))
 
+    def finished_seeds(self):
+        """Seeds with a finished run of any arm in the committed folder."""
+        folder = os.path.join(self.repo, self.spec.runs_dir)
+        seeds = set()
+        for name in os.listdir(folder) if os.path.isdir(folder) else ():
+            arm, _, seed = name.rpartition("_seed")
+            if arm in self.spec.arms and seed.isdigit() and finished_history(
+                    os.path.join(folder, name, "history.json")) is not None:
+                seeds.add(int(seed))
+        return sorted(seeds)
+
     # ------------------------------------------------------------- paths
     def switch_weights(self, seed):
-        """GG's weights at the switch: from its full run, or a run to the switch."""
-        from gencnn.two_stage import keep_name
-        name = keep_name(switch_epoch(self.spec.protocol))
+        """GG's weights at the switch, from its full run or a run to the
+        switch (as the run recorded them); None when neither has them."""
+        from gencnn.two_stage import kept_weights
         for run in ("gg_seed%d" % seed, "gg_to_switch_seed%d" % seed):
-            path = os.path.join(self.work_dir, run, name)
-            if os.path.exists(path):
+            path = kept_weights(os.path.join(self.work_dir, run), self.spec.protocol.switch_iter)
+            if path:
                 return path
-        return os.path.join(self.work_dir, "gg_seed%d" % seed, name)
+        return None
 
     def shuffled_lmdb(self, seed):
         return "%s_seed%d" % (self.spec.train_lmdb(self.repo).rstrip("/"), seed)
@@ -301,7 +378,7 @@ class Runner(object):
             todo = [r for r in todo if not r.done()]
             needs_switch = any(ARMS[r.arm][1] for r in todo)
             gg = Run(self, "gg", seed)
-            if needs_switch and gg.done() and not os.path.exists(self.switch_weights(seed)):
+            if needs_switch and gg.done() and self.switch_weights(seed) is None:
                 todo.insert(0, Run(self, "gg", seed, to_switch=True))
             runs += todo
         return runs
@@ -312,14 +389,14 @@ class Runner(object):
                                              ", ".join(r.name for r in pending) or "none"))
         while pending or running:
             for name, (run, proc) in list(running.items()):
-                if proc.poll() is None:
+                if proc.is_alive():
                     continue
+                proc.join()
                 del running[name]
-                if proc.returncode != 0:
+                if proc.exitcode != 0:
                     failed.append(name)
-                    run.out.close()
                     self.log("FAILED %s (exit %d); see %s.out" % (
-                        name, proc.returncode, os.path.join(self.work_dir, name)))
+                        name, proc.exitcode, os.path.join(self.work_dir, name)))
                     continue
                 run.finish()
                 self.log("finished %s" % name)
@@ -346,27 +423,22 @@ class Runner(object):
         for arm in self.spec.arms:
             for seed in self.seeds:
                 run = Run(self, arm, seed)
-                if run.done():
-                    found.setdefault(arm, {})[seed] = json.load(
-                        open(os.path.join(run.kept, "history.json")))
+                history = finished_history(os.path.join(run.kept, "history.json"))
+                if history is not None:
+                    found.setdefault(arm, {})[seed] = history
         return found
 
     def reproduction(self):
-        """For each seed re-run to the switch: does GG reproduce its committed
-        per-epoch test errors exactly?"""
+        """{seed: comparison} for the GG runs re-run to the switch, as
+        recorded in their committed histories (Run.finish), so a fresh clone
+        regenerates the same report."""
         out = {}
         for seed in self.seeds:
-            path = os.path.join(self.work_dir, "gg_to_switch_seed%d" % seed, "history.json")
-            kept = os.path.join(self.repo, self.spec.runs_dir, "gg_seed%d" % seed,
-                                "history.json")
-            if not (os.path.exists(path) and os.path.exists(kept)):
-                continue
-            new = {r["iter"]: r["test_error_pct"] for r in json.load(open(path))["stages"]["stage1"]}
-            old = {r["iter"]: r["test_error_pct"] for r in json.load(open(kept))["stages"]["stage1"]}
-            common = sorted(set(new) & set(old))
-            diff = max(abs(new[i] - old[i]) for i in common) if common else None
-            out[str(seed)] = {"epochs_compared": len(common), "max_abs_diff_pct": diff,
-                              "identical": diff == 0.0}
+            gg = finished_history(os.path.join(self.repo, self.spec.runs_dir,
+                                               "gg_seed%d" % seed, "history.json"))
+            if gg is not None and "rerun_to_switch" in gg:
+                out[str(seed)] = {key: gg["rerun_to_switch"][key] for key in
+                                  ("epochs_compared", "max_abs_diff_pct", "identical")}
         return out
 
     def summary(self):

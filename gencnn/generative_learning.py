@@ -21,6 +21,7 @@ trajectories are logged; a NaN or an exploding score (|f| above
 checkpoint (every `checkpoint_every` iterations and each epoch end) is kept
 for --resume.
 """
+import collections
 import json
 import math
 import os
@@ -29,49 +30,88 @@ import time
 import numpy as np
 
 import caffe
-from gencnn import netgen, protocols
+from gencnn import caffe_utils, netgen, protocols, run_folder
 from gencnn.visualization import hmc
 from gencnn.cli import UserError
-from gencnn.files import (atomic_output, copy_atomic, log_line, save_figure, write_atomic,
-                          write_json)
-from gencnn.data.lmdb_io import lmdb_count, read_lmdb
-from gencnn.two_stage import skip_batches
+from gencnn.files import atomic_output, copy_atomic, save_figure, write_atomic
+from gencnn.data.lmdb_io import lmdb_count, lmdb_fingerprint, read_lmdb
 
-# Every option of the training, with its default (tools/generative_learning.py
-# documents each one in its --help). The defaults are the configuration measured
-# in docs/visualization.md, "Learning from synthesized images" (one epoch from a
-# 2-epoch DG LeNet, --weights).
-DEFAULTS = {
-    "epochs": 1.0,              # training length in epochs of the training LMDB
-    # M synthesized images per batch (N = 64 observed)
-    "synthesized": protocols.SYNTHESIS_DEFAULTS["synthesized"],
+class Option(collections.namedtuple("Option", "name default type range help")):
+    """One option of the training: its name, default, type (int or float),
+    range (a key of RANGES) and help; tools/generative_learning.py makes a
+    command-line flag of each, and GenerativeLearner checks each here."""
+    RANGES = {">0": (lambda v: v > 0, "> 0"), ">=0": (lambda v: v >= 0, ">= 0"),
+              "[0,1]": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+              "[0,1)": (lambda v: 0 <= v < 1, "in [0, 1)"),
+              "0|1": (lambda v: v in (0, 1), "0 or 1")}
+
+    def check(self, value):
+        """ValueError unless `value` is a finite number of the option's range."""
+        test, words = self.RANGES[self.range]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (self.type is int and value != int(value)) or not math.isfinite(value) or \
+                not test(value):
+            raise ValueError("must be %s %s, got %r" % (
+                "an integer" if self.type is int else "a number", words, value))
+        return self.type(value)
+
+    def parse(self, text):
+        try:
+            value = self.type(text)
+        except ValueError:
+            raise ValueError("must be %s, got %r" % (
+                "an integer" if self.type is int else "a number", text))
+        return self.check(value)
+
+
+# Every option of the training. The defaults are the configuration measured
+# in docs/visualization.md, "Learning from synthesized images" (one epoch from
+# a 2-epoch DG LeNet as initial weights).
+OPTIONS = (
+    Option("epochs", 1.0, float, ">0", "training length in epochs of the training LMDB"),
+    Option("synthesized", protocols.SYNTHESIS_DEFAULTS["synthesized"], int, ">0",
+           "synthesized images M per batch (the batch also holds 64 observed)"),
     # 100 chains per class: in a one-epoch run each chain is drawn ~30 times
     # (~300 transitions); with 1,000 it would be ~3 and the buffer stays near q.
-    "buffer_size": 100,         # persistent chains per class
-    "restart_prob": 0.05,       # chance a drawn chain restarts from q
-    "mcmc_iters": 10,           # K HMC transitions per training iteration
-    "leapfrog_steps": 1,        # L per transition; 1 = Metropolis-adjusted Langevin
-    "step_size": 0.05,          # initial leapfrog step (unit mass, input units)
-    "target_accept": 0.65,      # step-size adaptation target (0 = fixed step)
-    "adapt_rate": 0.05,         # log step += rate * (mean acceptance - target) per iteration
-    "min_step": 1e-4,
-    "max_step": 0.5,
-    "temperature": 1.0,         # T of the training chains (the paper's model: 1)
-    "clamp_sigmas": 5.0,        # chains clamped to mu +- this many sigma (0 = off)
-    # loss_weight of SoftmaxWithLoss on the observed half. The synthesis
-    # gradient's norm is far above clip_gradients, so the clipped step gives a DG
-    # loss of weight 10 a small share: test error 5.05 % after the epoch, against
-    # 3.0 % at weight 100 (docs/visualization.md).
-    "dg_weight": protocols.SYNTHESIS_DEFAULTS["dg_weight"],
-    "alpha": protocols.SYNTHESIS_DEFAULTS["alpha"],      # energy penalty alpha * mean f_y^2
-    "base_lr": 0.0003,
-    "clip_gradients": 10.0,     # Caffe's global L2 clip of the weight gradient (0 = off)
-    "weight_decay": 0.0005,
-    "max_abs_score": 1e5,       # |f_y| above this counts as divergence
-    "checkpoint_every": 100,
-    "reference_count": 10000,   # training images q is fitted to
-    "match_labels": 1,          # 1: synthesized classes = the observed batch's; 0: uniform
-}
+    Option("buffer_size", 100, int, ">0", "persistent chains kept per class"),
+    Option("restart_prob", 0.05, float, "[0,1]",
+           "probability that a drawn chain restarts from q"),
+    Option("mcmc_iters", 10, int, ">0", "K: HMC transitions per training iteration"),
+    Option("leapfrog_steps", 1, int, ">0",
+           "leapfrog steps per transition (1 = Metropolis-adjusted Langevin)"),
+    Option("step_size", 0.05, float, ">0",
+           "initial leapfrog step size (unit mass, input units)"),
+    Option("target_accept", 0.65, float, "[0,1)",
+           "the step size is adapted toward this mean acceptance (0 = fixed step)"),
+    Option("adapt_rate", 0.05, float, ">=0",
+           "adaptation: log step += rate * (acceptance - target) per iteration"),
+    Option("min_step", 1e-4, float, ">0", "smallest adapted step size"),
+    Option("max_step", 0.5, float, ">0", "largest adapted step size"),
+    Option("temperature", 1.0, float, ">0", "T of the training chains (the paper's model: 1)"),
+    Option("clamp_sigmas", 5.0, float, ">=0",
+           "clamp the chains to mu +- this many sigma of q (0 = off)"),
+    # The synthesis gradient's norm is far above clip_gradients, so the
+    # clipped step gives a DG loss of weight 10 a small share: test error
+    # 5.05 % after the epoch, against 3.0 % at weight 100 (docs/visualization.md).
+    Option("dg_weight", protocols.SYNTHESIS_DEFAULTS["dg_weight"], float, ">=0",
+           "loss_weight of SoftmaxWithLoss on the observed half (0 = no DG)"),
+    Option("alpha", protocols.SYNTHESIS_DEFAULTS["alpha"], float, ">=0",
+           "energy penalty alpha * mean f_y^2 over the batch"),
+    Option("base_lr", 0.0003, float, ">0",
+           "solver base_lr (inv policy, gamma 1e-4, power 0.75, momentum 0.9)"),
+    Option("clip_gradients", 10.0, float, ">=0",
+           "Caffe clip_gradients: global L2 clip of the weight gradient (0 = off)"),
+    Option("weight_decay", 0.0005, float, ">=0", "solver weight decay"),
+    Option("max_abs_score", 1e5, float, ">0",
+           "a score |f_y| above this is a divergence: the run stops"),
+    Option("checkpoint_every", 100, int, ">0", "iterations between resumable checkpoints"),
+    Option("reference_count", 10000, int, ">0",
+           "training images q = N(mean, std^2) is fitted to"),
+    Option("match_labels", 1, int, "0|1",
+           "1: the synthesized images take the classes of the observed batch (each class "
+           "column gets equal pushes up and down); 0: uniform classes"),
+)
+DEFAULTS = {option.name: option.default for option in OPTIONS}
 SCALE = 0.00390625              # pixels -> input units, as the nets' transform_param
 DEPLOY = "prototxt/lenet_deploy.prototxt"
 
@@ -141,7 +181,8 @@ class GenerativeLearner(object):
         if unknown:
             raise ValueError("unknown options: %s" % ", ".join(sorted(unknown)))
         self.opts.update(opts or {})
-        self.out_dir = os.path.abspath(out_dir)
+        self.folder = run_folder.RunFolder(out_dir, "train.log")
+        self.out_dir = self.folder.out_dir
         self.seed = seed
         self.weights = weights
         self.progress = progress
@@ -152,57 +193,80 @@ class GenerativeLearner(object):
         for path in (self.train_source, self.test_source):
             if not os.path.isdir(path):
                 raise UserError("LMDB %s does not exist (see tools/get_mnist.py)" % path)
+        if os.path.realpath(self.train_source) == os.path.realpath(self.test_source):
+            # Two Data layers on one LMDB deadlock in Caffe's DataReader.
+            raise UserError("the test LMDB %s is the training LMDB" % self.test_source)
         if weights and not os.path.isfile(weights):
-            raise UserError("--weights %s does not exist" % weights)
+            raise UserError("initial weights %s do not exist" % weights)
         self._check_opts()
         self.train_size = lmdb_count(self.train_source)
         self.train_labels = None
         if self.opts["match_labels"]:
             self.train_labels = np.array([label for _, label in read_lmdb(self.train_source)])
         self.epoch_iters = self.train_size / float(self.batch)
-        self.max_iter = int(math.ceil(self.opts["epochs"] * self.epoch_iters - 1e-9))
-        self.data_period = self.train_size // math.gcd(self.train_size, self.batch)
+        self.max_iter = protocols.epoch_iteration(self.opts["epochs"], self.epoch_iters)
+        if self.max_iter < 1:
+            raise UserError("%g epochs of %d images is less than one iteration"
+                            % (self.opts["epochs"], self.train_size))
+        self.data_period = run_folder.data_period(self.train_size, self.batch)
         test_batch = netgen.LENET["data_args"]["test_batch"]
         self.test_iters = max(1, int(math.ceil(lmdb_count(self.test_source) / float(test_batch))))
-        self._bar = None
 
     def _check_opts(self):
         o = self.opts
-        positive = ("epochs", "synthesized", "buffer_size", "mcmc_iters", "leapfrog_steps",
-                    "step_size", "temperature", "base_lr", "max_abs_score",
-                    "checkpoint_every", "reference_count", "min_step", "max_step")
-        for key in positive:
-            if not o[key] > 0:
-                raise UserError("%s must be positive, got %r" % (key.replace("_", "-"), o[key]))
-        for key in ("alpha", "dg_weight", "clip_gradients", "clamp_sigmas", "weight_decay",
-                    "adapt_rate"):
-            if not o[key] >= 0:
-                raise UserError("%s must be >= 0, got %r" % (key.replace("_", "-"), o[key]))
-        if o["match_labels"] not in (0, 1):
-            raise UserError("match-labels must be 0 or 1, got %r" % o["match_labels"])
-        if not 0 <= o["restart_prob"] <= 1:
-            raise UserError("restart-prob must be in [0, 1], got %r" % o["restart_prob"])
-        if not 0 <= o["target_accept"] < 1:
-            raise UserError("target-accept must be in [0, 1), got %r" % o["target_accept"])
+        for option in OPTIONS:
+            try:
+                o[option.name] = option.check(o[option.name])
+            except ValueError as err:
+                raise UserError("option %s %s" % (option.name, err))
         if not o["min_step"] <= o["step_size"] <= o["max_step"]:
-            raise UserError("step-size %r must lie in [min-step %r, max-step %r]"
+            raise UserError("step_size %r must lie in [min_step %r, max_step %r]"
                             % (o["step_size"], o["min_step"], o["max_step"]))
 
     # --------------------------------------------------------------- files
     def path(self, *parts):
-        return os.path.join(self.out_dir, *parts)
-
-    def log(self, message):
-        log_line(self.path("train.log"), message, self._bar)
-
-    def _write_json(self, name, obj):
-        write_json(self.path(name), obj)
+        return self.folder.path(*parts)
 
     def describe(self):
         return {"opts": self.opts, "seed": self.seed, "weights": self.weights,
                 "train_source": self.train_source, "test_source": self.test_source,
                 "batch_observed": self.batch, "epoch_iters": self.epoch_iters,
-                "max_iter": self.max_iter}
+                "max_iter": self.max_iter, "inputs": self._inputs}
+
+    # The configuration a resume must not change.
+    RESUME_KEYS = {"opts": "options", "seed": "seed", "inputs": "inputs"}
+
+    def inputs(self):
+        """Fingerprints of what the run reads (a resume with others is refused)."""
+        inputs = {"training LMDB": lmdb_fingerprint(self.train_source),
+                  "test LMDB": lmdb_fingerprint(self.test_source)}
+        if self.weights:
+            inputs["initial weights"] = run_folder.file_fingerprint(self.weights)
+        return inputs
+
+    def validate(self):
+        """What would fail only after the run folder is written: the data's
+        shape, the initial weights, the memory the chains and nets need."""
+        deploy = netgen.deploy_net(netgen.LENET)
+        shape = tuple(deploy.layer[0].input_param.shape[0].dim[1:])
+        for path in (self.train_source, self.test_source):
+            for image, _ in read_lmdb(path, 1):
+                if tuple(image.shape) != shape:
+                    raise UserError("LMDB %s holds %s images; LeNet takes %s" % (
+                        path, "x".join(map(str, image.shape)), "x".join(map(str, shape))))
+        if self.weights:
+            caffe_utils.check_weights(deploy, self.weights)
+        o = self.opts
+        pixels = int(np.prod(shape))
+        # float32 chains, and per image in a net about 25 values per pixel
+        # (LeNet's blobs and their diffs; measured 2 x 19,500 for 784 pixels).
+        need = 4 * pixels * (10 * o["buffer_size"] + 25 * (2 * o["synthesized"] + self.batch))
+        available = _available_memory()
+        if available is not None and need > available:
+            raise UserError("the chains (buffer size %d) and nets (%d synthesized) need about "
+                            "%.1f GiB, more than the %.1f GiB available"
+                            % (o["buffer_size"], o["synthesized"], need / 2.0 ** 30,
+                               available / 2.0 ** 30))
 
     # ---------------------------------------------------------------- nets
     def _build(self):
@@ -224,206 +288,177 @@ class GenerativeLearner(object):
         return solver, sampler_net, test_net
 
     # --------------------------------------------------------- checkpoints
-    def _checkpoint(self, solver, state, buffer, rngs, step_size):
-        solver.snapshot()
-        it = solver.iter
-        # paths in state.json are relative to the run folder, so a copied run
-        # resumes from its own files
-        prefix = os.path.join("snapshots", "iter_iter_%d" % it)
-        chains = os.path.join("snapshots", "chains_iter_%d.npz" % it)
+    def _checkpoint(self, solver, state):
+        """Caffe's snapshot plus the chains, the step size and both RNGs."""
+        chains = os.path.join("snapshots", "chains_iter_%d.npz" % solver.iter)
         with atomic_output(self.path(chains), suffix=".npz") as tmp:
-            np.savez(tmp, images=buffer.images, step_size=step_size,
-                     rng=np.array(json.dumps(_rng_state(rngs["train"]))),
-                     hmc_rng=np.array(json.dumps(_rng_state(rngs["hmc"]))))
-        previous = state.get("checkpoint")
-        state["checkpoint"] = {"iter": it, "solverstate": prefix + ".solverstate",
-                               "caffemodel": prefix + ".caffemodel", "chains": chains}
-        state["iter"] = it
-        self._write_json("state.json", state)
-        if previous and previous["iter"] != it:
-            for key in ("solverstate", "caffemodel", "chains"):
-                if os.path.exists(self.path(previous[key])):
-                    os.remove(self.path(previous[key]))
+            np.savez(tmp, images=self.buffer.images, step_size=self.step_size,
+                     rng=np.array(json.dumps(_rng_state(self.rng))),
+                     hmc_rng=np.array(json.dumps(_rng_state(self.sampler.rng))))
+        state["iter"] = solver.iter
+        self.folder.checkpoint(solver, state, "iter", files=[chains], chains=chains)
+
+    def _restore(self, solver, checkpoint):
+        """The solver, chains, step size and RNG states of `checkpoint`."""
+        self.folder.restore(solver, checkpoint)
+        data = np.load(self.path(checkpoint["chains"]))
+        self.buffer.images[...] = data["images"]
+        self.step_size = float(data["step_size"])
+        self.rng.set_state(_rng_from(json.loads(str(data["rng"]))))
+        run_folder.skip_batches(solver.net, solver.iter % self.data_period)
+        return json.loads(str(data["hmc_rng"]))
 
     # ----------------------------------------------------------------- run
     def run(self, resume=False):
-        os.makedirs(self.path("snapshots"), exist_ok=True)
         o = self.opts
-        state_file = self.path("state.json")
-        if resume:
-            if not os.path.exists(state_file):
-                raise UserError("nothing to resume in %s (no state.json)" % self.out_dir)
-            state = json.load(open(state_file))
-            if state["config"]["opts"] != json.loads(json.dumps(o)):
-                raise UserError("%s was started with other options: %s"
-                                % (self.out_dir, json.dumps(state["config"]["opts"],
-                                                           sort_keys=True)))
-            if state["done"]:
-                self.log("already finished; nothing to resume")
-                return state
-        else:
-            if os.path.exists(state_file):
-                raise UserError("%s already holds a run: use --resume or another --out"
-                                % self.out_dir)
+        self._inputs = self.inputs()
+        state = self.folder.start(resume, self.describe(), self.RESUME_KEYS)
+        if state is None:
+            self.validate()
             mean, std = fit_q(self.train_source, o["reference_count"])
-            state = {"config": self.describe(), "iter": 0, "done": False, "checkpoint": None,
-                     "q": {"mean": mean, "std": std}, "history": [], "diverged": None}
-            self._write_json("state.json", state)
+            state = self.folder.create({
+                "config": self.describe(), "iter": 0, "done": False, "checkpoint": None,
+                "q": {"mean": mean, "std": std}, "history": [], "diverged": None})
+        elif state["done"]:
+            self.folder.log("already finished; nothing to resume")
+            return state
         mean, std = state["q"]["mean"], state["q"]["std"]
         solver, sampler_net, test_net = self._build()
         shape = tuple(sampler_net.blobs["data"].data.shape[1:])
         seed = 0 if self.seed is None else self.seed
-        rngs = {"train": np.random.RandomState(seed + 1), "hmc": None}
-        buffer = ChainBuffer(10, o["buffer_size"], shape, mean, std, rngs["train"])
-        step_size = o["step_size"]
+        self.rng = np.random.RandomState(seed + 1)
+        self.buffer = ChainBuffer(10, o["buffer_size"], shape, mean, std, self.rng)
+        self.step_size = o["step_size"]
         tsv_path = self.path("iterations.tsv")
-        hmc_seed = seed + 2
+        hmc_state = None
         if state["checkpoint"]:
-            ck = state["checkpoint"]
-            solver.restore(str(self.path(ck["solverstate"])))
-            data = np.load(self.path(ck["chains"]))
-            buffer.images[...] = data["images"]
-            step_size = float(data["step_size"])
-            rngs["train"].set_state(_rng_from(json.loads(str(data["rng"]))))
-            hmc_state = json.loads(str(data["hmc_rng"]))
-            skip_batches(solver.net, solver.iter % self.data_period)
-            _truncate_tsv(tsv_path, solver.iter)
-            self.log("resumed at iteration %d" % solver.iter)
+            hmc_state = self._restore(solver, state["checkpoint"])
+            run_folder.truncate_tsv(tsv_path, solver.iter)
+            self.folder.log("resumed at iteration %d" % solver.iter)
         else:
-            hmc_state = None
             if self.weights:
                 solver.net.copy_from(str(self.weights))
             open(tsv_path, "w").close()
-            self.log("generative learning: %d iterations (%g epochs), %d observed + %d "
-                     "synthesized per batch, q = N(%.4f, %.4f^2)%s"
-                     % (self.max_iter, o["epochs"], self.batch, o["synthesized"], mean, std,
-                        ", from %s" % self.weights if self.weights else ""))
+            self.folder.log("generative learning: %d iterations (%g epochs), %d observed + %d "
+                            "synthesized per batch, q = N(%.4f, %.4f^2)%s"
+                            % (self.max_iter, o["epochs"], self.batch, o["synthesized"], mean,
+                               std, ", from %s" % self.weights if self.weights else ""))
         state["iter"] = solver.iter
-        hmc_sampler = hmc.HMCSampler(
-            None, step_size=step_size, leapfrog_steps=o["leapfrog_steps"], mass=1.0,
+        self.sampler = hmc.HMCSampler(
+            None, step_size=self.step_size, leapfrog_steps=o["leapfrog_steps"], mass=1.0,
             mass_convention="inverse", sigma=std, ref_mean=mean,
             temperature=o["temperature"], warn=lambda message: None,
             # one stream for all rows: they are drawn from the buffer anew each
             # iteration, not fixed chains; checkpointed with the run
-            rng=np.random.RandomState(hmc_seed))
+            rng=np.random.RandomState(seed + 2))
         if hmc_state is not None:
-            hmc_sampler.rng.set_state(_rng_from(hmc_state))
-        rngs["hmc"] = hmc_sampler.rng
-        lo, hi = mean - o["clamp_sigmas"] * std, mean + o["clamp_sigmas"] * std
-        has_dg = "loss" in solver.net.outputs
-        if self.progress:
-            from tqdm import tqdm
-            self._bar = tqdm(total=self.max_iter, initial=solver.iter, unit="it",
-                             dynamic_ncols=True, mininterval=1.0)
-        epoch_rows = _rows_since(tsv_path, state["history"][-1]["iter"]
-                                 if state["history"] else 0)
-        try:
-            with open(tsv_path, "a") as tsv:
-                while solver.iter < self.max_iter:
-                    started = time.time()
-                    wanted = None
-                    if o["match_labels"]:
-                        # The classes of the batch the Data layer will read
-                        # (the LMDB in key order, wrapping around).
-                        rows = (solver.iter * self.batch + np.arange(o["synthesized"])
-                                % self.batch) % self.train_size
-                        wanted = self.train_labels[rows]
-                    labels, slots, x, restarts = buffer.draw(
-                        o["synthesized"], o["restart_prob"], rngs["train"], wanted)
-                    score = hmc.NodeScore(sampler_net, "ip2", labels)
-                    hmc_sampler.score = score
-                    f, grad = hmc_sampler.evaluate(x)
-                    accept, divergent = [], 0
-                    for _ in range(o["mcmc_iters"]):
-                        x, f, grad, _acc, prob, _dh, div = hmc_sampler.transition(
-                            x, f, grad, step_size)
-                        accept.append(float(prob.mean()))
-                        divergent += int(div.sum())
-                    if o["clamp_sigmas"] > 0:
-                        x = np.clip(x, lo, hi)
-                    finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
-                    if not finite.all():
-                        raise self._diverged(state, solver.iter + 1, "%d synthesized images "
-                                             "are not finite" % (~finite).sum())
-                    buffer.store(labels, slots, x)
-                    accept = float(np.mean(accept))
-                    if o["target_accept"] > 0 and o["adapt_rate"] > 0:
-                        step_size = float(np.clip(
-                            step_size * math.exp(o["adapt_rate"] * (accept - o["target_accept"])),
-                            o["min_step"], o["max_step"]))
-                    sampling_s = time.time() - started
-                    solver.net.blobs["synthesized_data"].data[...] = x
-                    solver.net.blobs["synthesized_label"].data[...] = labels
-                    solver.step(1)
-                    it = solver.iter
-                    net = solver.net
-                    if wanted is not None:
-                        seen = net.blobs["observed_label"].data.astype(int)
-                        if not np.array_equal(seen[np.arange(len(wanted)) % self.batch], wanted):
-                            raise RuntimeError("iteration %d: the Data layer's labels are not "
-                                               "the LMDB's in key order" % it)
-                    scores = net.blobs["ip2"].data.reshape(len(net.blobs["label"].data), -1)
-                    fy = scores[np.arange(len(scores)), net.blobs["label"].data.astype(int)]
-                    f_data, f_syn = float(fy[:self.batch].mean()), float(fy[self.batch:].mean())
-                    dg = float(net.blobs["loss"].data.ravel()[0]) if has_dg else float("nan")
-                    synth = float(net.blobs["synthesis_loss"].data.ravel()[0])
-                    if not (np.isfinite(scores).all() and np.isfinite(synth)) or \
-                            np.abs(scores).max() > o["max_abs_score"]:
-                        raise self._diverged(state, it, "scores %s (max |f| %.3g, limit "
-                                             "--max-abs-score %g)" % (
-                                                 "not finite" if not np.isfinite(scores).all()
-                                                 else "exploded", np.nanmax(np.abs(scores)),
-                                                 o["max_abs_score"]))
-                    row = [it, dg, synth, f_data - f_syn, f_data, f_syn, accept, step_size,
-                           divergent, restarts, sampling_s, time.time() - started]
-                    tsv.write("\t".join("%.7g" % v for v in row) + "\n")
-                    tsv.flush()
-                    epoch_rows.append(row)
-                    if self._bar is not None:
-                        self._bar.update(1)
-                    epoch = it / self.epoch_iters
-                    at_epoch_end = it == int(math.ceil(math.floor(epoch + 1e-9)
-                                                       * self.epoch_iters - 1e-9))
-                    last = it == self.max_iter
-                    if at_epoch_end or last:
-                        state["history"].append(self._epoch_record(test_net, it, epoch_rows,
-                                                                   last))
-                        epoch_rows = []
-                    if it % o["checkpoint_every"] == 0 or at_epoch_end or last:
-                        tsv.flush()
-                        self._checkpoint(solver, state, buffer, rngs, step_size)
-        finally:
-            if self._bar is not None:
-                self._bar.close()
-                self._bar = None
-        final = self.path(state["checkpoint"]["caffemodel"])
-        copy_atomic(final, self.path("final.caffemodel"))
-        np.savez_compressed(self.path("chains.npz"), images=buffer.images)
-        state["done"] = True
-        self._write_json("state.json", state)
-        self.write_outputs(state)
+            self.sampler.rng.set_state(_rng_from(hmc_state))
+        self.clamp = (mean - o["clamp_sigmas"] * std, mean + o["clamp_sigmas"] * std)
+        epoch_rows = run_folder.rows_since(tsv_path, state["history"][-1]["iter"]
+                                           if state["history"] else 0)
+        with self.folder.progress(self.progress, self.max_iter, solver.iter), \
+                open(tsv_path, "a") as tsv:
+            while solver.iter < self.max_iter:
+                started = time.time()
+                labels, x, sampled = self._synthesize(state, solver.iter, sampler_net)
+                sampling_s = time.time() - started
+                solver.net.blobs["synthesized_data"].data[...] = x
+                solver.net.blobs["synthesized_label"].data[...] = labels
+                solver.step(1)
+                it = solver.iter
+                row = [it] + self._scores(state, solver.net, it) + sampled + \
+                    [sampling_s, time.time() - started]
+                # full precision: a resume computes the epoch means from these
+                tsv.write("\t".join("%.17g" % v for v in row) + "\n")
+                tsv.flush()
+                epoch_rows.append(row)
+                self.folder.advance()
+                at_epoch_end = run_folder.is_epoch_end(it, self.epoch_iters)
+                last = it == self.max_iter
+                if at_epoch_end or last:
+                    state["history"].append(self._epoch_record(test_net, it, epoch_rows, last))
+                    epoch_rows = []
+                if it % o["checkpoint_every"] == 0 or at_epoch_end or last:
+                    self._checkpoint(solver, state)
+
+        def outputs():
+            copy_atomic(self.path(state["checkpoint"]["caffemodel"]),
+                        self.path("final.caffemodel"))
+            with atomic_output(self.path("chains.npz"), suffix=".npz") as tmp:
+                np.savez_compressed(tmp, images=self.buffer.images)
+            self.write_outputs(state)
+        self.folder.finish(state, outputs)
         return state
 
-    def _diverged(self, state, it, what):
-        ck = state.get("checkpoint")
-        state["diverged"] = {"iter": it, "what": what}
-        self._write_json("state.json", state)
-        self.log("diverged at iteration %d: %s" % (it, what))
-        return UserError("diverged at iteration %d: %s; the last good checkpoint (%s) is kept "
-                        "in %s (try a smaller --base-lr or --step-size, or a larger --alpha)"
-                        % (it, what, "iteration %d" % ck["iter"] if ck else "none",
-                           self.out_dir))
+    def _synthesize(self, state, it, sampler_net):
+        """The M synthesized images of iteration `it` + 1: chains drawn from
+        the buffer, moved by K HMC transitions of the current model, clamped
+        and written back; the step size adapted. Returns (labels, images,
+        [acceptance, step size, divergent, restarts])."""
+        o = self.opts
+        wanted = None
+        if o["match_labels"]:
+            # The classes of the batch the Data layer will read (the LMDB in
+            # key order, wrapping around).
+            rows = (it * self.batch + np.arange(o["synthesized"]) % self.batch) \
+                % self.train_size
+            wanted = self.train_labels[rows]
+        self._wanted = wanted
+        labels, slots, x, restarts = self.buffer.draw(o["synthesized"], o["restart_prob"],
+                                                      self.rng, wanted)
+        self.sampler.score = hmc.NodeScore(sampler_net, "ip2", labels)
+        f, grad = self.sampler.evaluate(x)
+        accept, divergent = [], 0
+        for _ in range(o["mcmc_iters"]):
+            x, f, grad, _acc, prob, _dh, div = self.sampler.transition(x, f, grad,
+                                                                       self.step_size)
+            accept.append(float(prob.mean()))
+            divergent += int(div.sum())
+        if o["clamp_sigmas"] > 0:
+            x = np.clip(x, *self.clamp)
+        finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if not finite.all():
+            raise self._diverged(state, it + 1, "%d synthesized images are not finite"
+                                 % (~finite).sum())
+        self.buffer.store(labels, slots, x)
+        accept = float(np.mean(accept))
+        if o["target_accept"] > 0 and o["adapt_rate"] > 0:
+            self.step_size = float(np.clip(
+                self.step_size * math.exp(o["adapt_rate"] * (accept - o["target_accept"])),
+                o["min_step"], o["max_step"]))
+        return labels, x, [accept, self.step_size, divergent, restarts]
 
-    def _test(self, test_net):
-        totals = {}
-        for _ in range(self.test_iters):
-            outputs = test_net.forward()
-            for key, value in outputs.items():
-                totals[key] = totals.get(key, 0.0) + float(np.asarray(value).ravel()[0])
-        return {k: v / self.test_iters for k, v in totals.items()}
+    def _scores(self, state, net, it):
+        """[DG loss, synthesis loss, energy gap, f data, f samples] of the
+        step just taken; stops the run when the scores diverged."""
+        o = self.opts
+        if self._wanted is not None:
+            seen = net.blobs["observed_label"].data.astype(int)
+            if not np.array_equal(seen[np.arange(len(self._wanted)) % self.batch],
+                                  self._wanted):
+                raise RuntimeError("iteration %d: the Data layer's labels are not "
+                                   "the LMDB's in key order" % it)
+        scores = net.blobs["ip2"].data.reshape(len(net.blobs["label"].data), -1)
+        fy = scores[np.arange(len(scores)), net.blobs["label"].data.astype(int)]
+        f_data, f_syn = float(fy[:self.batch].mean()), float(fy[self.batch:].mean())
+        dg = float(net.blobs["loss"].data.ravel()[0]) if "loss" in net.outputs \
+            else float("nan")
+        synth = float(net.blobs["synthesis_loss"].data.ravel()[0])
+        if not (np.isfinite(scores).all() and np.isfinite(synth)) or \
+                np.abs(scores).max() > o["max_abs_score"]:
+            raise self._diverged(state, it, "scores %s (max |f| %.3g, limit "
+                                 "max_abs_score %g)" % (
+                                     "not finite" if not np.isfinite(scores).all()
+                                     else "exploded", np.nanmax(np.abs(scores)),
+                                     o["max_abs_score"]))
+        return [dg, synth, f_data - f_syn, f_data, f_syn]
+
+    def _diverged(self, state, it, what):
+        return self.folder.diverged(state, it, what,
+                                    "try a smaller base_lr or step_size, or a larger alpha")
 
     def _epoch_record(self, test_net, it, rows, last):
-        results = self._test(test_net)
+        results = run_folder.test_means(test_net, self.test_iters)
         rows = np.array(rows, dtype=np.float64)
         record = {"iter": it, "epoch": round(it / self.epoch_iters, 4), "final": bool(last),
                   "test_error_pct": 100.0 * (1.0 - results["accuracy"]),
@@ -438,24 +473,36 @@ class GenerativeLearner(object):
                   "restarts": int(rows[:, 9].sum()),
                   "s_per_iter": float(rows[:, 11].mean()),
                   "s_per_iter_sampling": float(rows[:, 10].mean())}
-        self.log("epoch %.2f iter %d: test error %.2f%% | energy gap %.1f (f data %.1f, "
-                 "samples %.1f) | acceptance %.3f, step %.4g, %d divergent | %.3f s/it"
-                 % (record["epoch"], it, record["test_error_pct"], record["energy_gap"],
-                    record["f_data"], record["f_synthesized"], record["acceptance"],
-                    record["step_size"], record["divergent_trajectories"],
-                    record["s_per_iter"]))
+        self.folder.log("epoch %.2f iter %d: test error %.2f%% | energy gap %.1f (f data %.1f, "
+                        "samples %.1f) | acceptance %.3f, step %.4g, %d divergent | %.3f s/it"
+                        % (record["epoch"], it, record["test_error_pct"],
+                           record["energy_gap"], record["f_data"], record["f_synthesized"],
+                           record["acceptance"], record["step_size"],
+                           record["divergent_trajectories"], record["s_per_iter"]))
         return record
 
     def write_outputs(self, state):
         finals = [r for r in state["history"] if r["final"]]
         result = {"config": state["config"], "q": state["q"], "epochs": state["history"],
                   "final_test_error_pct": finals[-1]["test_error_pct"] if finals else None}
-        self._write_json("history.json", result)
+        self.folder.write_json("history.json", result)
         plot_curves(self.path("iterations.tsv"), state["history"], self.path("curves.png"))
-        self.log("done: final test error %.2f%%" % result["final_test_error_pct"])
+        self.folder.log("done: final test error %.2f%%" % result["final_test_error_pct"])
 
 
 # ---------------------------------------------------------------- helpers
+def _available_memory():
+    """Bytes of memory available to a new allocation (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def _rng_state(rng):
     name, keys, pos, has_gauss, gauss = rng.get_state()
     return [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]
@@ -466,31 +513,12 @@ def _rng_from(state):
     return (name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss)
 
 
-def _truncate_tsv(path, last_iter):
-    if not os.path.exists(path):
-        return
-    keep = [line for line in open(path)
-            if line.strip() and float(line.split("\t")[0]) <= last_iter]
-    write_atomic(path, "".join(keep))
-
-
-def _rows_since(path, done):
-    rows = []
-    if os.path.exists(path):
-        for line in open(path):
-            if line.strip():
-                row = [float(v) for v in line.rstrip("\n").split("\t")]
-                if row[0] > done:
-                    rows.append(row)
-    return rows
-
-
 def plot_curves(tsv_path, history, path):
     """Energy gap, acceptance and step size per iteration; test error per epoch."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = np.array(_rows_since(tsv_path, 0)).reshape(-1, 12)
+    rows = np.array(run_folder.rows_since(tsv_path, 0)).reshape(-1, 12)
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
 
     def smooth(v, w=25):

@@ -8,6 +8,7 @@ tests read them here without importing the prototxt generator. Plain Python:
 no Caffe import.
 """
 import collections
+import math
 
 # The two readings of the paper's "stage 2 starts with a base learning rate of
 # 0.003" (section 4.1). `restart`: the stage-1 solver with base_lr x0.3, its
@@ -22,8 +23,10 @@ STAGE2_LR_SCALE = 0.3       # 0.01 -> 0.003 (paper); 0.001 -> 0.0003 (cifar10_qu
 
 def epoch_iteration(epochs, epoch_iters):
     """The iteration at which `epochs` epochs of `epoch_iters` iterations are
-    done: rounded up, since a half iteration is a whole one."""
-    return int(round(epochs * epoch_iters + 0.4999))
+    done: rounded up, since a part of an iteration is a whole one (less 1e-9,
+    so that float error, 16 * 937.5, does not add one). The one epoch ->
+    iteration conversion: the protocols, two_stage and generative_learning."""
+    return int(math.ceil(epochs * epoch_iters - 1e-9))
 
 
 def aligned_schedule(schedule, switch_iter, max_iter):

@@ -13,14 +13,11 @@ Epochs are counted in iterations of the training LMDB: epoch e ends at
 iteration ceil(e * entries / batch_size). After every epoch, and at the end of
 each stage, the model is tested on the whole test set (test_iter x test batch).
 
-Resuming: every `checkpoint_every` iterations the solver state is snapshotted
-and state.json (atomically replaced) records it together with the history.
-`resume=True` restores the newest checkpoint of whichever stage was running,
-truncates the per-iteration log to it, and replays the data layer's cursor
-(Caffe does not save it) so the resumed run sees the same batches as an
-uninterrupted one.
+The run folder (state.json, checkpoints every `checkpoint_every` iterations,
+resume, logs) is gencnn/run_folder.py's; a resume restores the newest
+checkpoint of whichever stage was running and sees the same batches as an
+uninterrupted run.
 """
-import json
 import math
 import os
 
@@ -28,25 +25,10 @@ import numpy as np
 
 import caffe
 from caffe.proto import caffe_pb2
-from gencnn import caffe_utils
+from gencnn import caffe_utils, protocols, run_folder
 from gencnn.cli import UserError
-from gencnn.files import copy_atomic, log_line, save_figure, write_atomic, write_json
-from gencnn.data.lmdb_io import lmdb_count
-
-
-def parse_switch(text):
-    """'16' / 'epoch:16' -> ('epoch', 16.0); 'ess:0.3' -> ('ess', 0.3)."""
-    kind, _, value = text.rpartition(":")
-    kind = kind or "epoch"
-    if kind not in ("epoch", "ess"):
-        raise UserError("--switch must be EPOCH, epoch:EPOCH or ess:THRESHOLD, got %r" % text)
-    try:
-        number = float(value)
-    except ValueError:
-        raise UserError("--switch %r: %r is not a number" % (text, value))
-    if kind == "ess" and not 0.0 < number <= 1.0:
-        raise UserError("--switch ess:T needs 0 < T <= 1, got %g" % number)
-    return kind, number
+from gencnn.files import copy_atomic, save_figure, write_atomic
+from gencnn.data.lmdb_io import lmdb_count, lmdb_fingerprint, read_lmdb
 
 
 def gpu_support():
@@ -71,10 +53,10 @@ def check_gpus(gpus):
     cuda, nccl = gpu_support()
     where = os.path.dirname(os.path.dirname(os.path.abspath(caffe.__file__)))
     if not cuda:
-        raise UserError("--gpus needs a Caffe built with CUDA; the one in use (%s) is "
-                        "CPU-only: see docs/scaling.md" % where)
+        raise UserError("training on a GPU needs a Caffe built with CUDA; the one in use "
+                        "(%s) is CPU-only: see docs/scaling.md" % where)
     if len(gpus) > 1 and not nccl:
-        raise UserError("--gpus with %d GPUs needs a Caffe built with NCCL (USE_NCCL := 1); "
+        raise UserError("training on %d GPUs needs a Caffe built with NCCL (USE_NCCL := 1); "
                         "the one in use (%s) has none: see docs/scaling.md" % (len(gpus), where))
 
 
@@ -98,30 +80,72 @@ def join_nccl(solver, uid):
     return nccl
 
 
-def _gpu_worker(solver_file, gpus, rank, uid, stage_iters, restore):
-    """Rank > 0 of a multi-GPU stage (a separate process): step in lockstep."""
+def _gpu_worker(solver_file, gpus, rank, uid, stage_iters, out_dir, checkpoint):
+    """Rank > 0 of a multi-GPU stage (a separate process): step in lockstep,
+    from the run folder's `checkpoint` when resuming."""
     set_device(gpus, rank)
     solver = caffe.get_solver(solver_file)
-    if restore:
-        solver.restore(restore)
+    if checkpoint:
+        run_folder.RunFolder(out_dir, "two_stage.log").restore(solver, checkpoint)
     nccl = join_nccl(solver, uid)   # referenced until the steps are done
     solver.step(stage_iters - solver.iter)
     del nccl
 
 
-def skip_batches(net, count):
-    """Advance `net`'s Data layers by `count` batches: Caffe does not save the
-    LMDB cursor, so a resumed run replays it to see the batches an
-    uninterrupted one would."""
-    names = [name for name, layer in zip(net._layer_names, net.layers) if layer.type == "Data"]
-    for _ in range(count):
-        for name in names:
-            net.forward(start=name, end=name)
+def kept_weights(run_dir, iteration):
+    """The weights a run in `run_dir` kept at (global) `iteration`
+    (keep_iters / keep_epochs), or None: looked up in its state.json, not
+    re-derived from a file name."""
+    state = run_folder.RunFolder(run_dir, "two_stage.log").load_state()
+    name = (state or {}).get("kept_weights", {}).get(str(iteration))
+    path = os.path.join(run_dir, name) if name else None
+    return path if path and os.path.exists(path) else None
 
 
-def keep_name(epoch):
-    """File name of the weights kept at `epoch` (--keep-epochs): epoch16.caffemodel."""
-    return "epoch%g.caffemodel" % epoch
+def schedule_of(param):
+    """The lr schedule fields of SolverParameter `param`, as netgen writes them."""
+    schedule = {"lr_policy": param.lr_policy}
+    for key in ("gamma", "power", "stepsize"):
+        if param.HasField(key):
+            schedule[key] = getattr(param, key)
+    if param.stepvalue:
+        schedule["stepvalue"] = list(param.stepvalue)
+    return schedule
+
+
+def same_schedule(a, b):
+    """Equal lr schedules, floats to float32 precision (the proto's)."""
+    if a["lr_policy"] != b["lr_policy"]:
+        return False
+    keys = {"inv": ("gamma", "power"), "step": ("gamma", "stepsize"),
+            "multistep": ("gamma", "stepvalue"), "exp": ("gamma",),
+            "poly": ("power",), "sigmoid": ("gamma", "stepsize")}.get(a["lr_policy"], ())
+    for key in keys:
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, float) or isinstance(y, float):
+            if x is None or y is None or not math.isclose(x, y, rel_tol=1e-6):
+                return False
+        elif (x or None) != (y or None):
+            return False
+    return True
+
+
+def aligned_stage2(stage1_param, stage2_param, switch_iter, total_iters):
+    """The lr schedule stage 2 must run with for a switch at `switch_iter`:
+    {} when its solver's is right as written. A stage-2 schedule equal to
+    stage 1's is the `restart` reading (kept); any other is the `aligned`
+    reading, stage 1's schedule continued from the switch
+    (protocols.aligned_schedule), so a solver written for the protocol's switch
+    is re-derived for the switch this run takes."""
+    first, second = schedule_of(stage1_param), schedule_of(stage2_param)
+    if same_schedule(first, second):
+        return {}
+    try:
+        wanted = protocols.aligned_schedule(first, switch_iter, total_iters)
+    except ValueError:
+        raise UserError("cannot align stage 2's lr schedule to stage 1's lr_policy %r: give "
+                        "stage 2 stage 1's schedule (the restart reading)" % first["lr_policy"])
+    return {} if same_schedule(wanted, second) else wanted
 
 
 class Stage(object):
@@ -138,6 +162,7 @@ class Stage(object):
         self.param = caffe_utils.read_solver(solver_path)
         self.net_path = caffe_utils.solver_net_path(self.param, os.getcwd())
         self.net = caffe_utils.read_net(self.net_path)
+        self.net_file = self.net_path          # as written (net_path may become a copy)
         data = caffe_utils.train_data_layer(self.net)
         if train_lmdb:
             data.data_param.source = os.path.abspath(train_lmdb)
@@ -153,71 +178,142 @@ class Stage(object):
                             % (self.net_path, self.source))
         self.train_size = lmdb_count(self.source)
         self.epoch_iters = self.train_size / float(self.batch_size)
-        # Caffe's LMDB cursor wraps around: the batch sequence repeats with this period.
-        self.data_period = self.train_size // math.gcd(self.train_size, self.batch_size)
+        self.data_period = run_folder.data_period(self.train_size, self.batch_size)
         if not self.param.test_iter:
             raise UserError("%s has no test_iter: cannot test each epoch" % solver_path)
+        # The whole test set every time (README): test_iter batches cover
+        # test_iter x batch images, which need not be the test LMDB's count.
+        self.test_iters, self.test_note = self.param.test_iter[0], None
+        test = [layer for layer in self.net.layer if layer.type == "Data" and any(
+            rule.phase == caffe_pb2.TEST for rule in layer.include)]
+        if len(test) == 1 and os.path.isdir(test[0].data_param.source):
+            self.test_source = test[0].data_param.source
+            count, batch = lmdb_count(self.test_source), test[0].data_param.batch_size
+            whole = max(1, -(-count // batch))
+            if whole != self.test_iters:
+                self.test_note = ("testing the whole test set, %d images: %d batches of %d "
+                                  "(the solver's test_iter %d covers %d)"
+                                  % (count, whole, batch, self.test_iters,
+                                     self.test_iters * batch))
+                self.test_iters = whole
+        else:
+            self.test_source = None
+        if self.test_source:
+            # Train and test nets share their weights: images of another
+            # shape abort Caffe at the first test, after an epoch of training.
+            shapes = {path: image.shape for path in (self.source, self.test_source)
+                      for image, _ in read_lmdb(path, 1)}
+            if len(set(shapes.values())) > 1:
+                raise UserError("the training LMDB %s holds %s images, the test LMDB %s %s"
+                                % (self.source, "x".join(map(str, shapes[self.source])),
+                                   self.test_source,
+                                   "x".join(map(str, shapes[self.test_source]))))
+
+    def inputs(self):
+        """Fingerprints of what this stage reads (run_folder: a resume with
+        other inputs is refused)."""
+        name = "stage %d " % self.index
+        inputs = {name + "solver": run_folder.file_fingerprint(self.solver_path),
+                  name + "net": run_folder.file_fingerprint(self.net_file),
+                  "training LMDB": lmdb_fingerprint(self.source)}
+        if self.test_source:
+            inputs["test LMDB"] = lmdb_fingerprint(self.test_source)
+        return inputs
 
 
 class TwoStageRunner(object):
+    """Stage 1 up to the switch, then stage 2 from its weights, in a run
+    folder (gencnn/run_folder.py: state, checkpoints, resume, logs)."""
+
+    # The configuration a resume must not change; the other options
+    # (checkpoint_every, keep_epochs, progress) may.
+    RESUME_KEYS = {"inputs": "inputs", "seed": "seed", "switch": "switch",
+                   "start_epoch": "start epoch", "stop_iter": "stop"}
+
     def __init__(self, stage1, out_dir, stage2=None, switch=None, seed=None, weights=None,
                  start_epoch=0.0, keep_epochs=(), checkpoint_every=100, progress=True,
-                 stop_epoch=None, train_lmdb=None, gpus=()):
-        self.out_dir = os.path.abspath(out_dir)
+                 stop_epoch=None, train_lmdb=None, gpus=(), start_iter=None, keep_iters=(),
+                 stop_iter=None):
+        """`switch`: (kind, value), kind "epoch", "iter" or "ess" (the first
+        epoch whose mean ESS falls below value). Points of the schedule are
+        epochs (start_epoch, stop_epoch, keep_epochs) or, the same as
+        iterations, start_iter, stop_iter, keep_iters; all become iterations
+        here. Epochs and iterations are global: the run starts at start_epoch
+        (numbering only: a fine-tune from weights taken at that point)."""
+        self.folder = run_folder.RunFolder(out_dir, "two_stage.log")
+        self.out_dir = self.folder.out_dir
         self.gpus = list(gpus)
         self.train_lmdb = train_lmdb
         self.stages = [self._stage(1, stage1)]
         self.seed = seed
         self.weights = weights
-        self.start_epoch = float(start_epoch)
-        self.keep_epochs = sorted(set(float(e) for e in keep_epochs))
         self.checkpoint_every = int(checkpoint_every)
         self.progress = progress
         first = self.stages[0]
         # With G GPUs every iteration reads G batches (Caffe shards the data).
         self.epoch_iters = first.epoch_iters / max(1, len(self.gpus))
+        self.start_epoch = float(start_epoch) if start_iter is None \
+            else start_iter / self.epoch_iters
         self.total_iters = first.param.max_iter     # the whole schedule
         if stop_epoch is not None:
-            # Train only up to `stop_epoch` of the schedule (e.g. GG to the
+            stop_iter = self.epoch_end(stop_epoch)
+        if stop_iter is not None:
+            # Train only up to `stop_iter` of the schedule (e.g. GG to the
             # switch, to recreate its snapshot): the lr schedule is unchanged.
-            stop = self.epoch_end(stop_epoch)
-            if not 0 < stop <= self.total_iters:
-                raise UserError("--stop-epoch %g lies outside the %g epochs of %s" % (
-                    stop_epoch, self.total_iters / self.epoch_iters, stage1))
+            if not 0 < stop_iter <= self.total_iters:
+                raise UserError("the stop at epoch %g lies outside the %g epochs of %s" % (
+                    self.epoch_of(stop_iter), self.epoch_of(self.total_iters), stage1))
             if stage2:
-                raise UserError("--stop-epoch is for one-solver runs (no --stage2)")
-            self.total_iters = stop
-        self.stop_epoch = stop_epoch
-        # Iterations whose weights are kept as epoch<E>.caffemodel.
-        self.keep_iters = {self.epoch_end(e): e for e in self.keep_epochs}
-        self.switch = switch
+                raise UserError("a stop before the end is for one-solver runs (no stage 2)")
+            self.total_iters = stop_iter
+        self.stop_iter = stop_iter
+        # Iterations whose weights are kept, and their file names.
+        self.keep = {self.epoch_end(e): "epoch%g.caffemodel" % e for e in keep_epochs}
+        for it in keep_iters:
+            self.keep.setdefault(it, "epoch%g.caffemodel" % self.epoch_of(it))
+        past = [it for it in self.keep if not 0 < it <= self.total_iters]
+        if past:
+            raise UserError("weights to keep (%s) lie outside the run's epochs %g to %g"
+                            % (", ".join(self.keep[it] for it in sorted(past)),
+                               self.start_epoch, self.epoch_of(self.total_iters)))
+        self.switch = tuple(switch) if switch else None
+        self.switch_at, self.switch_ess = None, None
+        if self.switch:
+            kind, value = self.switch
+            if kind == "ess":
+                self.switch_ess = float(value)
+            else:
+                self.switch_at = self.epoch_end(value) if kind == "epoch" else int(value)
         if weights and not os.path.isfile(weights):
-            raise UserError("--weights %s does not exist" % weights)
+            raise UserError("initial weights %s do not exist" % weights)
         if self.checkpoint_every < 1:
-            raise UserError("--checkpoint-every must be >= 1")
+            raise UserError("checkpoints must be at least 1 iteration apart")
         if stage2:
             self.stages.append(self._stage(2, stage2))
             self._check_stage2()
         elif switch:
-            raise UserError("a switch needs --stage2")
-        if len(self.gpus) > 1 and switch and switch[0] == "ess":
-            raise UserError("--switch ess:T needs one device: with several GPUs the other "
-                            "ranks cannot learn of the switch; use --switch-epoch")
+            raise UserError("a switch needs a stage-2 solver")
+        if len(self.gpus) > 1 and self.switch_ess is not None:
+            raise UserError("an ESS switch needs one device: with several GPUs the other "
+                            "ranks cannot learn of the switch; switch at an epoch")
 
     # ------------------------------------------------------------- checks
     def _check_stage2(self):
         first, second = self.stages
         if self.switch is None:
-            raise UserError("--stage2 needs --switch-epoch E or --switch ess:T")
-        kind, value = self.switch
-        total_epochs = self.start_epoch + self.total_iters / self.epoch_iters
-        if kind == "epoch" and not self.start_epoch < value < total_epochs:
-            raise UserError("switch epoch %g must lie between %g and the %g epochs of %s"
-                            % (value, self.start_epoch, total_epochs, first.solver_path))
-        if kind == "ess":
+            raise UserError("a stage-2 solver needs a switch (an epoch, or ess:T)")
+        if self.switch_at is not None and not 0 < self.switch_at < self.total_iters:
+            raise UserError("switch epoch %g (iteration %d) must lie between %g and the %g "
+                            "epochs of %s" % (self.epoch_of(self.switch_at), self.switch_at,
+                                              self.start_epoch,
+                                              self.epoch_of(self.total_iters),
+                                              first.solver_path))
+        if self.switch_ess is not None:
+            if not 0 < self.switch_ess <= 1:
+                raise UserError("an ESS switch needs 0 < T <= 1, got %g" % self.switch_ess)
             tops = {top for layer in first.net.layer for top in layer.top}
             if "ess" not in tops:
-                raise UserError("--switch ess:T needs the stage-1 net %s to output 'ess' "
+                raise UserError("an ESS switch needs the stage-1 net %s to output 'ess' "
                                 "(GenerativeLossLayer's second top)" % first.net_path)
         a, b = caffe_utils.learned_layers(first.net), caffe_utils.learned_layers(second.net)
         if a != b:
@@ -226,6 +322,8 @@ class TwoStageRunner(object):
                             % (second.net_path, ", ".join("%s (%s)" % m for m in missing)))
         if second.batch_size != first.batch_size or second.source != first.source:
             raise UserError("stage 2 must train on the same data as stage 1")
+        if self.switch_at is not None:      # an ESS switch is checked when it happens
+            aligned_stage2(first.param, second.param, self.switch_at, self.total_iters)
 
     def validate(self):
         """What would otherwise fail only after the run folder is written: the
@@ -250,198 +348,125 @@ class TwoStageRunner(object):
 
     def _stage(self, index, solver_path):
         return Stage(index, solver_path, self.train_lmdb,
-                     os.path.join(self.out_dir, "stage%d_net.prototxt" % index))
-
-    def switch_iter(self):
-        kind, value = self.switch
-        if kind == "epoch":
-            return self.epoch_end(value)
-        return None        # decided while training
+                     self.folder.path("stage%d_net.prototxt" % index))
 
     def epoch_end(self, epoch):
         """Global iteration at which (absolute) epoch `epoch` ends."""
-        return int(math.ceil((epoch - self.start_epoch) * self.epoch_iters - 1e-9))
+        return protocols.epoch_iteration(epoch - self.start_epoch, self.epoch_iters)
 
-    # --------------------------------------------------------------- files
+    def epoch_of(self, it):
+        return self.start_epoch + it / self.epoch_iters
+
     def path(self, *parts):
-        return os.path.join(self.out_dir, *parts)
-
-    def _write_json(self, name, obj):
-        write_json(self.path(name), obj)
-
-    def log(self, message):
-        log_line(self.path("two_stage.log"), message, self._bar)
+        return self.folder.path(*parts)
 
     # ------------------------------------------------------------- solvers
-    def _make_solver(self, stage, stage_iters):
+    def _make_solver(self, stage, stage_iters, schedule=None):
         if stage.net_text is not None:
             write_atomic(stage.net_path, stage.net_text)
         # Testing and snapshots are driven from here: epochs are fractional.
         param = caffe_utils.solver_variant(
             stage.param, net=stage.net_path, max_iter=stage_iters, test_interval=2 ** 30,
             test_initialization=False, snapshot=0, snapshot_after_train=False,
-            snapshot_prefix=self.path("snapshots", "stage%d" % stage.index))
+            snapshot_prefix=self.path("snapshots", "stage%d" % stage.index), **(schedule or {}))
         if self.seed is not None:
             param.random_seed = self.seed
         solver_file = self.path("stage%d_solver.prototxt" % stage.index)
         write_atomic(solver_file, str(param))
         if self.gpus:
             set_device(self.gpus, 0)
-        solver = caffe.get_solver(solver_file)
-        return solver, param
+        return caffe.get_solver(solver_file)
 
     def _test(self, solver, stage):
         net = solver.test_nets[0]
         net.share_with(solver.net)
-        totals = {}
-        for _ in range(stage.param.test_iter[0]):
-            outputs = net.forward()
-            for key, value in outputs.items():
-                totals[key] = totals.get(key, 0.0) + float(np.asarray(value).ravel()[0])
-        means = {k: v / stage.param.test_iter[0] for k, v in totals.items()}
+        means = run_folder.test_means(net, stage.test_iters)
         if "accuracy" not in means:
             raise UserError("test net of %s has no 'accuracy' output" % stage.solver_path)
         return means
 
     # -------------------------------------------------------------- state
     def _fresh_state(self):
-        return {"stage": 1, "stage_iter": 0, "global_iter": 0, "solverstate": None,
-                "init_weights": os.path.abspath(self.weights) if self.weights else None, "switch_iter": None, "switch_reason": None,
-                "done": False, "config": self.describe(),
-                "history": {"stage1": [], "stage2": []}}
+        return {"stage": 1, "global_iter": 0, "checkpoint": None,
+                "init_weights": os.path.abspath(self.weights) if self.weights else None,
+                "switch_iter": None, "switch_reason": None, "done": False,
+                "config": self.describe(), "history": {"stage1": [], "stage2": []}}
 
     def describe(self):
         return {"stages": [s.solver_path for s in self.stages], "seed": self.seed,
-                "switch": list(self.switch) if self.switch else None,
+                "switch": None if not self.switch else ["ess", self.switch_ess]
+                if self.switch_ess is not None else ["iter", self.switch_at],
                 "start_epoch": self.start_epoch, "epoch_iters": self.epoch_iters,
                 "total_iters": self.total_iters, "train_size": self.stages[0].train_size,
-                "batch_size": self.stages[0].batch_size, "stop_epoch": self.stop_epoch,
+                "batch_size": self.stages[0].batch_size, "stop_iter": self.stop_iter,
                 "train_lmdb": self.train_lmdb,
-                "weights": os.path.abspath(self.weights) if self.weights else None}
-
-    def _inside(self, path):
-        """A path in state.json: relative to the run folder, so a copied run
-        resumes from its own snapshots (old absolute entries still resolve)."""
-        return os.path.join(self.out_dir, path)
-
-    def _checkpoint(self, solver, state, keep=False):
-        solver.snapshot()
-        prefix = os.path.join("snapshots", "stage%d_iter_%d" % (state["stage"], solver.iter))
-        previous = state.get("solverstate")
-        state["solverstate"] = prefix + ".solverstate"
-        state["stage_iter"] = solver.iter
-        self._write_json("state.json", state)
-        if previous and previous != state["solverstate"] and previous not in state.get("kept", []):
-            for ext in (".solverstate", ".caffemodel"):
-                path = self._inside(previous[: -len(".solverstate")] + ext)
-                if os.path.exists(path):
-                    os.remove(path)
-        if keep:
-            state.setdefault("kept", []).append(state["solverstate"])
-            self._write_json("state.json", state)
-        return self._inside(prefix + ".caffemodel")
+                "weights": os.path.abspath(self.weights) if self.weights else None,
+                "inputs": self._inputs}
 
     # ---------------------------------------------------------------- run
-    # Options that must not change between a run and its --resume; the others
-    # (--checkpoint-every, --keep-epochs, --no-progress) may.
-    RESUME_OPTIONS = (("stages", "--stage1/--stage2"), ("seed", "--seed"),
-                      ("switch", "--switch/--switch-epoch"), ("start_epoch", "--start-epoch"),
-                      ("stop_epoch", "--stop-epoch"), ("train_lmdb", "--train-lmdb"),
-                      ("weights", "--weights"))
-
-    def _load_state(self, state_file):
-        try:
-            with open(state_file) as f:
-                state = json.load(f)
-            state["config"]["stages"]
-        except (ValueError, KeyError, TypeError, OSError) as err:
-            raise UserError("%s is unreadable (%s): remove the folder to start over"
-                            % (state_file, str(err).splitlines()[0] or type(err).__name__))
-        return state
-
-    @staticmethod
-    def _started(state):
-        """True once a run has a checkpoint: before that it blocks nothing."""
-        return bool(state.get("solverstate") or state.get("global_iter") or state.get("done")
-                    or state.get("stage", 1) != 1)
-
-    def _check_same_options(self, saved):
-        mine = self.describe()
-        for key, option in self.RESUME_OPTIONS:
-            if key in saved and key in mine and saved[key] != mine[key]:
-                raise UserError("--resume with a different %s than the run in %s (%r, now %r):"
-                                " resume with the original options or use another --out"
-                                % (option, self.out_dir, saved[key], mine[key]))
-
     def run(self, resume=False):
-        self._bar = None
-        state_file = self.path("state.json")
-        state = self._load_state(state_file) if os.path.exists(state_file) else None
-        if state is not None and not self._started(state):
-            # A start that failed before its first checkpoint (e.g. Caffe
-            # aborted): it leaves nothing to resume and must not block a rerun.
-            state = None
-        if resume and state is not None:
-            self._check_same_options(state["config"])
-            if state["done"]:
-                self.log("already finished; nothing to resume")
-                return state
-        elif resume:
-            raise UserError("nothing to resume in %s (no run with a checkpoint)" % self.out_dir)
-        elif state is not None:
-            raise UserError("%s already holds a run: use --resume or another --out"
-                            % self.out_dir)
-        else:
+        self._inputs = {}
+        for stage in self.stages:
+            self._inputs.update(stage.inputs())
+        if self.weights:
+            self._inputs["initial weights"] = run_folder.file_fingerprint(self.weights)
+        state = self.folder.start(resume, self.describe(), self.RESUME_KEYS)
+        if state is None:
             self.validate()
-            os.makedirs(self.path("snapshots"), exist_ok=True)
-            state = self._fresh_state()
-            self._write_json("state.json", state)
-        if self.progress:
-            from tqdm import tqdm
-            self._bar = tqdm(total=self.total_iters, initial=state["global_iter"],
-                             unit="it", dynamic_ncols=True, mininterval=1.0)
-        try:
-            while not state["done"]:
-                self._run_stage(self.stages[state["stage"] - 1], state)
-        finally:
-            if self._bar is not None:
-                self._bar.close()
-                self._bar = None
-        self.write_outputs(state)
+            state = self.folder.create(self._fresh_state())
+        elif state["done"]:
+            self.folder.log("already finished; nothing to resume")
+            return state
+        with self.folder.progress(self.progress, self.total_iters, state["global_iter"]):
+            for stage in self.stages[state["stage"] - 1:]:
+                self._run_stage(stage, state)
+        self.folder.finish(state, lambda: self.write_outputs(state))
         return state
 
     def _stage_iters(self, stage, state):
         if stage.index == 1:
-            switch = state["switch_iter"] or (self.switch_iter() if self.switch else None)
-            return switch if switch else self.total_iters
+            return state["switch_iter"] or self.switch_at or self.total_iters
         return self.total_iters - state["switch_iter"]
 
     def _run_stage(self, stage, state):
+        """Like py-faster-rcnn's SolverWrapper.train_model: step, log, test at
+        each epoch end, checkpoint; a resume continues from the checkpoint."""
         offset = 0 if stage.index == 1 else state["switch_iter"]
         # For an ESS switch stage 1 may run to the end; the switch cuts it short.
         stage_iters = self._stage_iters(stage, state)
-        solver, param = self._make_solver(stage, stage_iters)
+        schedule = None
+        if stage.index == 2:
+            schedule = aligned_stage2(self.stages[0].param, stage.param, offset,
+                                      self.total_iters)
+        solver = self._make_solver(stage, stage_iters, schedule)
         iters_log = self.path("iterations_stage%d.tsv" % stage.index)
-        if state["solverstate"] and state["stage"] == stage.index:
-            solver.restore(str(self._inside(state["solverstate"])))
-            skip_batches(solver.net, solver.iter % stage.data_period)
-            self._truncate_tsv(iters_log, solver.iter)
-            self.log("resumed stage %d at iteration %d" % (stage.index, solver.iter))
+        checkpoint = state["checkpoint"]
+        restore = checkpoint if checkpoint and checkpoint["stage"] == stage.index else None
+        if restore:
+            self.folder.restore(solver, restore)
+            run_folder.skip_batches(solver.net, solver.iter % stage.data_period)
+            run_folder.truncate_tsv(iters_log, solver.iter)
+            self.folder.log("resumed stage %d at iteration %d" % (stage.index, solver.iter))
         else:
             weights = state["init_weights"] if stage.index == 1 else \
-                self._inside(state["switch_weights"])
+                self.path(state["switch_weights"])
             if weights:
                 solver.net.copy_from(str(weights))
                 for net in solver.test_nets:
                     net.copy_from(str(weights))
-            self.log("stage %d: %s (%s), %d iterations%s"
-                     % (stage.index, stage.solver_path, os.path.basename(stage.net_path),
-                        stage_iters, ", from %s" % weights if weights else ""))
+            self.folder.log("stage %d: %s (%s), %d iterations%s%s"
+                            % (stage.index, stage.solver_path, os.path.basename(stage.net_path),
+                               stage_iters, ", from %s" % weights if weights else "",
+                               "; lr schedule aligned to the switch at iteration %d: %s"
+                               % (offset, schedule) if schedule else ""))
             open(iters_log, "w").close()
-        workers = self._start_workers(solver, stage, stage_iters, state) \
+            if stage.test_note:
+                self.folder.log("stage %d: %s" % (stage.index, stage.test_note))
+        workers = self._start_workers(solver, stage, stage_iters, restore) \
             if len(self.gpus) > 1 else []
         history = state["history"]["stage%d" % stage.index]
-        epoch_losses, epoch_ess = self._epoch_sums(iters_log, history)
+        rows = run_folder.rows_since(iters_log, history[-1]["stage_iter"] if history else 0)
+        epoch_losses, epoch_ess = [r[1] for r in rows], [r[2] for r in rows]
         has_ess = "ess" in solver.net.outputs
         with open(iters_log, "a") as tsv:
             while solver.iter < stage_iters:
@@ -449,85 +474,84 @@ class TwoStageRunner(object):
                 it = solver.iter
                 loss = float(solver.net.blobs["loss"].data.ravel()[0])
                 ess = float(solver.net.blobs["ess"].data.ravel()[0]) if has_ess else float("nan")
-                tsv.write("%d\t%.7g\t%.7g\n" % (it, loss, ess))
+                # full precision: a resume computes the epoch means from these
+                tsv.write("%d\t%.17g\t%.17g\n" % (it, loss, ess))
                 tsv.flush()   # what is logged has happened, even after a kill -9
+                if not math.isfinite(loss):
+                    raise self.folder.diverged(state, offset + it, "train loss %s" % loss,
+                                               "try a smaller base_lr")
                 epoch_losses.append(loss)
                 epoch_ess.append(ess)
                 global_iter = offset + it
-                if self._bar is not None:
-                    self._bar.update(1)
+                self.folder.advance()
                 epoch = self.start_epoch + global_iter / self.epoch_iters
-                at_epoch_end = global_iter == self.epoch_end(math.floor(epoch + 1e-9)) \
-                    and global_iter > 0
+                at_epoch_end = run_folder.is_epoch_end(global_iter, self.epoch_iters,
+                                                       self.start_epoch)
                 last = it == stage_iters
                 switched = False
                 if at_epoch_end or last:
-                    tsv.flush()
                     record = self._epoch_record(solver, stage, global_iter, epoch,
                                                 epoch_losses, epoch_ess, last)
                     history.append(record)
                     epoch_losses, epoch_ess = [], []
-                    if stage.index == 1 and self.switch and self.switch[0] == "ess" \
-                            and record["train_ess"] < self.switch[1] and not last:
+                    if stage.index == 1 and self.switch_ess is not None \
+                            and record["train_ess"] < self.switch_ess and not last:
                         switched = True
                         state["switch_reason"] = "ess %.4f < %g at epoch %g" % (
-                            record["train_ess"], self.switch[1], round(epoch, 3))
+                            record["train_ess"], self.switch_ess, round(epoch, 3))
                         # Saved with the checkpoint below, so a resume ends
                         # stage 1 here too instead of training on past it.
                         state["switch_iter"] = global_iter
                 state["global_iter"] = global_iter
-                kept_epoch = self.keep_iters.get(global_iter)
+                kept = self.keep.get(global_iter)
                 if it % self.checkpoint_every == 0 or at_epoch_end or last or switched \
-                        or kept_epoch is not None:
-                    tsv.flush()
-                    model = self._checkpoint(solver, state, keep=kept_epoch is not None
-                                             or last or switched)
-                    if kept_epoch is not None:
-                        self._keep_copy(model, keep_name(kept_epoch))
+                        or kept is not None:
+                    model = self.folder.checkpoint(
+                        solver, state, "stage%d" % stage.index, stage=stage.index,
+                        keep=kept is not None or last or switched)
+                    if kept is not None:
+                        copy_atomic(model, self.path(kept))
+                        state.setdefault("kept_weights", {})[str(global_iter)] = kept
+                        self.folder.write_json("state.json", state)
                 if switched:
                     break
         for worker in workers:
             worker.join()
             if worker.exitcode != 0:
                 raise UserError("GPU worker %s failed (exit %s)" % (worker.name, worker.exitcode))
-        final_model = self.path("snapshots", "stage%d_iter_%d.caffemodel"
-                                % (stage.index, solver.iter))
-        self._keep_copy(final_model, "stage%d_final.caffemodel" % stage.index)
+        copy_atomic(self.path(state["checkpoint"]["caffemodel"]),
+                    self.path("stage%d_final.caffemodel" % stage.index))
         if stage.index == 1 and len(self.stages) == 2:
             state["switch_iter"] = offset + solver.iter
             state["switch_weights"] = "stage1_final.caffemodel"
-            state["switch_reason"] = state["switch_reason"] or "epoch %g" % self.switch[1]
-            state["stage"], state["solverstate"], state["stage_iter"] = 2, None, 0
-            self.log("switch at iteration %d (%s)" % (state["switch_iter"], state["switch_reason"]))
-        else:
-            state["done"] = True
-        self._write_json("state.json", state)
+            state["switch_reason"] = state["switch_reason"] or (
+                "epoch %g" % self.switch[1] if self.switch[0] == "epoch"
+                else "iteration %d" % self.switch_at)
+            state["stage"] = 2
+            self.folder.write_json("state.json", state)
+            self.folder.log("switch at iteration %d (%s)"
+                            % (state["switch_iter"], state["switch_reason"]))
         del solver  # release the data reader before another solver opens the LMDB
 
-    def _start_workers(self, solver, stage, stage_iters, state):
+    def _start_workers(self, solver, stage, stage_iters, restore):
         """Several GPUs, as BVLC's python/train.py: one process per GPU, joined
         by NCCL (gradients summed, then averaged, every iteration). This
         process is rank 0 and does all testing and checkpointing; ranks 1.. only
         step, starting from rank 0's weights (NCCL broadcasts them)."""
         import multiprocessing
         uid = caffe.NCCL.new_uid()
-        restore = self._inside(state["solverstate"]) \
-            if state["solverstate"] and state["stage"] == stage.index else None
         context = multiprocessing.get_context("spawn")   # no CUDA state across a fork
         workers = []
         for rank in range(1, len(self.gpus)):
             worker = context.Process(
                 target=_gpu_worker, name="rank%d" % rank,
                 args=(self.path("stage%d_solver.prototxt" % stage.index), self.gpus, rank, uid,
-                      stage_iters, restore))
+                      stage_iters, self.out_dir, restore))
             worker.start()
             workers.append(worker)
         # Caffe keeps only a raw pointer to the NCCL object: hold it while stepping.
         self._nccl = join_nccl(solver, uid)
         return workers
-
-    def _keep_copy(self, model, name):
-        copy_atomic(model, self.path(name))
 
     def _epoch_record(self, solver, stage, global_iter, epoch, losses, ess, last):
         results = self._test(solver, stage)
@@ -537,36 +561,18 @@ class TwoStageRunner(object):
                   "test_accuracy": results["accuracy"],
                   "test_error_pct": 100.0 * (1.0 - results["accuracy"]),
                   "test_loss": results.get("loss"), "final": bool(last)}
-        self.log("stage %d epoch %.2f iter %d: train loss %.4f%s | test error %.2f%% loss %s"
-                 % (stage.index, epoch, global_iter, record["train_loss"],
-                    "" if record["train_ess"] is None else " ess %.3f" % record["train_ess"],
-                    record["test_error_pct"],
-                    "-" if record["test_loss"] is None else "%.4f" % record["test_loss"]))
-        if self._bar is not None:
-            self._bar.set_postfix(stage=stage.index, epoch="%.1f" % epoch,
-                                  loss="%.4f" % record["train_loss"],
-                                  test_err="%.2f%%" % record["test_error_pct"])
+        self.folder.log("stage %d epoch %.2f iter %d: train loss %.4f%s | test error %.2f%% "
+                        "loss %s" % (stage.index, epoch, global_iter, record["train_loss"],
+                                     "" if record["train_ess"] is None
+                                     else " ess %.3f" % record["train_ess"],
+                                     record["test_error_pct"],
+                                     "-" if record["test_loss"] is None
+                                     else "%.4f" % record["test_loss"]))
+        if self.folder.bar is not None:
+            self.folder.bar.set_postfix(stage=stage.index, epoch="%.1f" % epoch,
+                                        loss="%.4f" % record["train_loss"],
+                                        test_err="%.2f%%" % record["test_error_pct"])
         return record
-
-    @staticmethod
-    def _truncate_tsv(path, last_iter):
-        if not os.path.exists(path):
-            return
-        keep = [line for line in open(path) if line.strip() and int(line.split("\t")[0]) <= last_iter]
-        write_atomic(path, "".join(keep))
-
-    @staticmethod
-    def _epoch_sums(path, history):
-        """Losses and ESS of the iterations since the last recorded epoch."""
-        done = history[-1]["stage_iter"] if history else 0
-        losses, ess = [], []
-        if os.path.exists(path):
-            for line in open(path):
-                it, loss, e = line.rstrip("\n").split("\t")
-                if int(it) > done:
-                    losses.append(float(loss))
-                    ess.append(float(e))
-        return losses, ess
 
     # ------------------------------------------------------------ outputs
     def write_outputs(self, state):
@@ -574,9 +580,9 @@ class TwoStageRunner(object):
                   "switch_reason": state["switch_reason"], "stages": state["history"]}
         finals = [r for r in state["history"]["stage2"] or state["history"]["stage1"] if r["final"]]
         result["final_test_error_pct"] = finals[-1]["test_error_pct"] if finals else None
-        self._write_json("history.json", result)
+        self.folder.write_json("history.json", result)
         plot_curves({"run": state["history"]}, self.path("curves.png"))
-        self.log("done: final test error %.2f%%" % result["final_test_error_pct"])
+        self.folder.log("done: final test error %.2f%%" % result["final_test_error_pct"])
 
 
 def plot_curves(runs, path, title=None):

@@ -3,6 +3,7 @@ LMDBs + mean, checksum). The study runner is tested in test_experiment.py."""
 import hashlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -70,6 +71,20 @@ def test_cifar10_data_writes_labelled_shuffled_lmdbs(cifar_data):
     mean.ParseFromString(open(str(cifar_data / "mean.binaryproto"), "rb").read())
     expected = np.mean([image for image, _ in train], axis=0).ravel()
     assert np.allclose(mean.data, expected, atol=1e-3)
+
+
+def test_cifar10_data_rejects_an_incomplete_set(archive, tmp_path):
+    """Issue 17: the archive's extracted folder with one class's training
+    images gone is refused in one line (it became an unbalanced LMDB)."""
+    folder = tmp_path / "extracted"
+    with tarfile.open(str(archive / "cifar10-jpeg.tar.gz")) as tar:
+        tar.extractall(str(folder))
+    shutil.rmtree(str(folder / "train" / "cat"))
+    code, _, stderr = run_tool("cifar10_data.py", str(folder), "--out", str(tmp_path / "out"),
+                               "--snapshots", str(tmp_path / "snapshots"))
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert "incomplete train set" in stderr and "0 cat images, 3 of every other" in stderr
+    assert not os.path.exists(str(tmp_path / "out"))
 
 
 def test_cifar10_data_rejects_a_bad_checksum(archive, tmp_path):

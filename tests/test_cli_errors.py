@@ -70,6 +70,8 @@ def bad(tmp_path_factory):
     cv2.imwrite(str(root / "photo.jpg"), np.full((256, 256, 3), 128, np.uint8))
     (root / "list.txt").write_text("photo.jpg 3\n")
     paths["list"] = str(root / "list.txt")
+    (root / "list_label12.txt").write_text("photo.jpg 12\n")
+    paths["list_label12"] = str(root / "list_label12.txt")
     (root / "labels.txt").write_text("0 tench, Tinca tinca\n")
     paths["labels"] = str(root / "labels.txt")
     return paths
@@ -132,6 +134,9 @@ CASES = [
      "layer ip1: blob 0 has shape 400x800, the net expects 500x800"),
     ("evaluate.py", evaluate("--weights", "{missing_layer}"), "layer conv2 missing"),
     ("evaluate.py", evaluate("--batch", "0"), "--batch must be a positive integer"),
+    # issue 17: a label the net has no class for (it counted as an error)
+    ("evaluate.py", evaluate("--images", "{list_label12}"), "has label 12; the net's ip2 has "
+                                                            "10 classes (0 to 9)"),
     ("evaluate.py", evaluate("--input-scale", "nan"), "--input-scale must be a positive"),
     ("evaluate.py", evaluate("--out", "{file}/eval.json"), "is a file"),
     # hmc_visualize.py: everything checked before sampling
@@ -162,7 +167,23 @@ CASES = [
     # two_stage.py (its other checks: issue 9 A.1-A.5, in that rewrite)
     ("two_stage.py", ["--stage1", "{root}/none.prototxt", "--stage2", "{root}/none2",
                       "--switch-epoch", "1", "--out", "{root}/run"], "does not exist"),
+    # two_stage.py: numbers checked by their types (issue 17: these were tracebacks)
+    ("two_stage.py", ["--stage1", "{root}/none.prototxt", "--out", "{root}/run", "--seed",
+                      "99999999999999999999"], "--seed must be an integer in [0, 2^32)"),
+    ("two_stage.py", ["--stage1", "{root}/none.prototxt", "--out", "{root}/run",
+                      "--start-epoch", "nan"], "--start-epoch must be a number >= 0"),
+    ("two_stage.py", ["--stage1", "{root}/none.prototxt", "--out", "{root}/run",
+                      "--stop-epoch", "inf"], "--stop-epoch must be a positive number"),
+    ("two_stage.py", ["--stage1", "{root}/none.prototxt", "--out", "{root}/run",
+                      "--keep-epochs", "4,nan"], "--keep-epochs must be a number >= 0"),
+    ("two_stage.py", ["--stage1", "{root}/none.prototxt", "--stage2", "{root}/none2",
+                      "--switch", "ess:2", "--out", "{root}/run"], "0 < T <= 1"),
+    ("two_stage.py", ["--stage1", "{root}/none.prototxt", "--stage2", "{root}/none2",
+                      "--switch", "3", "--switch-epoch", "3", "--out", "{root}/run"],
+     "not both"),
     # run_study.py: refused before any run starts
+    ("run_study.py", ["table1", "--seeds", "-1", "--report-only"],
+     "--seeds must be comma-separated integers in [0, 2^32)"),
     ("run_study.py", ["cifar10", "--seeds", "1,x"], "--seeds must be comma-separated integers"),
     ("run_study.py", ["cifar10", "--seeds", "1,1"], "--seeds needs distinct seeds"),
     ("run_study.py", ["cifar10", "--jobs", "0"], "--jobs must be a positive integer"),
@@ -181,6 +202,9 @@ CASES = [
     # generative_learning_report.py
     ("generative_learning_report.py", ["--runs", "{root}/nope", "--judge-weights", "{good}",
                                        "--out", "{root}/r.json"], "has no history.json"),
+    ("generative_learning_report.py", ["--runs", "{root}/nope", "--judge-weights", "{good}",
+                                       "--speed", "{file}", "--out", "{root}/r.json"],
+     "is not the JSON of bench/generative_learning_speed.py"),
 ]
 
 
@@ -250,3 +274,20 @@ def test_check_weights_reads_legacy_models_as_caffe_does(bad, tmp_path):
     with pytest.raises(cli.UserError, match="layer ip2: blob 1 has shape 1x1x1x9, "
                                             "the net expects 10$"):
         caffe_utils.check_weights(LENET, wrong)
+
+
+def test_without_the_environment_every_tool_says_so_in_one_line(tmp_path):
+    """Issue 17: a tool run without `. ./env.sh` (no venv, no pycaffe) gives
+    one line naming what to do, not a ModuleNotFoundError traceback."""
+    bare = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else None
+    if python is None or subprocess.run([python, "-c", "import numpy"], env=bare,
+                                        stderr=subprocess.DEVNULL).returncode == 0:
+        pytest.skip("no bare system python3 without numpy on this machine")
+    for tool in TOOLS:
+        proc = subprocess.run([python, os.path.join(REPO, "tools", tool), "--help"], env=bare,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, cwd=str(tmp_path))
+        assert proc.returncode == 2, (tool, proc.stderr)
+        assert proc.stderr.splitlines() == [proc.stderr.strip()], (tool, proc.stderr)
+        assert "env.sh" in proc.stderr, (tool, proc.stderr)

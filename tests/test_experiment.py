@@ -146,3 +146,29 @@ def test_welch_and_interval():
     mean, sd, half = experiment.mean_sd_ci([1.0, 2.0, 3.0, None])
     # t(0.975, 2) = 4.303: 4.303 x 1 / sqrt(3)
     assert (mean, sd, half) == pytest.approx((2.0, 1.0, 2.4841), abs=1e-4)
+
+
+def test_a_broken_run_is_redone_and_a_report_covers_the_finished_runs(study_repo):
+    """Issue 17: a committed history.json that is empty ({}) does not count
+    as done, and a run killed before its first checkpoint (state.json, no
+    checkpoint) starts afresh instead of failing 'nothing to resume'. A
+    runner given no seeds reports the seeds whose runs exist; negative seeds
+    are refused."""
+    root, spec = study_repo
+    runner = experiment.Runner(spec, work_dir=str(root / "work"), repo=str(root),
+                               log=lambda m: None)
+    assert runner.seeds == [1, 2]
+    kept = root / "kept" / "dg_seed2" / "history.json"
+    before = json.load(open(str(kept)))
+    kept.write_text("{}")
+    work = root / "work" / "dg_seed2"
+    shutil.rmtree(str(work), ignore_errors=True)
+    work.mkdir(parents=True)
+    (work / "state.json").write_text(json.dumps({"config": {}, "checkpoint": None,
+                                                 "done": False}))
+    assert [r.name for r in runner.plan()] == ["dg_seed2"]
+    runner.run(poll=0.5)
+    after = json.load(open(str(kept)))
+    assert after["final_test_error_pct"] == before["final_test_error_pct"]
+    with pytest.raises(experiment.UserError, match="seeds must be >= 0"):
+        experiment.Runner(spec, [-1], repo=str(root))

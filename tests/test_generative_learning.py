@@ -307,6 +307,11 @@ def test_tool_trains_logs_and_resumes_bit_identically(subset, tmp_path):
     np.testing.assert_array_equal(np.load(copy / "chains.npz")["images"],
                                   np.load(straight / "chains.npz")["images"])
     np.testing.assert_array_equal(np.loadtxt(copy / "iterations.tsv")[:, :10], rows[:, :10])
+    # the per-epoch records too, to the last bit (not the timings)
+    timing = ("s_per_iter", "s_per_iter_sampling")
+    resumed = json.load(open(copy / "history.json"))["epochs"]
+    assert [{k: v for k, v in r.items() if k not in timing} for r in resumed] == \
+        [{k: v for k, v in r.items() if k not in timing} for r in history["epochs"]]
 
 
 def test_divergence_stops_with_one_line_and_keeps_the_checkpoint(subset, tmp_path):
@@ -324,11 +329,58 @@ def test_divergence_stops_with_one_line_and_keeps_the_checkpoint(subset, tmp_pat
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--restart-prob", 2], "restart-prob must be in"),
-    (["--mcmc-iters", 0], "--mcmc-iters must be a positive integer"),
-    (["--step-size", 1.0], "step-size 1.0 must lie in"),
+    (["--restart-prob", 2], "--restart-prob must be a number in [0, 1], got 2"),
+    (["--mcmc-iters", 0], "--mcmc-iters must be an integer > 0"),
+    (["--epochs", "nan"], "--epochs must be a number > 0, got nan"),
+    (["--step-size", 1.0], "step_size 1.0 must lie in"),
     (["--resume"], "nothing to resume"),
 ])
 def test_bad_input_is_one_line(subset, tmp_path, args, message):
     line = one_line_error(tool(*small_args(subset, tmp_path / "x", *args), check=False))
     assert message in line, line
+
+
+def test_bad_starts_are_one_line_and_leave_no_run(subset, tmp_path):
+    """Issue 17: checked before anything is written (weights of another net,
+    the training LMDB as test set, under one iteration, data of another
+    shape, more memory than there is); a resume with another seed or
+    training LMDB than the run's is refused."""
+    from gencnn.data.lmdb_io import write_lmdb
+    deploy = os.path.join(REPO_ROOT, "prototxt", "lenet_deploy.prototxt")
+    caffe.Net(deploy, caffe.TEST).save(str(tmp_path / "lenet.caffemodel"))
+    renamed = caffe_pb2.NetParameter()
+    renamed.ParseFromString((tmp_path / "lenet.caffemodel").read_bytes())
+    for layer in renamed.layer:
+        if layer.name == "ip2":
+            layer.name = "fc2"
+    foreign = tmp_path / "renamed.caffemodel"
+    foreign.write_bytes(renamed.SerializeToString())
+    colour = str(tmp_path / "colour_lmdb")
+    write_lmdb(colour, ((np.zeros((3, 32, 32), np.uint8), i % 10) for i in range(100)),
+               map_size=1 << 26)
+    train = subset / "mnist_train_lmdb"
+    cases = [(["--weights", foreign], "layer ip2 missing"),
+             (["--test-lmdb", train], "is the training LMDB"),
+             (["--epochs", 1e-12], "less than one iteration"),
+             (["--buffer-size", 10 ** 9], "GiB available")]
+    for extra, message in cases:
+        out = tmp_path / "never"
+        line = one_line_error(tool(*(small_args(subset, out) + extra), check=False))
+        assert message in line, line
+        assert not (out / "state.json").exists()
+    line = one_line_error(tool("--out", tmp_path / "never", "--train-lmdb", colour,
+                               "--test-lmdb", subset / "mnist_test_lmdb", *SMALL, check=False))
+    assert "holds 3x32x32 images" in line, line
+    # a finished run: its resume with another seed or LMDB is refused
+    out = tmp_path / "run"
+    tool(*small_args(subset, out, "--epochs", 0.1, "--seed", 3))
+    line = one_line_error(tool(*small_args(subset, out, "--epochs", 0.1, "--seed", 4,
+                                           "--resume"), check=False))
+    assert "different seed" in line, line
+    other = tmp_path / "other_lmdb"
+    shutil.copytree(str(subset / "mnist_test_lmdb"), str(other))
+    args = small_args(subset, out, "--epochs", 0.1, "--seed", 3, "--resume")
+    args[args.index("--train-lmdb") + 1] = other
+    line = one_line_error(tool(*args, check=False))
+    assert "training LMDB" in line, line
+

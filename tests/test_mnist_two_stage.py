@@ -15,7 +15,7 @@ import pytest
 import caffe
 from conftest import one_line_error, run_tool
 from caffe.proto import caffe_pb2
-from gencnn import caffe_utils, netgen
+from gencnn import caffe_utils, netgen, protocols
 from gencnn.config import REPO_ROOT
 from gencnn.data.lmdb_io import lmdb_count, read_lmdb
 
@@ -153,7 +153,7 @@ def test_resume_after_kill_matches_uninterrupted_run(small_solvers, tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     _kill_when(proc, str(out / "iterations_stage1.tsv"), 55)
     state = json.load(open(str(out / "state.json")))
-    assert state["stage"] == 1 and 50 <= state["stage_iter"] < 94
+    assert state["stage"] == 1 and 50 <= state["checkpoint"]["iter"] < 94
     proc = subprocess.Popen(cmd + ["--resume"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=ENV)
     _kill_when(proc, str(out / "iterations_stage2.tsv"), 73)
@@ -174,6 +174,8 @@ def test_resume_after_kill_matches_uninterrupted_run(small_solvers, tmp_path):
         for a, b in zip(whole.params[name], resumed.params[name]):
             assert np.array_equal(a.data, b.data), name
     assert final_error(out) == final_error(tmp_path / "whole")
+    # every per-epoch record too (the per-iteration log keeps full precision)
+    assert history(out)["stages"] == history(tmp_path / "whole")["stages"]
 
 
 def test_bad_input_fails_before_training(small_solvers, tmp_path, subset):
@@ -202,8 +204,18 @@ def test_bad_input_fails_before_training(small_solvers, tmp_path, subset):
     caffe_utils.write_solver_variant(str(small_solvers["dg"]), str(no_data_solver),
                                      net=str(no_data))
     cases["missing lmdb"] = ["--stage1", no_data_solver]
+    # issue 17: colour images for LeNet (Caffe aborted after an epoch), and
+    # weights to keep past the end (ignored)
+    from gencnn.data.lmdb_io import write_lmdb
+    colour = str(tmp_path / "colour_lmdb")
+    write_lmdb(colour, ((np.zeros((3, 32, 32), np.uint8), i % 10) for i in range(100)),
+               map_size=1 << 26)
+    cases["colour"] = ["--stage1", small_solvers["dg"], "--train-lmdb", colour]
+    cases["keep past end"] = ["--stage1", small_solvers["dg"], "--keep-epochs", "4,9"]
     expected = {"missing solver": "does not exist", "switch too late": "switch epoch",
-                "bad ess": "ess", "layer names": "fc2", "missing lmdb": "LMDB"}
+                "bad ess": "ess", "layer names": "fc2", "missing lmdb": "LMDB",
+                "colour": "holds 3x32x32 images, the test LMDB",
+                "keep past end": "weights to keep (epoch9.caffemodel) lie outside"}
     for name, args in cases.items():
         message = one_line_error(tool("two_stage.py", *(args + ["--out", out]), check=False))
         assert expected[name] in message, (name, message)
@@ -224,7 +236,7 @@ def test_ess_switch_survives_a_crash_at_the_switch(small_solvers, tmp_path):
     (out / "stage1_final.caffemodel").mkdir()
     assert tool("two_stage.py", *(args + ["--out", out]), check=False).returncode != 0
     state = json.load(open(str(out / "state.json")))
-    assert state["stage"] == 1 and state["stage_iter"] == whole["switch_iter"]
+    assert state["stage"] == 1 and state["checkpoint"]["iter"] == whole["switch_iter"]
     (out / "stage1_final.caffemodel").rmdir()
     tool("two_stage.py", *(args + ["--out", out, "--resume"]))
     resumed = history(out)
@@ -276,7 +288,7 @@ def test_resume_refuses_changed_options_and_bad_weights(small_solvers, tmp_path)
     changed[changed.index("--seed") + 1] = 7
     message = one_line_error(tool("two_stage.py", *(changed + ["--out", out, "--resume"]),
                                   check=False))
-    assert "--seed" in message
+    assert "different seed" in message
     # Weights that are not a caffemodel, or of another net, fail before
     # anything is written (Caffe itself would abort or ignore them).
     text = tmp_path / "t.caffemodel"
@@ -314,3 +326,172 @@ def test_gpus_fail_fast_without_cuda(small_solvers, tmp_path):
     else:
         pytest.skip("this Caffe has CUDA and NCCL: nothing to refuse")
     assert not out.exists()
+
+
+def test_stage2_schedule_follows_the_switch_taken(small_solvers, tmp_path):
+    """The default (aligned) stage-2 solver is written for the protocol's
+    switch (iteration 15,000); a run switching at iteration 94 derives its lr
+    schedule again (protocols.aligned_schedule) and trains exactly as with a
+    solver written for 94. `--switch 3`, `--switch iter:94` and the alias
+    `--switch-epoch 3` are the same switch."""
+    written = tmp_path / "aligned94.prototxt"
+    caffe_utils.write_solver_variant(
+        str(small_solvers["gg_dg"]), str(written),
+        **protocols.aligned_schedule(protocols.LENET_PROTOCOL.schedule, 94, 250))
+    runs = {"protocol": (small_solvers["gg_dg"], ["--switch", "3"]),
+            "written": (written, ["--switch-epoch", "3"]),
+            "iter": (small_solvers["gg_dg"], ["--switch", "iter:94"])}
+    for name, (stage2, switch) in runs.items():
+        tool("two_stage.py", "--stage1", small_solvers["gg"], "--stage2", stage2, *switch,
+             "--seed", 1, "--out", tmp_path / name, "--no-progress")
+    models = {name: open(str(tmp_path / name / "stage2_final.caffemodel"), "rb").read()
+              for name in runs}
+    assert models["protocol"] == models["written"] == models["iter"]
+    used = caffe_utils.read_solver(str(tmp_path / "protocol" / "stage2_solver.prototxt"))
+    assert abs(used.gamma - 1e-4 / (1 + 1e-4 * 94)) < 1e-9
+    # the restart reading (stage 1's schedule) is used as written
+    restart = tmp_path / "restart.prototxt"
+    caffe_utils.write_solver_variant(str(small_solvers["gg_dg"]), str(restart), gamma=1e-4)
+    tool("two_stage.py", "--stage1", small_solvers["gg"], "--stage2", restart, "--switch", 3,
+         "--seed", 1, "--out", tmp_path / "restart", "--no-progress")
+    used = caffe_utils.read_solver(str(tmp_path / "restart" / "stage2_solver.prototxt"))
+    assert used.gamma == caffe_utils.read_solver(str(small_solvers["gg"])).gamma
+
+
+# ------------------------------------------------- issue 17: runs that cannot be corrupted
+def _killed_after_checkpoint(args, out, iteration):
+    """Start two_stage with `args` in `out` and kill -9 it once its
+    per-iteration log reaches `iteration`."""
+    cmd = [sys.executable, os.path.join(TOOLS, "two_stage.py")] + list(map(str, args)) + \
+        ["--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    _kill_when(proc, str(out / "iterations_stage1.tsv"), iteration)
+
+
+def _same_weights(a, b):
+    deploy = os.path.join(REPO_ROOT, "prototxt", "lenet_deploy.prototxt")
+    one, two = caffe.Net(deploy, caffe.TEST, weights=str(a)), caffe.Net(deploy, caffe.TEST,
+                                                                          weights=str(b))
+    return all(np.array_equal(x.data, y.data) for name in one.params
+               for x, y in zip(one.params[name], two.params[name]))
+
+
+def test_a_copied_run_resumes_from_its_own_weights(small_solvers, tmp_path):
+    """Caffe's .solverstate names its .caffemodel by absolute path: a copy
+    must resume from its own, whether the original is deleted or reused."""
+    args = ["--stage1", small_solvers["dg"], "--stop-epoch", 2, "--checkpoint-every", 10,
+            "--no-progress"]
+    tool("two_stage.py", *(args + ["--seed", 1, "--out", tmp_path / "whole"]))
+    original = tmp_path / "A"
+    _killed_after_checkpoint(args + ["--seed", 1], original, 25)
+    for copy in ("deleted", "reused", "legacy"):
+        shutil.copytree(str(original), str(tmp_path / copy))
+    shutil.rmtree(str(original))
+    # a run folder as two_stage wrote it before run_folder.py still resumes
+    state = json.load(open(str(tmp_path / "legacy" / "state.json")))
+    checkpoint = state.pop("checkpoint")
+    state.update(solverstate=checkpoint["solverstate"], stage_iter=checkpoint["iter"])
+    state["config"]["stop_epoch"] = 2.0
+    for key in ("stop_iter", "inputs"):
+        state["config"].pop(key)
+    (tmp_path / "legacy" / "state.json").write_text(json.dumps(state))
+    tool("two_stage.py", *(args + ["--seed", 1, "--out", tmp_path / "legacy", "--resume"]))
+    tool("two_stage.py", *(args + ["--seed", 1, "--out", tmp_path / "deleted", "--resume"]))
+    # another run in the original folder, with other weights at the same iterations
+    _killed_after_checkpoint(args + ["--seed", 5], original, 25)
+    tool("two_stage.py", *(args + ["--seed", 1, "--out", tmp_path / "reused", "--resume"]))
+    for copy in ("deleted", "reused", "legacy"):
+        assert _same_weights(tmp_path / copy / "stage1_final.caffemodel",
+                             tmp_path / "whole" / "stage1_final.caffemodel"), copy
+        assert final_error(tmp_path / copy) == final_error(tmp_path / "whole")
+
+
+def test_resume_refuses_other_inputs_and_a_second_runner(small_solvers, tmp_path, subset):
+    """A resume checks the solver, net and LMDBs by content (a path spelled
+    differently is the same file); a second runner on a folder in use is
+    refused while the first holds its lock."""
+    long_solver = tmp_path / "long.prototxt"
+    caffe_utils.write_solver_variant(str(small_solvers["dg"]), str(long_solver), max_iter=5000)
+    busy = tmp_path / "busy"
+    args = ["--stage1", long_solver, "--seed", 1, "--checkpoint-every", 10, "--no-progress",
+            "--out", busy]
+    cmd = [sys.executable, os.path.join(TOOLS, "two_stage.py")] + list(map(str, args))
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    try:
+        deadline = time.time() + 300
+        while not (busy / "snapshots").exists() or not os.listdir(str(busy / "snapshots")):
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        message = one_line_error(tool("two_stage.py", *(args + ["--resume"]), check=False))
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "in use by another run" in message, message
+
+    solver = tmp_path / "solver.prototxt"
+    shutil.copy(str(small_solvers["dg"]), str(solver))
+    out = tmp_path / "run"
+    args = ["--stage1", solver, "--seed", 1, "--stop-epoch", 1, "--no-progress", "--out", out]
+    tool("two_stage.py", *args)
+    # the same solver file by a relative path is the same run
+    proc = tool("two_stage.py", "--stage1", os.path.relpath(str(solver)), *(args[2:] +
+                                                                            ["--resume"]))
+    assert "already finished" in proc.stdout
+    # an edited solver, or another training LMDB in the same place, is refused
+    text = solver.read_text()
+    solver.write_text(text.replace("base_lr: 0.01", "base_lr: 5"))
+    message = one_line_error(tool("two_stage.py", *(args + ["--resume"]), check=False))
+    assert "stage 1 solver" in message, message
+    solver.write_text(text)
+    other = tmp_path / "train_copy_lmdb"
+    shutil.copytree(str(subset / "mnist_test_lmdb"), str(other))
+    message = one_line_error(tool("two_stage.py", *(args + ["--resume", "--train-lmdb",
+                                                           other]), check=False))
+    assert "training LMDB" in message, message
+
+
+def test_outputs_are_complete_before_the_run_is_done(small_solvers, tmp_path):
+    """A run that dies writing history.json is not `done`: a resume writes
+    its outputs (on main it said 'already finished' with no history)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "history.json").mkdir()          # in the way: the write fails there
+    args = ["--stage1", small_solvers["dg"], "--seed", 1, "--stop-epoch", 1, "--no-progress",
+            "--out", out]
+    assert tool("two_stage.py", *args, check=False).returncode == 2
+    assert not json.load(open(str(out / "state.json")))["done"]
+    (out / "history.json").rmdir()
+    tool("two_stage.py", *(args + ["--resume"]))
+    assert final_error(out) is not None and (out / "curves.png").exists()
+    assert json.load(open(str(out / "state.json")))["done"]
+
+
+def test_a_diverging_run_stops_at_the_first_nan(small_solvers, tmp_path):
+    solver = tmp_path / "lr5.prototxt"
+    caffe_utils.write_solver_variant(str(small_solvers["dg"]), str(solver), base_lr=5.0)
+    out = tmp_path / "run"
+    line = one_line_error(tool("two_stage.py", "--stage1", solver, "--seed", 1,
+                               "--checkpoint-every", 5, "--no-progress", "--out", out,
+                               check=False))
+    assert "diverged at iteration" in line and "train loss nan" in line, line
+    state = json.load(open(str(out / "state.json")))
+    assert not state["done"] and state["diverged"]["iter"] < 250
+    if state["checkpoint"]:
+        assert state["checkpoint"]["iter"] < state["diverged"]["iter"]
+        assert (out / state["checkpoint"]["caffemodel"]).exists()
+    losses = [row.split("\t")[1] for row in open(str(out / "iterations_stage1.tsv"))]
+    assert losses[-1] == "nan" and "nan" not in losses[:-1], losses
+
+
+def test_the_whole_test_set_is_tested(small_solvers, tmp_path):
+    """test_iter 1 covers 100 of the subset's 500 test images: two_stage
+    tests all 500 and says so; the errors equal a test_iter 5 run's."""
+    partial = tmp_path / "test_iter1.prototxt"
+    caffe_utils.write_solver_variant(str(small_solvers["dg"]), str(partial), test_iter=1)
+    for name, solver in (("partial", partial), ("whole", small_solvers["dg"])):
+        tool("two_stage.py", "--stage1", solver, "--seed", 1, "--stop-epoch", 1,
+             "--no-progress", "--out", tmp_path / name)
+    assert "testing the whole test set, 500 images: 5 batches of 100" in \
+        open(str(tmp_path / "partial" / "two_stage.log")).read()
+    assert final_error(tmp_path / "partial") == final_error(tmp_path / "whole")

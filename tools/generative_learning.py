@@ -30,33 +30,18 @@ import sys
 os.environ.setdefault("GLOG_minloglevel", "1")
 import _init_paths  # noqa: F401,E402
 from gencnn import cli  # noqa: E402
-from gencnn.generative_learning import DEFAULTS  # noqa: E402
+from gencnn.generative_learning import OPTIONS  # noqa: E402
 
-HELP = {
-    "epochs": "training length in epochs of the training LMDB",
-    "synthesized": "synthesized images M per batch (the batch also holds 64 observed)",
-    "buffer_size": "persistent chains kept per class",
-    "restart_prob": "probability that a drawn chain restarts from q",
-    "mcmc_iters": "K: HMC transitions per training iteration",
-    "leapfrog_steps": "leapfrog steps per transition (1 = Metropolis-adjusted Langevin)",
-    "step_size": "initial leapfrog step size (unit mass, input units)",
-    "target_accept": "the step size is adapted toward this mean acceptance (0 = fixed step)",
-    "adapt_rate": "adaptation: log step += rate * (acceptance - target) per iteration",
-    "min_step": "smallest adapted step size",
-    "max_step": "largest adapted step size",
-    "temperature": "T of the training chains (the paper's model: 1)",
-    "clamp_sigmas": "clamp the chains to mu +- this many sigma of q (0 = off)",
-    "dg_weight": "loss_weight of SoftmaxWithLoss on the observed half (0 = no DG)",
-    "alpha": "energy penalty alpha * mean f_y^2 over the batch",
-    "base_lr": "solver base_lr (inv policy, gamma 1e-4, power 0.75, momentum 0.9)",
-    "clip_gradients": "Caffe clip_gradients: global L2 clip of the weight gradient (0 = off)",
-    "weight_decay": "solver weight decay",
-    "max_abs_score": "a score |f_y| above this is a divergence: the run stops",
-    "checkpoint_every": "iterations between resumable checkpoints",
-    "reference_count": "training images q = N(mean, std^2) is fitted to",
-    "match_labels": "1: the synthesized images take the classes of the observed batch "
-                    "(each class column gets equal pushes up and down); 0: uniform classes",
-}
+
+def option_type(option):
+    """argparse type of an OPTIONS entry: its type and range, one message."""
+    def parse(text):
+        try:
+            return option.parse(text)
+        except ValueError as err:
+            raise cli.argparse.ArgumentTypeError(str(err))
+    parse.__name__ = option.name
+    return parse
 
 
 def main(argv=None):
@@ -72,17 +57,13 @@ def main(argv=None):
                         help="training LMDB (default %(default)s)")
     parser.add_argument("--test-lmdb", default="data/mnist/mnist_test_lmdb",
                         help="test LMDB, tested on whole after every epoch (default %(default)s)")
-    ints = {"synthesized", "buffer_size", "mcmc_iters", "leapfrog_steps", "checkpoint_every",
-            "reference_count"}
-    for key, default in DEFAULTS.items():
-        kind = cli.positive_int if key in ints else cli.nonneg_float
-        if key == "match_labels":
-            kind = cli.nonneg_int
-        parser.add_argument("--" + key.replace("_", "-"), type=kind, default=default,
-                            help="%s (default %%(default)s)" % HELP[key])
+    for option in OPTIONS:
+        parser.add_argument("--" + option.name.replace("_", "-"), type=option_type(option),
+                            default=option.default,
+                            help="%s (default %%(default)s)" % option.help)
     args = parser.parse_args(argv)
     cli.check_writable(args.out)
-    opts = {key: getattr(args, key) for key in DEFAULTS}
+    opts = {option.name: getattr(args, option.name) for option in OPTIONS}
     import caffe
     caffe.set_mode_cpu()
     from gencnn import generative_learning

@@ -35,6 +35,14 @@ def main(argv=None):
     for path in [args.judge_model, args.judge_weights] + ([args.speed] if args.speed else []):
         if not os.path.isfile(path):
             raise cli.UserError("%s does not exist" % path)
+    speed = None
+    if args.speed:
+        try:
+            speed = json.load(open(args.speed))
+            speed["generative_s_per_iter"] / speed["dg_s_per_iter"]
+        except (ValueError, KeyError, TypeError, ZeroDivisionError) as err:
+            raise cli.UserError("--speed %s is not the JSON of bench/generative_learning_speed.py"
+                                " (%s)" % (args.speed, type(err).__name__))
     for run in args.runs:
         for name in ("history.json", os.path.join(args.hmc_name, "summary.json"),
                      os.path.join(args.hmc_name, "samples.npz")):
@@ -44,7 +52,6 @@ def main(argv=None):
     import caffe
     caffe.set_mode_cpu()
     from gencnn import generative_learning
-    speed = json.load(open(args.speed)) if args.speed else None
     result = generative_learning.summarize(args.runs, args.hmc_name, args.judge_model,
                                            args.judge_weights, speed)
     files.write_atomic(args.out, json.dumps(result, indent=1, sort_keys=True) + "\n")

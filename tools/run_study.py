@@ -30,7 +30,7 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", choices=list(experiment.STUDIES), help="which study")
     parser.add_argument("--seeds", help="comma-separated seeds (default: the study's, "
-                        "1,2,3,4,5)")
+                        "1,2,3,4,5; with --report-only, the seeds of the finished runs)")
     parser.add_argument("--jobs", type=cli.positive_int, default=1,
                         help="runs side by side, one core each (default %(default)s)")
     parser.add_argument("--work", help="where runs keep snapshots and logs (default "
@@ -39,13 +39,17 @@ def main(argv=None):
                         help="train nothing; rewrite the report from the finished runs")
     args = parser.parse_args(argv)
     spec = experiment.study(args.study)
-    try:
-        seeds = ([int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds
-                 else spec.default_seeds)
-    except ValueError:
-        raise cli.UserError("--seeds must be comma-separated integers, got %r" % args.seeds)
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise cli.UserError("--seeds needs distinct seeds, got %r" % args.seeds)
+    seeds = None          # a report covers the finished runs; a study trains the default
+    if args.seeds is not None:
+        try:
+            seeds = [cli.seed(s.strip()) for s in args.seeds.split(",") if s.strip()]
+        except cli.argparse.ArgumentTypeError:
+            raise cli.UserError("--seeds must be comma-separated integers in [0, 2^32), got %r"
+                                % args.seeds)
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise cli.UserError("--seeds needs distinct seeds, got %r" % args.seeds)
+    elif not args.report_only:
+        seeds = spec.default_seeds
     if args.work:
         cli.check_writable(args.work)
     runner = experiment.Runner(spec, seeds, work_dir=args.work, jobs=args.jobs)

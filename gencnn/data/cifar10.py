@@ -109,6 +109,13 @@ def load(source):
         if not items:
             raise UserError("no %s/<class>/*.jpg images in %s" % (split, source))
         items.sort()
+        # CIFAR-10 is balanced (5,000 / 1,000 images of each class): a class
+        # missing or short means a truncated or mixed-up copy.
+        counts = np.bincount([label for _, label, _ in items], minlength=len(CLASSES))
+        if counts.min() != counts.max():
+            raise UserError("incomplete %s set in %s: %s" % (split, source, ", ".join(
+                "%d %s" % (c, CLASSES[i]) for i, c in enumerate(counts) if c != counts.max())
+                + " images, %d of every other class" % counts.max()))
         images = np.stack([_decode(raw, name) for name, _, raw in items])
         labels = np.array([label for _, label, _ in items], np.int64)
         data[split] = (images, labels, [name for name, _, _ in items])

@@ -112,6 +112,31 @@ def lmdb_count(path):
         env.close()
 
 
+def lmdb_fingerprint(path, sample=8):
+    """A cheap identity of an LMDB: its entry count and a SHA-256 of its
+    first and last `sample` entries (keys and values), so a replaced or
+    rewritten LMDB is told apart without reading it all."""
+    import hashlib
+    env = _open(path)
+    digest = hashlib.sha256()
+    try:
+        entries = env.stat()["entries"]
+        with env.begin() as txn:
+            cursor = txn.cursor()
+            for first in (True, False):
+                found = cursor.first() if first else cursor.last()
+                for _ in range(sample if found else 0):
+                    digest.update(cursor.key())
+                    digest.update(cursor.value())
+                    if not (cursor.next() if first else cursor.prev()):
+                        break
+    except lmdb.Error as err:
+        raise cli.UserError("%s is not a readable LMDB: %s" % (path, str(err).splitlines()[0]))
+    finally:
+        env.close()
+    return "%d entries, sha256 %s" % (entries, digest.hexdigest()[:16])
+
+
 def read_lmdb(path, limit=None):
     """Yield (image, label) in key order; a corrupt LMDB or an entry that is
     not a Caffe Datum is a UserError (one line), not a traceback."""

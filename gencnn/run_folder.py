@@ -1,0 +1,309 @@
+"""A training run's folder: what two_stage and generative_learning share.
+
+A run folder holds state.json (the run's configuration, its per-epoch history
+and its newest checkpoint; atomically replaced), snapshots/ (Caffe's
+.solverstate and .caffemodel of each checkpoint, plus the loop's own files),
+a per-iteration TSV, a time-stamped log and, once the run is finished,
+history.json and curves.png. The training loops (TwoStageRunner,
+GenerativeLearner) keep only what is theirs: the solver steps, what they
+record per iteration and per epoch, and their outputs.
+
+One resume policy (RunFolder.start):
+- a folder without a checkpoint holds no run (a start that failed before its
+  first checkpoint, e.g. Caffe aborted): a plain start begins afresh there,
+  `resume` finds nothing to resume;
+- a folder with a checkpoint holds a run: a plain start is refused; `resume`
+  first checks that the configuration is the run's (the loop names which
+  keys must not change; its inputs, the solvers, nets, LMDBs and weights,
+  are compared by content fingerprints, so the same file by another path is
+  no change), then continues from the checkpoint, or says the run is
+  finished;
+- the folder is locked (an OS lock held for the process's life: a second
+  runner is refused, a killed one leaves no stale lock);
+- a divergence (a non-finite loss) stops the run in one line, keeping the
+  last good checkpoint; `done` is written last, after every output, so a
+  run killed while writing them completes them when resumed.
+
+Checkpoints are rotated: a new one removes the previous one's files unless
+that was kept (a stage's end, a kept epoch). Paths in state.json are relative
+to the folder, and a restore reads the weights of the folder's own snapshot
+(not the absolute path Caffe stores in the .solverstate), so a copied or
+moved run resumes from its own files.
+
+Epochs: epoch e of E iterations ends at iteration ceil(e * E) (a fraction of
+a batch counts as a batch): protocols.epoch_iteration, the one conversion.
+"""
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import math
+import os
+
+import numpy as np
+
+from caffe.proto import caffe_pb2
+from gencnn.cli import UserError
+from gencnn.files import atomic_output, log_line, write_atomic, write_json
+from gencnn.protocols import epoch_iteration
+
+
+# ---------------------------------------------------------------- epochs
+def is_epoch_end(it, epoch_iters, start_epoch=0.0):
+    """Does iteration `it` (counted from `start_epoch`) end a whole epoch?"""
+    epoch = start_epoch + it / epoch_iters
+    return it > 0 and it == epoch_iteration(math.floor(epoch + 1e-9) - start_epoch, epoch_iters)
+
+
+def data_period(train_size, batch_size):
+    """Caffe's LMDB cursor wraps around: the batch sequence repeats after
+    this many iterations."""
+    return train_size // math.gcd(train_size, batch_size)
+
+
+def skip_batches(net, count):
+    """Advance `net`'s Data layers by `count` batches: Caffe does not save the
+    LMDB cursor, so a resumed run replays it to see the batches an
+    uninterrupted one would."""
+    names = [name for name, layer in zip(net._layer_names, net.layers) if layer.type == "Data"]
+    for _ in range(count):
+        for name in names:
+            net.forward(start=name, end=name)
+
+
+def test_means(net, iters):
+    """Mean of each output of `net` over `iters` forward passes (its test set)."""
+    totals = {}
+    for _ in range(iters):
+        outputs = net.forward()
+        for key, value in outputs.items():
+            totals[key] = totals.get(key, 0.0) + float(np.asarray(value).ravel()[0])
+    return {key: value / iters for key, value in totals.items()}
+
+
+# ------------------------------------------------------------------- TSV
+def truncate_tsv(path, last_iter):
+    """Drop the per-iteration rows after `last_iter` (a resume repeats them)."""
+    if not os.path.exists(path):
+        return
+    keep = [line for line in open(path)
+            if line.strip() and float(line.split("\t")[0]) <= last_iter]
+    write_atomic(path, "".join(keep))
+
+
+def rows_since(path, done):
+    """The per-iteration rows (as floats) after iteration `done`."""
+    rows = []
+    if os.path.exists(path):
+        for line in open(path):
+            if line.strip():
+                row = [float(v) for v in line.rstrip("\n").split("\t")]
+                if row[0] > done:
+                    rows.append(row)
+    return rows
+
+
+def file_fingerprint(path):
+    """SHA-256 of a file's bytes (a solver, a net, weights)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256 %s" % digest.hexdigest()[:16]
+
+
+def text_fingerprint(text):
+    return "sha256 %s" % hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _upgrade_two_stage(state):
+    """two_stage's state.json before this module, in today's terms: the
+    checkpoint was "solverstate" and "stage_iter", the switch and the stop
+    epochs (now iterations), so that such a run still resumes."""
+    old = state.pop("solverstate")
+    state["checkpoint"] = old and {
+        "iter": state.pop("stage_iter"), "stage": state["stage"], "solverstate": old,
+        "caffemodel": old[:-len(".solverstate")] + ".caffemodel", "files": []}
+    config = state["config"]
+    start, epoch_iters = config.get("start_epoch", 0.0), config["epoch_iters"]
+    if config.get("switch") and config["switch"][0] == "epoch":
+        config["switch"] = ["iter", epoch_iteration(config["switch"][1] - start, epoch_iters)]
+    if "stop_epoch" in config:
+        stop = config.pop("stop_epoch")
+        config["stop_iter"] = None if stop is None else epoch_iteration(stop - start, epoch_iters)
+
+
+# ------------------------------------------------------------ the folder
+class RunFolder(object):
+    """The files of one run in `out_dir`; `log_name` is its text log."""
+
+    def __init__(self, out_dir, log_name):
+        self.out_dir = os.path.abspath(out_dir)
+        self.log_name = log_name
+        self.bar = None
+        self._lock = None
+
+    def lock(self):
+        """Hold an OS lock on the folder for the life of this process: a
+        second run in the same folder is refused; a crashed run holds none."""
+        if self._lock is not None or not os.path.isdir(self.out_dir):
+            return
+        fd = os.open(self.path(".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno in (errno.EAGAIN, errno.EACCES):
+                raise UserError("%s is in use by another run" % self.out_dir)
+            raise
+        self._lock = fd
+
+    def path(self, *parts):
+        return os.path.join(self.out_dir, *parts)
+
+    def log(self, message):
+        log_line(self.path(self.log_name), message, self.bar)
+
+    def write_json(self, name, obj):
+        write_json(self.path(name), obj)
+
+    # ---------------------------------------------------------- state
+    def load_state(self):
+        """state.json, or None when there is none; unreadable: one line."""
+        state_file = self.path("state.json")
+        if not os.path.exists(state_file):
+            return None
+        try:
+            with open(state_file) as f:
+                state = json.load(f)
+            state["config"].items()
+            if "solverstate" in state:
+                _upgrade_two_stage(state)
+        except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:
+            raise UserError("%s is unreadable (%s): remove the folder to start over"
+                            % (state_file, str(err).splitlines()[0] or type(err).__name__))
+        return state
+
+    @staticmethod
+    def holds_run(state):
+        """A run exists once it has a checkpoint; before that it blocks nothing."""
+        return bool(state and (state.get("checkpoint") or state.get("done")))
+
+    def start(self, resume, config, what_changes):
+        """The state to continue from: the folder's run on `resume`, else None
+        (the caller starts a fresh one), by the one policy above.
+        `what_changes` = {config key: its name}, the keys a resume must not
+        change (from `config`, the configuration asked for now)."""
+        self.lock()
+        state = self.load_state()
+        if not self.holds_run(state):
+            if resume:
+                raise UserError("nothing to resume in %s (no run with a checkpoint)"
+                                % self.out_dir)
+            return None
+        if not resume:
+            raise UserError("%s already holds a run: resume it or use another folder"
+                            % self.out_dir)
+        self.check_same(state["config"], config, what_changes)
+        return state
+
+    def create(self, state):
+        """A fresh run: the folder, locked, and its first state.json."""
+        os.makedirs(self.path("snapshots"), exist_ok=True)
+        self.lock()
+        self.write_json("state.json", state)
+        return state
+
+    def diverged(self, state, it, what, hint):
+        """Record a divergence at iteration `it` and return the error to
+        raise: one line, naming the last good checkpoint, which is kept."""
+        ck = state.get("checkpoint")
+        state["diverged"] = {"iter": it, "what": what}
+        self.write_json("state.json", state)
+        self.log("diverged at iteration %d: %s" % (it, what))
+        return UserError("diverged at iteration %d: %s; the last good checkpoint (%s) is kept "
+                        "in %s (%s)" % (it, what, "iteration %d" % ck["iter"] if ck else "none",
+                                        self.out_dir, hint))
+
+    def check_same(self, saved, config, what_changes):
+        mine = json.loads(json.dumps(config))        # as state.json stores it
+        for key, name in what_changes.items():
+            if key not in saved:
+                continue        # a run from before the key was recorded
+            if saved.get(key) != mine.get(key):
+                old, new = saved.get(key), mine.get(key)
+                if isinstance(old, dict) and isinstance(new, dict):
+                    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                    old = {k: old.get(k) for k in keys}
+                    new = {k: new.get(k) for k in keys}
+                raise UserError("cannot resume the run in %s with a different %s (%r, now %r)"
+                                % (self.out_dir, name, old, new))
+
+    # ---------------------------------------------------- progress bar
+    @contextlib.contextmanager
+    def progress(self, show, total, initial):
+        """A tqdm bar for the block (log lines go above it), or none."""
+        if show:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True,
+                            mininterval=1.0)
+        try:
+            yield self.bar
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    def advance(self, **postfix):
+        if self.bar is not None:
+            self.bar.update(1)
+            if postfix:
+                self.bar.set_postfix(**postfix)
+
+    # ----------------------------------------------------- checkpoints
+    def checkpoint(self, solver, state, name, keep=False, files=(), **fields):
+        """Snapshot `solver` (its snapshot_prefix is snapshots/<name>), record
+        it in state.json with `fields`, then remove the previous checkpoint
+        unless it was kept. `files`: the loop's own files of this checkpoint
+        (relative to the folder, already written), rotated with it."""
+        solver.snapshot()
+        prefix = os.path.join("snapshots", "%s_iter_%d" % (name, solver.iter))
+        previous = state.get("checkpoint")
+        state["checkpoint"] = dict(fields, iter=solver.iter,
+                                   solverstate=prefix + ".solverstate",
+                                   caffemodel=prefix + ".caffemodel", files=list(files))
+        if keep:
+            state.setdefault("kept", []).append(state["checkpoint"]["solverstate"])
+        self.write_json("state.json", state)
+        if previous and previous["solverstate"] != state["checkpoint"]["solverstate"] \
+                and previous["solverstate"] not in state.get("kept", []):
+            for path in [previous["solverstate"], previous["caffemodel"]] + \
+                    list(previous.get("files", ())):
+                if os.path.exists(self.path(path)):
+                    os.remove(self.path(path))
+        return self.path(state["checkpoint"]["caffemodel"])
+
+    def restore(self, solver, checkpoint):
+        """Restore `solver` from `checkpoint` with the weights of this folder's
+        own .caffemodel: Caffe's .solverstate names the absolute path of the
+        weights it was saved with, which in a copied or moved run is the
+        original folder's (gone, or holding another run by now)."""
+        solverstate = self.path(checkpoint["solverstate"])
+        saved = caffe_pb2.SolverState()
+        with open(solverstate, "rb") as f:
+            saved.ParseFromString(f.read())
+        saved.learned_net = self.path(checkpoint["caffemodel"])
+        with atomic_output(solverstate, suffix=".solverstate") as tmp:
+            with open(tmp, "wb") as f:
+                f.write(saved.SerializeToString())
+            solver.restore(str(tmp))
+
+    # ----------------------------------------------------------- end
+    def finish(self, state, write_outputs):
+        """`write_outputs()` (history.json, curves, final weights), then mark
+        the run done: written last, so a run killed on the way is resumed
+        (from its last checkpoint) and completes its outputs."""
+        write_outputs()
+        state["done"] = True
+        self.write_json("state.json", state)
