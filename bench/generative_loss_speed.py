@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import _init_paths  # noqa: F401,E402
 import numpy as np  # noqa: E402
 
-from gencnn import caffe_utils, config, netgen  # noqa: E402
+from gencnn import caffe_utils, config, netgen, protocols  # noqa: E402
 from gencnn.data.lmdb_io import write_lmdb  # noqa: E402
 
 
@@ -71,8 +71,9 @@ def main(argv=None):
     for loss in ("dg", "gg"):
         nets[loss] = os.path.join(work, "lenet_%s.prototxt" % loss)
         with open(nets[loss], "w") as f:
-            f.write(netgen.train_test_net(netgen.LENET, loss, train_source=source,
-                                          test_source=source))
+            f.write(str(netgen.train_test_net(netgen.LENET, loss, train_source=source,
+                                              test_source=source)))
+    lenet = protocols.LENET_PROTOCOL          # the paper's LeNet solver, no tests or snapshots
     timings = {"dg": [], "gg": []}
     walls = {"dg": [], "gg": []}
     for _ in range(args.repeats):
@@ -82,10 +83,10 @@ def main(argv=None):
             timings[loss].append(ms)
             solver = os.path.join(work, "solver_%s.prototxt" % loss)
             with open(solver, "w") as f:
-                f.write('net: "%s"\nbase_lr: 0.01\nmomentum: 0.9\nweight_decay: 0.0005\n'
-                        'lr_policy: "inv"\ngamma: 0.0001\npower: 0.75\ndisplay: 1000\n'
-                        'max_iter: %d\nsnapshot_after_train: false\nsolver_mode: CPU\n'
-                        'random_seed: 1\n' % (nets[loss], args.train_iters))
+                f.write(str(netgen.solver(
+                    nets[loss], lenet.base_lr, args.train_iters, lenet.schedule,
+                    weight_decay=lenet.fields["weight_decay"], display=1000,
+                    snapshot_after_train=False, random_seed=1)))
             out, _ = caffe(["train", "-solver", solver], work)
             walls[loss].append(training_seconds(out))
     med = {k: float(np.median(v)) for k, v in timings.items()}

@@ -2,17 +2,22 @@
 
 The importable library behind tools/ (thin command-line front ends):
 
-    cli                  one error convention, atomic writes, option types
+    cli                  one error convention (UserError, run), parser, option types
+    files                atomic writes, a run's JSON records and log
     config               where things live (repository, data, ../shared)
     caffe_utils          Caffe's files and tools: prototxt/solver reading and
                          variants, lr schedules, caffemodel checks, binaries, logs
-    netgen               every net and solver of prototxt/ and solvers/, and the
-                         per-net training protocols
+    protocols            the per-net training protocols: epochs, switch, lr
+                         schedules, the paper's numbers
+    netgen               every net and solver of prototxt/ and solvers/, built
+                         as caffe_pb2 messages from the protocols
     data/                MNIST, CIFAR-10, ImageNet lists -> Caffe LMDBs (lmdb_io)
     two_stage            GG pre-training then DG fine-tuning, resumable
     experiment           the DG / GG / GG+DG studies over seeds (Table 1, CIFAR-10)
     generative_learning  learning p_y(x) from synthesized images (paper section 5)
     evaluation           5-crop / centre-crop ImageNet evaluation
+    sample_quality       measures of sample sets (judge, IS, LeNet-FID, ...) and
+                         their baselines (issue 14)
     visualization/       HMC sampling of any node (eq. 11-13) and its figures
 
 The eq. 10 loss layer itself lives in python_layers/generative_loss_layer.py,

@@ -15,7 +15,8 @@ from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
 from caffe.proto import caffe_pb2
-from gencnn.cli import UserError, atomic_output, write_atomic
+from gencnn.cli import UserError
+from gencnn.files import atomic_output, write_atomic
 
 # Layer types whose blobs are learned; their names must match for a
 # fine-tune (Caffe copies weights by layer name).
@@ -130,25 +131,23 @@ def _net_blob_shapes(net):
     layers without parameters, in the net's order."""
     import caffe
     if not isinstance(net, caffe.Net):
-        net = _build_net(net)
+        net = net_from_param(read_net(net) if isinstance(net, str) else net)
     params = net.params
     return {name: [tuple(b.data.shape) for b in params[name]] if name in params else []
             for name in net._layer_names}
 
 
-def _build_net(net_param):
+def net_from_param(net_param, phase=None):
+    """The one way gencnn builds a pycaffe caffe.Net (TEST phase unless
+    `phase` says otherwise) from a NetParameter: pycaffe builds nets only
+    from a file, so the message goes through a temporary prototxt, removed
+    as soon as the net is built."""
     import tempfile
     import caffe
-    from google.protobuf import text_format
-    if isinstance(net_param, str):
-        net_param = read_net(net_param)
-    fd, path = tempfile.mkstemp(suffix=".prototxt", prefix="gencnn_check_")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text_format.MessageToString(net_param))
-        return caffe.Net(path, caffe.TEST)
-    finally:
-        os.remove(path)
+    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", prefix="gencnn_net_") as f:
+        f.write(text_format.MessageToString(net_param))
+        f.flush()
+        return caffe.Net(f.name, caffe.TEST if phase is None else phase)
 
 
 def _blob_shape(blob):
@@ -233,25 +232,20 @@ def learning_rate(solver, it):
 # Caffe's binaries: $CAFFE_BIN/<tool> when env.sh is sourced, else PATH
 # ---------------------------------------------------------------------------
 
-class ToolError(UserError, RuntimeError):
-    """A Caffe tool is missing or failed; the message is one line (a
-    UserError: the environment or the data, not a bug, is to blame)."""
-
-
 def tool_path(name):
     caffe_bin = os.environ.get("CAFFE_BIN")
     if caffe_bin and os.path.exists(os.path.join(caffe_bin, name)):
         return os.path.join(caffe_bin, name)
     found = shutil.which(name)
     if found is None:
-        raise ToolError("Caffe tool %s not found: source env.sh (or put Caffe's tools on PATH)"
+        raise UserError("Caffe tool %s not found: source env.sh (or put Caffe's tools on PATH)"
                         % name)
     return found
 
 
 def run_tool(name, args, log_path=None):
     """Run a Caffe tool; its glog output goes to `log_path` (or is kept in
-    memory). Raises ToolError with the tool's last log line on failure."""
+    memory). A missing tool or a failure is a UserError with the tool's last log line."""
     env = dict(os.environ, GLOG_logtostderr="1")
     cmd = [tool_path(name)] + [str(a) for a in args]
     if log_path:
@@ -265,7 +259,7 @@ def run_tool(name, args, log_path=None):
         lines = proc.stdout.splitlines()
     if proc.returncode != 0:
         last = next((l for l in reversed(lines) if l.strip()), "(no output)")
-        raise ToolError("%s failed (exit %d): %s" % (name, proc.returncode, last.strip()))
+        raise UserError("%s failed (exit %d): %s" % (name, proc.returncode, last.strip()))
     return lines
 
 

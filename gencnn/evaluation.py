@@ -20,10 +20,6 @@ from gencnn.cli import UserError
 CANVAS = 256
 
 
-class EvaluationError(UserError, ValueError):
-    """Bad input; the message is one line (reported by gencnn.cli.run)."""
-
-
 def load_mean_file(path, channels=3):
     """C x H x W float32 mean from a .binaryproto (compute_image_mean's output),
     read with caffe.io.blobproto_to_array; a bad file is one line."""
@@ -34,13 +30,13 @@ def load_mean_file(path, channels=3):
             blob.ParseFromString(f.read())
         mean = caffe.io.blobproto_to_array(blob).astype(np.float32)
     except (IOError, OSError) as exc:
-        raise EvaluationError("cannot read mean file %s: %s" % (path, exc))
+        raise UserError("cannot read mean file %s: %s" % (path, exc))
     except Exception:
-        raise EvaluationError("%s is not a Caffe BlobProto mean file" % path)
+        raise UserError("%s is not a Caffe BlobProto mean file" % path)
     mean = mean.reshape(mean.shape[-3:]) if mean.ndim >= 3 and mean.size == \
         int(np.prod(mean.shape[-3:])) else mean
     if mean.ndim != 3 or mean.shape[0] != channels:
-        raise EvaluationError("mean file %s holds shape %s: expected %d x H x W"
+        raise UserError("mean file %s holds shape %s: expected %d x H x W"
                               % (path, mean.shape, channels))
     return mean
 
@@ -48,7 +44,7 @@ def load_mean_file(path, channels=3):
 def crop_offsets(canvas, crop):
     """(y, x) of the centre and the four corner crops, centre first."""
     if crop > canvas:
-        raise EvaluationError("crop %d larger than the %d x %d image" % (crop, canvas, canvas))
+        raise UserError("crop %d larger than the %d x %d image" % (crop, canvas, canvas))
     c = (canvas - crop) // 2
     e = canvas - crop
     return [(c, c), (0, 0), (0, e), (e, 0), (e, e)]
@@ -58,7 +54,7 @@ def load_canvas(path, resize="warp", canvas=CANVAS):
     """BGR C x canvas x canvas float32 image, 0-255."""
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
-        raise EvaluationError("cannot read image %s" % path)
+        raise UserError("cannot read image %s" % path)
     if resize == "warp":
         image = cv2.resize(image, (canvas, canvas), interpolation=cv2.INTER_LINEAR)
     elif resize == "short":
@@ -69,7 +65,7 @@ def load_canvas(path, resize="warp", canvas=CANVAS):
         y, x = (image.shape[0] - canvas) // 2, (image.shape[1] - canvas) // 2
         image = image[y:y + canvas, x:x + canvas]
     else:
-        raise EvaluationError("unknown resize mode %r (warp or short)" % resize)
+        raise UserError("unknown resize mode %r (warp or short)" % resize)
     return image.transpose(2, 0, 1).astype(np.float32)
 
 
@@ -82,10 +78,10 @@ class Evaluator(object):
         self.input_blob = net.inputs[0]
         self.output_blob = output_blob or net.outputs[-1]
         if self.output_blob not in net.blobs:
-            raise EvaluationError("the net has no blob %r" % self.output_blob)
+            raise UserError("the net has no blob %r" % self.output_blob)
         shape = net.blobs[self.input_blob].data.shape
         if len(shape) != 4 or shape[2] != shape[3]:
-            raise EvaluationError("net input %r is %s, expected N x C x S x S"
+            raise UserError("net input %r is %s, expected N x C x S x S"
                                   % (self.input_blob, shape))
         self.channels, self.crop = shape[1], shape[2]
         self.offsets = crop_offsets(CANVAS, self.crop)
@@ -102,17 +98,17 @@ class Evaluator(object):
         mean = np.asarray(mean, np.float32)
         if mean.ndim == 1:
             if mean.size != c:
-                raise EvaluationError("%d mean values for %d channels" % (mean.size, c))
+                raise UserError("%d mean values for %d channels" % (mean.size, c))
             return np.broadcast_to(mean.reshape(1, c, 1, 1), (n, c, s, s)).copy()
         if mean.shape != (c, CANVAS, CANVAS):
-            raise EvaluationError("mean image is %s, expected %s"
+            raise UserError("mean image is %s, expected %s"
                                   % (mean.shape, (c, CANVAS, CANVAS)))
         return np.stack([mean[:, y:y + s, x:x + s] for y, x in self.offsets])
 
     def crops(self, path):
         image = load_canvas(path, self.resize)
         if image.shape[0] != self.channels:
-            raise EvaluationError("net takes %d channels, image %s has %d"
+            raise UserError("net takes %d channels, image %s has %d"
                                   % (self.channels, path, image.shape[0]))
         s = self.crop
         batch = np.stack([image[:, y:y + s, x:x + s] for y, x in self.offsets])

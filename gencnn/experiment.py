@@ -1,6 +1,6 @@
 """One experiment runner for the paper's comparison: DG, GG and GG+DG.
 
-A study is a net's protocol (gencnn.netgen.Protocol: solvers, epoch size,
+A study is a net's protocol (gencnn.protocols.Protocol: solvers, epoch size,
 switch, the paper's numbers) run for several seeds and several arms:
 
     dg              DG for the whole schedule
@@ -36,16 +36,17 @@ import time
 
 import numpy as np
 
-from gencnn import config, netgen
-from gencnn.cli import UserError, copy_atomic, save_figure, write_atomic
+from gencnn import config, protocols
+from gencnn.cli import UserError
+from gencnn.files import copy_atomic, save_figure, write_atomic
 
 # arm key -> (solver suffix, needs GG's switch weights), in the order a seed's
 # runs are planned (GG first: GG+DG starts from its switch weights). The arm
 # keys name the run folders (<arm>_seed<N>); the aligned arm runs the default
-# <net>_gg_dg (netgen.STAGE2_SOLVERS).
+# <net>_gg_dg (protocols.STAGE2_SOLVERS).
 ARMS = collections.OrderedDict([
     ("gg", ("gg", False)), ("dg", ("dg", False))] +
-    [("gg_dg_" + variant, (netgen.STAGE2_SOLVERS[variant], True))
+    [("gg_dg_" + variant, (protocols.STAGE2_SOLVERS[variant], True))
      for variant in ("restart", "aligned")])
 COLORS = {"dg": "tab:blue", "gg": "tab:orange", "gg_dg_restart": "tab:green",
           "gg_dg_aligned": "tab:red"}
@@ -83,7 +84,7 @@ class StudySpec(object):
 _R = "results"
 STUDIES = collections.OrderedDict([
     ("table1", StudySpec(
-        "table1", netgen.LENET_PROTOCOL,
+        "table1", protocols.LENET_PROTOCOL,
         collections.OrderedDict([("dg", "DG"), ("gg", "GG"), ("gg_dg_restart", "GG+DG"),
                                  ("gg_dg_aligned", "GG+DG(aligned)")]),
         runs_dir=os.path.join(_R, "mnist_table1"), json_path=os.path.join(_R, "table1.json"),
@@ -100,7 +101,7 @@ STUDIES = collections.OrderedDict([
               "0.0024). Seeds set random_seed (weight init); the data order is the LMDB's, "
               "the same for every seed. Wall time of GG+DG counts only its DG stage.")),
     ("cifar10", StudySpec(
-        "cifar10", netgen.CIFAR10_PROTOCOL,
+        "cifar10", protocols.CIFAR10_PROTOCOL,
         collections.OrderedDict([("dg", "DG"), ("gg", "GG"),
                                  ("gg_dg_aligned", "GG+DG(aligned)"),
                                  ("gg_dg_restart", "GG+DG(restart)")]),

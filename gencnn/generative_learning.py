@@ -29,12 +29,11 @@ import time
 import numpy as np
 
 import caffe
-from caffe.proto import caffe_pb2
-from google.protobuf import text_format
-from gencnn import netgen
+from gencnn import netgen, protocols
 from gencnn.visualization import hmc
-from gencnn.cli import (UserError, atomic_output, copy_atomic, log_line, save_figure,
-                        write_atomic, write_json)
+from gencnn.cli import UserError
+from gencnn.files import (atomic_output, copy_atomic, log_line, save_figure, write_atomic,
+                          write_json)
 from gencnn.data.lmdb_io import lmdb_count, read_lmdb
 from gencnn.two_stage import skip_batches
 
@@ -45,7 +44,7 @@ from gencnn.two_stage import skip_batches
 DEFAULTS = {
     "epochs": 1.0,              # training length in epochs of the training LMDB
     # M synthesized images per batch (N = 64 observed)
-    "synthesized": netgen.SYNTHESIS_DEFAULTS["synthesized"],
+    "synthesized": protocols.SYNTHESIS_DEFAULTS["synthesized"],
     # 100 chains per class: in a one-epoch run each chain is drawn ~30 times
     # (~300 transitions); with 1,000 it would be ~3 and the buffer stays near q.
     "buffer_size": 100,         # persistent chains per class
@@ -63,8 +62,8 @@ DEFAULTS = {
     # gradient's norm is far above clip_gradients, so the clipped step gives a DG
     # loss of weight 10 a small share: test error 5.05 % after the epoch, against
     # 3.0 % at weight 100 (docs/visualization.md).
-    "dg_weight": netgen.SYNTHESIS_DEFAULTS["dg_weight"],
-    "alpha": netgen.SYNTHESIS_DEFAULTS["alpha"],      # energy penalty alpha * mean f_y^2
+    "dg_weight": protocols.SYNTHESIS_DEFAULTS["dg_weight"],
+    "alpha": protocols.SYNTHESIS_DEFAULTS["alpha"],      # energy penalty alpha * mean f_y^2
     "base_lr": 0.0003,
     "clip_gradients": 10.0,     # Caffe's global L2 clip of the weight gradient (0 = off)
     "weight_decay": 0.0005,
@@ -77,10 +76,6 @@ SCALE = 0.00390625              # pixels -> input units, as the nets' transform_
 DEPLOY = "prototxt/lenet_deploy.prototxt"
 
 
-class Diverged(UserError):
-    """The model or the chains blew up; the last good checkpoint is kept."""
-
-
 def fit_q(train_lmdb, count):
     """(mean, std) of q fitted to `count` training images (section 3.4's
     white noise with the images' mean and marginal variance)."""
@@ -91,19 +86,16 @@ def fit_q(train_lmdb, count):
 
 
 def solver_text(net_path, opts, max_iter, snapshot_prefix, seed):
-    """The pycaffe solver: LeNet's (momentum 0.9, inv lr policy), with
-    base_lr, weight decay and clip_gradients from the options."""
-    lines = ['net: "%s"' % net_path, "test_iter: 100", "test_interval: 1073741824",
-             "test_initialization: false", "base_lr: %r" % opts["base_lr"],
-             "momentum: 0.9", "weight_decay: %r" % opts["weight_decay"],
-             'lr_policy: "inv"', "gamma: 0.0001", "power: 0.75", "display: 0",
-             "max_iter: %d" % max_iter, "snapshot: 0", "snapshot_after_train: false",
-             'snapshot_prefix: "%s"' % snapshot_prefix, "solver_mode: CPU"]
-    if opts["clip_gradients"] > 0:
-        lines.append("clip_gradients: %r" % opts["clip_gradients"])
+    """The pycaffe solver: LeNet's (momentum 0.9, its protocol's inv lr
+    policy), with base_lr, weight decay and clip_gradients from the options."""
+    fields = {"clip_gradients": opts["clip_gradients"]} if opts["clip_gradients"] > 0 else {}
     if seed is not None:
-        lines.append("random_seed: %d" % seed)
-    return "\n".join(lines) + "\n"
+        fields["random_seed"] = seed
+    return str(netgen.solver(
+        net_path, opts["base_lr"], max_iter, protocols.LENET_PROTOCOL.schedule, test_iter=100,
+        test_interval=1073741824, test_initialization=False, weight_decay=opts["weight_decay"],
+        display=0, snapshot=0, snapshot_after_train=False, snapshot_prefix=snapshot_prefix,
+        **fields))
 
 
 class ChainBuffer(object):
@@ -215,17 +207,16 @@ class GenerativeLearner(object):
     # ---------------------------------------------------------------- nets
     def _build(self):
         o = self.opts
-        net_text = netgen.synthesis_net(
+        net_text = str(netgen.synthesis_net(
             synthesized=o["synthesized"], alpha=o["alpha"], dg_weight=o["dg_weight"],
             train_source=os.path.abspath(self.train_source),
-            test_source=os.path.abspath(self.test_source))
+            test_source=os.path.abspath(self.test_source)))
         write_atomic(self.path("net.prototxt"), net_text)
         write_atomic(self.path("solver.prototxt"), solver_text(
             self.path("net.prototxt"), o, self.max_iter, self.path("snapshots", "iter"),
             self.seed))
         solver = caffe.get_solver(self.path("solver.prototxt"))
-        deploy = caffe_pb2.NetParameter()
-        text_format.Merge(netgen.deploy_net(netgen.LENET), deploy)
+        deploy = netgen.deploy_net(netgen.LENET)
         sampler_net = hmc.load_net(deploy, num_chains=o["synthesized"])
         sampler_net.share_with(solver.net)       # same weight blobs, no copy
         test_net = solver.test_nets[0]
@@ -418,7 +409,7 @@ class GenerativeLearner(object):
         state["diverged"] = {"iter": it, "what": what}
         self._write_json("state.json", state)
         self.log("diverged at iteration %d: %s" % (it, what))
-        return Diverged("diverged at iteration %d: %s; the last good checkpoint (%s) is kept "
+        return UserError("diverged at iteration %d: %s; the last good checkpoint (%s) is kept "
                         "in %s (try a smaller --base-lr or --step-size, or a larger --alpha)"
                         % (it, what, "iteration %d" % ck["iter"] if ck else "none",
                            self.out_dir))
@@ -532,10 +523,9 @@ def plot_curves(tsv_path, history, path):
 def judge(samples, units, model, weights):
     """Fraction of `samples` (N x 1 x 28 x 28, input units) that a separately
     trained classifier (deploy prototxt + caffemodel) assigns to `units`."""
-    net = hmc.load_net(model, weights, num_chains=len(samples))
-    net.blobs[net.inputs[0]].data[...] = samples
-    scores = net.forward()[net.outputs[0]].reshape(len(samples), -1)
-    return float((scores.argmax(axis=1) == np.asarray(units)).mean())
+    from gencnn import sample_quality
+    probs = sample_quality.Judge(model, weights).probs(samples)
+    return sample_quality.judge_accuracy(probs, units)
 
 
 def summarize(runs, hmc_name, judge_model, judge_weights, speed=None):
@@ -564,7 +554,7 @@ def summarize(runs, hmc_name, judge_model, judge_weights, speed=None):
             "corr_with_own_class_mean": summary["compare_final"]["corr_with_own_class_mean"],
             "chain_mean_closest_class_mean_is_unit":
                 summary["compare_mean"]["closest_class_mean_is_unit"],
-            "judge_correct": judge(samples["samples"], samples["units"], judge_model,
+            "judge_correct": judge(samples["x"], samples["y"], judge_model,
                                    judge_weights),
             "own_net_predicts_unit": summary["predicted_as_unit_fraction"],
             "acceptance_rate": summary["acceptance_rate"],

@@ -29,7 +29,8 @@ import numpy as np
 import caffe
 from caffe.proto import caffe_pb2
 from gencnn import caffe_utils
-from gencnn.cli import UserError, copy_atomic, log_line, save_figure, write_atomic, write_json
+from gencnn.cli import UserError
+from gencnn.files import copy_atomic, log_line, save_figure, write_atomic, write_json
 from gencnn.data.lmdb_io import lmdb_count
 
 

@@ -64,3 +64,34 @@ def subset(tmp_path_factory, shared_dir):
     run_tool("get_mnist.py", "--from", os.path.join(shared_dir, "data", "mnist"), "--out", out,
              "--train-limit", 2000, "--test-limit", 500)
     return out
+
+
+@pytest.fixture(scope="session")
+def small_solvers(subset, tmp_path_factory):
+    """LeNet nets/solvers of the repository, pointed at the subset, shortened."""
+    from gencnn import netgen
+    root = tmp_path_factory.mktemp("solvers")
+    for loss in ("dg", "gg"):
+        (root / ("lenet_%s.prototxt" % loss)).write_text(str(netgen.train_test_net(
+            netgen.LENET, loss, train_source=str(subset / "mnist_train_lmdb"),
+            test_source=str(subset / "mnist_test_lmdb"))))
+    paths = {}
+    for name, net, iters in (("dg", "dg", 250), ("gg", "gg", 250), ("gg_dg", "dg", 250 - 94)):
+        paths[name] = root / ("solver_%s.prototxt" % name)
+        # 5 x 100 = the 500 test images
+        caffe_utils.write_solver_variant(
+            os.path.join(REPO, "solvers", "lenet_%s.prototxt" % name), str(paths[name]),
+            net=str(root / ("lenet_%s.prototxt" % net)), max_iter=iters, test_iter=5)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def short_dg_lenet(small_solvers, tmp_path_factory):
+    """A LeNet trained by `caffe train` with small_solvers' DG solver (250
+    iterations, 8 epochs of the subset, seed 1): its caffemodel path."""
+    root = tmp_path_factory.mktemp("short_dg_lenet")
+    solver = caffe_utils.write_solver_variant(
+        str(small_solvers["dg"]), str(root / "solver.prototxt"),
+        snapshot_prefix=str(root / "lenet_dg"), random_seed=1)
+    run_caffe(["train", "--solver", solver], cwd=str(root))
+    return str(root / "lenet_dg_iter_250.caffemodel")

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 from conftest import REPO
-from gencnn import cli
+from gencnn import files
 from gencnn.data import lmdb_io
 
 FORK = multiprocessing.get_context("fork")
@@ -32,7 +32,7 @@ def _write_atomic_meeting_before_rename(path, barrier, text):
         barrier.wait(timeout=60)               # both temporaries are written
         real_replace(src, dst)
     os.replace = replace                       # in this child process only
-    cli.write_atomic(path, text)
+    files.write_atomic(path, text)
 
 
 def run_two(target, args_a, args_b):
@@ -72,7 +72,7 @@ def test_two_write_atomic_writers_of_one_file_both_finish(tmp_path):
 
 def test_write_atomic_keeps_the_umask_permissions(tmp_path):
     path = str(tmp_path / "f.txt")
-    cli.write_atomic(path, "x")
+    files.write_atomic(path, "x")
     umask = os.umask(0)
     os.umask(umask)
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask

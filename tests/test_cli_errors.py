@@ -170,6 +170,14 @@ CASES = [
     ("run_study.py", ["cifar10", "--work", "{file}"], "exists and is not a folder"),
     # generate_prototxt.py
     ("generate_prototxt.py", ["--out", "{file}"], "exists and is not a folder"),
+    # sample_quality.py (its sample-file cases: tests/test_sample_quality.py)
+    ("sample_quality.py", ["--judge-weights", "{text_weights}", "--set", "a={root}/a.npz",
+                           "--train-lmdb", "{cifar_sized}", "--test-lmdb", "{cifar_sized}",
+                           "--out", "{root}/q.json"], "does not parse"),
+    ("sample_quality.py", ["--judge-weights", "{good}", "--set", "a"],
+     "--set must be NAME=PATH, got 'a'"),
+    ("sample_quality.py", ["--judge-weights", "{good}", "--set", "a=b", "--out", "{file}/q.json"],
+     "is a file"),
     # generative_learning_report.py
     ("generative_learning_report.py", ["--runs", "{root}/nope", "--judge-weights", "{good}",
                                        "--out", "{root}/r.json"], "has no history.json"),

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from gencnn import experiment, netgen
+from gencnn import experiment, netgen, protocols
 from gencnn.config import REPO_ROOT
 from gencnn.data.lmdb_io import read_lmdb
 from conftest import run_tool as tool
@@ -24,7 +24,7 @@ def study_repo(tmp_path_factory, shared_dir):
     data = root / "data"
     tool("get_mnist.py", "--from", os.path.join(shared_dir, "data", "mnist"), "--out", data,
          "--train-limit", 1000, "--test-limit", 500)
-    protocol = netgen.Protocol(
+    protocol = protocols.Protocol(
         "lenet", "LeNet (tiny)", 1000 / 64.0, 3, 2, 0.01,
         {"lr_policy": "inv", "gamma": 0.01, "power": 0.75},
         net="prototxt/lenet_train_test_%s.prototxt", test_iter=5, test_interval=16,
@@ -34,11 +34,11 @@ def study_repo(tmp_path_factory, shared_dir):
     (root / "solvers").mkdir()
     for loss in ("dg", "gg"):
         (root / "prototxt" / ("lenet_train_test_%s.prototxt" % loss)).write_text(
-            netgen.train_test_net(netgen.LENET, loss,
-                                  train_source=str(data / "mnist_train_lmdb"),
-                                  test_source=str(data / "mnist_test_lmdb")))
-    for key, text in protocol.solvers():
-        (root / "solvers" / ("%s.prototxt" % key)).write_text(text)
+            str(netgen.train_test_net(netgen.LENET, loss,
+                                      train_source=str(data / "mnist_train_lmdb"),
+                                      test_source=str(data / "mnist_test_lmdb"))))
+    for key, generated in netgen.protocol_solvers(protocol).items():
+        (root / "solvers" / ("%s.prototxt" % key)).write_text(generated.text)
     labels = collections.OrderedDict([("dg", "DG"), ("gg", "GG"),
                                       ("gg_dg_aligned", "GG+DG(aligned)"),
                                       ("gg_dg_restart", "GG+DG(restart)")])

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 import caffe
+from caffe.proto import caffe_pb2
+from google.protobuf import text_format
 from conftest import one_line_error, run_tool
 from gencnn import netgen
 from gencnn.config import REPO_ROOT
@@ -198,14 +200,48 @@ def test_layer_refuses_bad_shapes_and_labels(tmp_path):
 
 # ----------------------------------------------------------------- netgen
 def test_synthesis_net_is_lenet_with_the_synthesis_losses():
-    text = netgen.synthesis_net(synthesized=32, alpha=0.01, dg_weight=0.5)
-    assert netgen.LENET_BODY in text
-    assert 'param_str: \'{"observed": 64, "alpha": 0.01}\'' in text
-    assert "dim: 32 dim: 1 dim: 28 dim: 28" in text and "slice_point: 64" in text
-    assert "loss_weight: 0.5" in text
+    net = netgen.synthesis_net(synthesized=32, alpha=0.01, dg_weight=0.5)
+    body = {layer.name for layer in netgen.LENET_BODY}
+    assert [l for l in net.layer if l.name in body] == netgen.LENET_BODY
+    layers = {l.name: l for l in net.layer if l.name not in ("mnist", "loss")}
+    assert json.loads(layers["synthesis_loss"].python_param.param_str) == {
+        "observed": 64, "alpha": 0.01}
+    assert [list(shape.dim) for shape in layers["synthesized"].input_param.shape] == [
+        [32, 1, 28, 28], [32]]
+    assert layers["slice_scores"].slice_param.slice_point == [64]
+    (train_dg,) = [l for l in net.layer if l.type == "SoftmaxWithLoss"
+                   and l.include[0].phase == caffe.TRAIN]
+    assert list(train_dg.bottom) == ["observed_scores", "observed_label"]
+    assert list(train_dg.loss_weight) == [0.5]
     no_dg = netgen.synthesis_net(dg_weight=0)
-    assert "slice_scores" not in no_dg and "observed_scores" not in no_dg
-    assert no_dg.count("type: \"SoftmaxWithLoss\"") == 1         # the TEST phase's
+    assert "slice_scores" not in [l.name for l in no_dg.layer]
+    assert not any("observed_scores" in l.bottom for l in no_dg.layer)
+    assert [l.include[0].phase for l in no_dg.layer if l.type == "SoftmaxWithLoss"] == [
+        caffe.TEST]                                              # the TEST phase's
+
+
+def test_solver_is_lenets_with_the_options():
+    """The training's solver is LeNet's committed one (momentum, inv lr
+    policy) with base_lr, weight decay, clip_gradients and the seed of the
+    options, and no test or snapshot of Caffe's own."""
+    from gencnn import caffe_utils, generative_learning
+    opts = dict(generative_learning.DEFAULTS, base_lr=0.001, weight_decay=0.0001,
+                clip_gradients=5.0)
+    solver = caffe_pb2.SolverParameter()
+    text_format.Merge(generative_learning.solver_text("net.prototxt", opts, 77, "snap", 4),
+                      solver)
+    lenet = caffe_utils.read_solver(os.path.join(REPO_ROOT, "solvers", "lenet_dg.prototxt"))
+    for field in ("lr_policy", "gamma", "power", "momentum", "solver_mode"):
+        assert getattr(solver, field) == getattr(lenet, field), field
+    assert (solver.base_lr, solver.weight_decay, solver.clip_gradients) == pytest.approx(
+        (0.001, 0.0001, 5.0))
+    assert (solver.max_iter, solver.random_seed, solver.net) == (77, 4, "net.prototxt")
+    assert solver.snapshot == 0 and not solver.snapshot_after_train
+    assert not solver.test_initialization
+    no_clip = caffe_pb2.SolverParameter()
+    text_format.Merge(generative_learning.solver_text(
+        "net.prototxt", dict(opts, clip_gradients=0), 77, "snap", None), no_clip)
+    assert not no_clip.HasField("clip_gradients") and not no_clip.HasField("random_seed")
 
 
 # ------------------------------------------------------------------- tool

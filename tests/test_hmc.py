@@ -469,24 +469,35 @@ def test_a_chain_does_not_depend_on_the_other_chains(lenet_weights):
     assert np.corrcoef(flat).max(where=~np.eye(5, dtype=bool), initial=-1) < 0.5
 
 
-@pytest.mark.parametrize("blob,position", [("ip2", None), ("conv2", (2, 5))])
-def test_workers_give_the_same_chains_as_one_process(lenet_weights, blob, position):
+@pytest.mark.parametrize("blob,position,pixel_model", [
+    ("ip2", None, None), ("conv2", (2, 5), None), ("ip2", None, "box"), ("ip2", None, "logit")])
+def test_workers_give_the_same_chains_as_one_process(lenet_weights, blob, position,
+                                                     pixel_model):
     """5 chains split 3 + 2 over two worker processes, with step-size
     adaptation (the coordinator averages the acceptance over all chains):
     the same chains, diagnostics and step sizes as in this process, to
     float32 rounding; conv2 is sampled on its receptive field (the q draws
-    outside it are per chain too)."""
-    q = reference.DiagonalGaussian(0.1, 0.3)
+    outside it are per chain too); on the pixel box, reflecting or in logit
+    coordinates."""
+    q = reference.DiagonalGaussian(0.0, 1.0) if pixel_model == "logit" else \
+        reference.DiagonalGaussian(0.1, 0.3)
+    bounds = (0.0, 1.0) if pixel_model else None
     results = {}
     for workers in (1, 2):
         node = node_lib.open_node(LENET, lenet_weights, blob, [1, 4, 6, 8, 9], 1, position)
         results[workers] = node_lib.sample_node(node, q, iters=3, adapt=3, step_size=0.05,
                                                 leapfrog_steps=4, mass=1.0, seed=12,
-                                                warn=len, workers=workers)
+                                                warn=len, workers=workers, bounds=bounds,
+                                                pixel_model=pixel_model or "box")
     one, two = results[1], results[2]
     assert one.workers == 1 and two.workers == 2
     assert one.sampler.evaluations == two.sampler.evaluations == 1 + 6 * 4
     assert one.out["samples"].shape == (5, 1, 28, 28)
+    if bounds:
+        assert 0 <= two.out["samples"].min() and two.out["samples"].max() <= 1
+        # the walls were hit (box: reflections counted in the workers, summed)
+        assert (one.sampler.reflections > 0) == (pixel_model == "box")
+        assert one.sampler.reflections == two.sampler.reflections
     assert (one.crop is None) == (blob == "ip2")
     assert one.out["accepted"].any()
     np.testing.assert_array_equal(one.out["accepted"], two.out["accepted"])
@@ -561,9 +572,9 @@ def test_cli_small_run_writes_its_outputs(tmp_path, lenet_weights):
     assert sorted(os.listdir(str(out))) == ["grid.png", "grid_mean.png", "samples.npz",
                                             "summary.json", "trajectory.png"]
     samples = np.load(str(out / "samples.npz"))
-    assert samples["samples"].shape == (6, 1, 28, 28)
+    assert samples["x"].shape == (6, 1, 28, 28)
     assert samples["trace"].shape == samples["accepted"].shape == (5, 6)
-    assert list(samples["units"]) == [3, 3, 3, 7, 7, 7]
+    assert list(samples["y"]) == [3, 3, 3, 7, 7, 7]
     summary = json.load(open(str(out / "summary.json")))
     assert summary["preset"] == "lenet" and summary["mass_convention"] == "inverse"
     assert summary["iters"] == 3 and summary["adapt"] == 2 and summary["evaluations"] == 21
@@ -633,7 +644,7 @@ def test_cli_fit_spectrum_samples_the_whole_input(tmp_path, lenet_weights, photo
     assert summary["input_crop_box"] is None and summary["sampled_input_shape"] == [1, 28, 28]
     assert summary["receptive_field_box"] == [8, 22, 8, 22]     # the display crop stays
     assert summary["acceptance_rate"] > 0
-    samples = np.load(str(out / "samples.npz"))["samples"]
+    samples = np.load(str(out / "samples.npz"))["x"]
     assert samples.shape == (2, 1, 28, 28)
 
 

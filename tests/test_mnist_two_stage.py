@@ -77,24 +77,6 @@ def test_data_tool_bad_input(tmp_path, shared_dir, damage):
 
 
 # --------------------------------------------------------------- two_stage.py
-@pytest.fixture(scope="module")
-def small_solvers(subset, tmp_path_factory):
-    """LeNet nets/solvers of the repository, pointed at the subset, shortened."""
-    root = tmp_path_factory.mktemp("solvers")
-    for loss in ("dg", "gg"):
-        (root / ("lenet_%s.prototxt" % loss)).write_text(netgen.train_test_net(
-            netgen.LENET, loss, train_source=str(subset / "mnist_train_lmdb"),
-            test_source=str(subset / "mnist_test_lmdb")))
-    paths = {}
-    for name, net, iters in (("dg", "dg", 250), ("gg", "gg", 250), ("gg_dg", "dg", 250 - 94)):
-        paths[name] = root / ("solver_%s.prototxt" % name)
-        # 5 x 100 = the 500 test images
-        caffe_utils.write_solver_variant(
-            os.path.join(REPO_ROOT, "solvers", "lenet_%s.prototxt" % name), str(paths[name]),
-            net=str(root / ("lenet_%s.prototxt" % net)), max_iter=iters, test_iter=5)
-    return paths
-
-
 def history(out):
     return json.load(open(os.path.join(str(out), "history.json")))
 
@@ -213,8 +195,9 @@ def test_bad_input_fails_before_training(small_solvers, tmp_path, subset):
                             "--switch-epoch", 3]
     # A net whose LMDB is missing.
     no_data = tmp_path / "no_data.prototxt"
-    no_data.write_text(netgen.train_test_net(netgen.LENET, "dg", train_source="/nonexistent_lmdb",
-                                             test_source="/nonexistent_lmdb"))
+    no_data.write_text(str(netgen.train_test_net(netgen.LENET, "dg",
+                                                 train_source="/nonexistent_lmdb",
+                                                 test_source="/nonexistent_lmdb")))
     no_data_solver = tmp_path / "no_data_solver.prototxt"
     caffe_utils.write_solver_variant(str(small_solvers["dg"]), str(no_data_solver),
                                      net=str(no_data))

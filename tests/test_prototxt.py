@@ -7,15 +7,31 @@ from google.protobuf import text_format
 
 import caffe
 from caffe.proto import caffe_pb2
-from gencnn import caffe_utils, netgen
+from gencnn import caffe_utils, netgen, protocols
 from gencnn.config import REPO_ROOT
 
+FILES = netgen.all_files()
 
-@pytest.mark.parametrize("rel", list(netgen.all_files()))
+
+@pytest.mark.parametrize("rel", list(FILES))
+def test_committed_file_parses_to_the_generators_message(rel):
+    """Each committed file, parsed by text_format, is the generator's
+    NetParameter / SolverParameter, field by field and layer by layer (the
+    messages Caffe runs, whatever the text's layout and comments)."""
+    generated = FILES[rel].message
+    committed = caffe_utils.read_proto(os.path.join(REPO_ROOT, rel), type(generated)())
+    if isinstance(generated, caffe_pb2.NetParameter):
+        assert [l.name for l in committed.layer] == [l.name for l in generated.layer], rel
+        for ours, theirs in zip(generated.layer, committed.layer):
+            assert theirs == ours, "%s: layer %s differs" % (rel, ours.name)
+    assert committed == generated, rel
+
+
+@pytest.mark.parametrize("rel", list(FILES))
 def test_committed_file_matches_generator(rel):
     path = os.path.join(REPO_ROOT, rel)
     assert os.path.exists(path), "%s missing: run tools/generate_prototxt.py" % rel
-    assert open(path).read() == netgen.all_files()[rel], \
+    assert open(path).read() == FILES[rel].text, \
         "%s drifted from gencnn/netgen.py: run tools/generate_prototxt.py" % rel
 
 
@@ -25,21 +41,20 @@ def test_no_stale_file(folder):
     (say <net>_gg_dg_aligned, now <net>_gg_dg) is removed, not left behind."""
     stale = sorted(set("%s/%s" % (folder, name)
                        for name in os.listdir(os.path.join(REPO_ROOT, folder))
-                       if name.endswith(".prototxt")) - set(netgen.all_files()))
+                       if name.endswith(".prototxt")) - set(FILES))
     assert not stale, "not written by gencnn/netgen.py: git rm %s" % " ".join(stale)
 
 
 def test_stage2_solvers_are_named_by_reading():
     """<net>_gg_dg is the aligned reading (the default, chosen by the CIFAR-10
     study, docs/cifar10.md), <net>_gg_dg_restart the restart one; each says so."""
-    stage2 = [r for r in netgen.all_files() if r.startswith("solvers/") and "_gg_dg" in r]
+    stage2 = [r for r in FILES if r.startswith("solvers/") and "_gg_dg" in r]
     assert sorted(stage2) == sorted("solvers/%s_%s.prototxt" % (key, suffix)
-                                    for key in netgen.PROTOCOLS
+                                    for key in protocols.PROTOCOLS
                                     for suffix in ("gg_dg", "gg_dg_restart"))
-    for key in netgen.PROTOCOLS:
+    for key in protocols.PROTOCOLS:
         for suffix, reading in (("gg_dg", "aligned"), ("gg_dg_restart", "restart")):
-            header = netgen.all_files()["solvers/%s_%s.prototxt" % (key, suffix)].split(
-                "\nnet: ")[0]
+            header = FILES["solvers/%s_%s.prototxt" % (key, suffix)].header
             assert "stage 2 (%s)" % reading in header
             assert "docs/cifar10.md" in header
 
@@ -110,7 +125,7 @@ def test_imagenet_solvers_follow_the_paper(key):
     # 70 epochs of 1,281,167 images at batch 256; GG+DG switches at epoch 45
     epoch = 1281167 / 256.0
     assert solver_param("%s_dg" % key).max_iter == int(np.ceil(70 * epoch))
-    assert netgen.PROTOCOLS[key].switch_iter == int(np.ceil(45 * epoch)) == 225206
+    assert protocols.PROTOCOLS[key].switch_iter == int(np.ceil(45 * epoch)) == 225206
     for variant in ("dg", "gg"):
         s = solver_param("%s_%s" % (key, variant))
         assert s.net == "prototxt/%s_train_test_%s.prototxt" % (key, variant)
@@ -234,7 +249,7 @@ def test_cifar10_solvers_follow_cifar10_quick():
         assert [caffe_utils.learning_rate(s, it) for it in (0, 3999, 4000, 4999)] == \
             pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
         assert (s.momentum, s.weight_decay) == pytest.approx((0.9, 0.004))
-    assert netgen.CIFAR10_SWITCH_ITER == 3215 == int(np.ceil(5000 * 45 / 70.0))
+    assert protocols.CIFAR10_SWITCH_ITER == 3215 == int(np.ceil(5000 * 45 / 70.0))
     for s in (restart, aligned):
         assert s.max_iter == 5000 - 3215 and s.base_lr == pytest.approx(0.0003)
         assert s.net.endswith("_dg.prototxt") and gg.net.endswith("_gg.prototxt")
@@ -242,12 +257,12 @@ def test_cifar10_solvers_follow_cifar10_quick():
         assert s.max_iter % s.test_interval == 0 and s.test_iter[0] * 100 == 10000
 
 
-@pytest.mark.parametrize("key", list(netgen.PROTOCOLS))
+@pytest.mark.parametrize("key", list(protocols.PROTOCOLS))
 def test_aligned_stage2_follows_dg_schedule(key):
     """GG+DG(aligned) starts at 0.3 x DG's base_lr and then decays exactly as
     DG does from the switch on (Caffe's lr formula at many iterations);
     GG+DG(restart) is DG's solver with base_lr x0.3 and its own clock."""
-    protocol = netgen.PROTOCOLS[key]
+    protocol = protocols.PROTOCOLS[key]
     s = protocol.switch_iter
     dg = solver_param(protocol.solver_name("dg"))
     aligned = solver_param(protocol.solver_name("gg_dg"))             # the default
@@ -264,11 +279,11 @@ def test_aligned_stage2_follows_dg_schedule(key):
         lr(dg, dg.max_iter) / lr(dg, s), rel=1e-6)
 
 
-@pytest.mark.parametrize("key", list(netgen.PROTOCOLS))
+@pytest.mark.parametrize("key", list(protocols.PROTOCOLS))
 def test_gg_solver_snapshots_at_the_switch(key):
     """Plain `caffe train -solver <net>_gg.prototxt` saves the weights GG+DG
     starts from."""
-    protocol = netgen.PROTOCOLS[key]
+    protocol = protocols.PROTOCOLS[key]
     gg = solver_param(protocol.solver_name("gg"))
     assert protocol.switch_iter % gg.snapshot == 0 and protocol.switch_iter < gg.max_iter
     assert protocol.switch_iter == int(np.ceil(protocol.switch_epoch * protocol.epoch_iters
@@ -305,7 +320,7 @@ def test_learning_rate_matches_caffe_log(tmp_path):
             assert value == pytest.approx(caffe_utils.learning_rate(solver, it), rel=1e-5), it
 
 
-@pytest.mark.parametrize("rel", [r for r in netgen.all_files() if r.startswith("solvers/")])
+@pytest.mark.parametrize("rel", [r for r in FILES if r.startswith("solvers/")])
 def test_solver_snapshot_folder_exists(rel):
     """`caffe train -solver solvers/X.prototxt` from the repo root aborts when
     the snapshot_prefix folder is missing: each one ships in the repository."""

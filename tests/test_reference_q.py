@@ -2,6 +2,9 @@
 EigenGaussian) and HMC restricted to the pixel box (HMCSampler bounds):
 operators against dense float64 linear algebra, and exactness against
 closed-form or rejection-sampled targets. Fixed seeds throughout."""
+import json
+import os
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -45,7 +48,7 @@ def test_eigen_gaussian_operators_match_dense_algebra(kind):
         dense = (vectors * values ** power).dot(vectors.T)
         np.testing.assert_allclose(q.cov_power(v, power).reshape(4, -1),
                                    v.reshape(4, -1).dot(dense), rtol=1e-7, atol=1e-9)
-    np.testing.assert_allclose(q.covariance_rows([3, 0, 17]), sigma[[3, 0, 17]], atol=1e-12)
+    np.testing.assert_allclose(q.dense_covariance(), sigma, atol=1e-12)
     np.testing.assert_allclose(q.variance, np.diag(sigma), rtol=1e-10)
     d = (v - q.mean).reshape(4, -1)
     np.testing.assert_allclose(q.energy(v), 0.5 * np.einsum("ni,ij,nj->n", d, np.linalg.inv(sigma), d),
@@ -180,3 +183,99 @@ def test_bounds_are_checked():
         hmc.HMCSampler(lambda x: None, bounds=(1.0, 0.0))
     with pytest.raises(ValueError, match="not supported"):
         hmc.HMCSampler(lambda x: None, reference=q, precondition=True, bounds=(0.0, 1.0))
+
+
+def test_logit_score_gradient_matches_finite_differences(tmp_path):
+    net = make_net(tmp_path, GAUSSIAN_NET, 3, seed=18)
+    score = hmc.LogitScore(hmc.NodeScore(net, "ip", 1), bounds=(-0.5, 2.0))
+    u = np.random.RandomState(19).standard_normal((3, 4))
+    f, grad = score(u)
+    x = score.to_pixels(u)
+    assert np.all((x > -0.5) & (x < 2.0))
+    eps = 1e-3
+    for i in range(4):
+        du = np.zeros_like(u)
+        du[:, i] = eps
+        numeric = (score(u + du)[0] - score(u - du)[0]) / (2 * eps)
+        np.testing.assert_allclose(grad[:, i], numeric, rtol=2e-3, atol=2e-4)
+
+
+def test_logit_pixel_model_is_exact(tmp_path):
+    """q a correlated Gaussian on u = logit(x), f = w.x + b: HMC on u with
+    LogitScore gives E[x] and E[x^2] of exp(f(x)) q(x) / Z, computed by
+    importance sampling from q (float64)."""
+    chains, unit = 4000, 2
+    logits, _, _ = correlated_images(3000, (4,), seed=20, spread=20.0)
+    q = reference.fit_gaussian(3 * (logits - 0.5), kind="full", shrinkage=1e-3)
+    net = make_net(tmp_path, GAUSSIAN_NET, chains, seed=21, scale=2.0)
+    score = hmc.LogitScore(hmc.NodeScore(net, "ip", unit))
+    sampler = hmc.HMCSampler(score, step_size=0.3, leapfrog_steps=6, mass=1.0,
+                             mass_convention="inverse", reference=q, precondition=True, seed=22)
+    out = sampler.sample(sampler.initial_state((chains, 4)), iters=40)
+    x = score.to_pixels(out["samples"])
+    w = net.params["ip"][0].data[unit].astype(np.float64)
+    draws = score.to_pixels(q.sample(np.random.RandomState(23), (1000000, 4)))
+    weights = np.exp(draws.dot(w) - draws.dot(w).max())
+    weights /= weights.sum()
+    mean = weights.dot(draws)
+    var = weights.dot(draws ** 2) - mean ** 2
+    plain = draws.mean(axis=0)
+    assert np.abs(mean - plain).max() > 10 * np.sqrt(var.max() / chains)   # f matters
+    assert np.all(np.abs(x.mean(axis=0) - mean) < 4.5 * np.sqrt(var / chains))
+    assert np.all(np.abs(x.var(axis=0) / var - 1) < 6 * np.sqrt(2.0 / chains))
+    assert 0.5 < out["accepted"].mean() <= 1
+
+
+def test_dequantized_logits_spread_each_level():
+    rng = np.random.RandomState(24)
+    pixels = rng.randint(0, 256, size=(2000, 1, 2, 2)) / 256.0
+    u = reference.dequantized_logits(pixels, np.random.RandomState(25), 1 / 256.0)
+    x = 1 / (1 + np.exp(-u))
+    assert np.all(np.isfinite(u)) and np.all((x > pixels) & (x < pixels + 1 / 256.0 + 1e-9))
+    # uniform within its level: the offset's mean is half a level (4.5 standard errors)
+    offset = (x - pixels) * 256
+    assert abs(offset.mean() - 0.5) < 4.5 * np.sqrt(1 / 12.0 / offset.size)
+
+
+# ---------------------------------------------------------------------------
+# tools/hmc_visualize.py with a fitted q and valid pixels
+# ---------------------------------------------------------------------------
+
+from test_hmc import lenet_weights, run_tool, LENET  # noqa: E402,F401 (fixture)
+
+
+@pytest.mark.parametrize("pixel_model", ["logit", "box"])
+def test_cli_fitted_q_gives_valid_images(tmp_path, lenet_weights, subset, pixel_model):
+    """--preset lenet-fitted: q a full-covariance Gaussian fitted to the
+    LMDB's images, T = 1, every pixel of every sample in [0, 1], the
+    samples a set for tools/sample_quality.py (x, y)."""
+    out = tmp_path / pixel_model
+    proc = run_tool(["--model", LENET, "--weights", lenet_weights, "--blob", "ip2",
+                     "--unit", "2,5", "--num-chains", "3", "--preset", "lenet-fitted",
+                     "--pixel-model", pixel_model, "--adapt", "3", "--iters", "3",
+                     "--reference-lmdb", str(subset / "mnist_train_lmdb"),
+                     "--reference-count", "500", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    summary = json.load(open(str(out / "summary.json")))
+    assert summary["temperature"] == 1.0 and summary["pixel_model"] == pixel_model
+    assert summary["gaussian"] == {"kind": "full", "shrinkage": 1e-3, "rank": None,
+                                   "images": 500}
+    assert summary["mass_matrix"] == "q" and summary["pixels_out_of_bounds"] == 0.0
+    samples = np.load(str(out / "samples.npz"))
+    assert samples["x"].shape == (6, 1, 28, 28) and list(samples["y"]) == [2, 2, 2, 5, 5, 5]
+    assert samples["x"].min() >= 0 and samples["x"].max() <= 1
+    assert np.abs(np.diff(samples["x"], axis=0)).max() > 0.1       # chains differ
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--bounds", "1,0"], "--bounds needs finite lo < hi"),
+    (["--bounds", "0"], "--bounds must be lo,hi or none"),
+    (["--bounds", "0,1", "--pixel-model", "logit"], "--pixel-model logit needs q fitted"),
+    (["--reference", "fit-gaussian", "--shrinkage", "0"], "--shrinkage must be a positive"),
+])
+def test_cli_fitted_q_bad_input_is_one_line(tmp_path, lenet_weights, args, message):
+    proc = run_tool(["--model", LENET, "--weights", lenet_weights, "--blob", "ip2",
+                     "--out", str(tmp_path / "never")] + args)
+    assert proc.returncode == 2 and not os.path.exists(str(tmp_path / "never"))
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr

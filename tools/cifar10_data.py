@@ -47,7 +47,7 @@ def main(argv=None):
         cli.check_writable(folder)
     if args.sha256sums:
         if not os.path.isfile(args.source):
-            raise cifar10.DataError("--sha256sums checks an archive; %s is not a file"
+            raise cli.UserError("--sha256sums checks an archive; %s is not a file"
                                     % args.source)
         cifar10.verify_sha256sums(args.sha256sums, os.path.dirname(os.path.abspath(
             args.source)), [os.path.basename(args.source)])

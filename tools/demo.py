@@ -16,7 +16,7 @@ import sys
 import time
 
 import _init_paths  # noqa: F401
-from gencnn import cli, config
+from gencnn import cli, config, files
 
 PAPER = {"DG": 1.03, "GG": 0.85, "GG+DG": 0.78}   # Table 1, test error %, 25 epochs
 
@@ -57,7 +57,7 @@ def main(argv=None):
                         help="HMC iterations adapting the step size (default %(default)s)")
     args = parser.parse_args(argv)
     cli.check_writable(args.out)          # before minutes of work
-    from gencnn import caffe_utils, netgen
+    from gencnn import caffe_utils, protocols
     import json
     start = time.time()
     os.makedirs(args.out, exist_ok=True)
@@ -73,8 +73,8 @@ def main(argv=None):
     # default (aligned) reading, solvers/lenet_gg_dg.prototxt: DG's inv decay
     # continued from the switch, gamma' = gamma / (1 + gamma s). Its gamma is
     # for the full run's switch (s = 15,000), so for the demo's own switch it
-    # is derived again from DG's schedule (netgen.aligned_schedule).
-    protocol = netgen.LENET_PROTOCOL
+    # is derived again from DG's schedule (protocols.aligned_schedule).
+    protocol = protocols.LENET_PROTOCOL
     epoch_iters = protocol.epoch_iters                        # 60,000 / 64
     total = int(-(-(args.gg_epochs + args.dg_epochs) * epoch_iters // 1))
     switch = int(-(-args.gg_epochs * epoch_iters // 1))       # two_stage's switch iteration
@@ -83,7 +83,7 @@ def main(argv=None):
         max_iter=total)
     stage2 = caffe_utils.write_solver_variant(
         "solvers/lenet_gg_dg.prototxt", os.path.join(args.out, "lenet_gg_dg_short.prototxt"),
-        max_iter=total - switch, **netgen.aligned_schedule(protocol.schedule, switch, total))
+        max_iter=total - switch, **protocols.aligned_schedule(protocol.schedule, switch, total))
     dg_solver = caffe_utils.write_solver_variant(
         "solvers/lenet_dg.prototxt", os.path.join(args.out, "lenet_dg_short.prototxt"),
         max_iter=total)
@@ -149,7 +149,7 @@ def main(argv=None):
               "a discriminatively trained LeNet gives noise (README, docs/visualization.md)."]
     lines += ["", "Wall time: %.0f s." % (time.time() - start)]
     summary = os.path.join(args.out, "summary.md")
-    cli.write_atomic(summary, "\n".join(lines) + "\n")
+    files.write_atomic(summary, "\n".join(lines) + "\n")
     print("\n".join(lines))
     print("\nwritten: %s" % summary)
     return 0

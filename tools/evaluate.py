@@ -26,7 +26,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")   # before caffe: no net-construc
 import caffe  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from gencnn import caffe_utils, cli, evaluation  # noqa: E402
+from gencnn import caffe_utils, cli, evaluation, files  # noqa: E402
 from gencnn.data import imagenet  # noqa: E402
 
 
@@ -57,7 +57,7 @@ def main(argv=None):
     cli.check_writable(args.out, folder=False)       # before the work, not after
     for path, what in ((args.deploy, "deploy prototxt"), (args.weights, "weights")):
         if not os.path.isfile(path):
-            raise evaluation.EvaluationError("%s %s not found" % (what, path))
+            raise cli.UserError("%s %s not found" % (what, path))
     caffe_utils.read_net(args.deploy)
     items = imagenet.read_image_list(args.images, args.root)
     mean = (evaluation.load_mean_file(args.mean_file) if args.mean_file
@@ -76,7 +76,7 @@ def main(argv=None):
                    "output_blob": evaluator.output_blob,
                    "mean": args.mean_file or args.mean_values, "input_scale": args.input_scale})
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    cli.write_atomic(args.out, json.dumps(result, indent=1) + "\n")
+    files.write_atomic(args.out, json.dumps(result, indent=1) + "\n")
     n = result["images"]
     for key, name in (("five_crop", "5 crops"), ("centre_crop", "centre crop")):
         r = result[key]

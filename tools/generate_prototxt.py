@@ -10,7 +10,7 @@ import os
 import sys
 
 import _init_paths  # noqa: F401
-from gencnn import cli, netgen
+from gencnn import cli, files, netgen
 from gencnn.config import REPO_ROOT
 
 
@@ -27,7 +27,8 @@ def main(argv=None):
         cli.check_writable(args.out)
     stale = []
     files = netgen.all_files()
-    for rel, text in files.items():
+    for rel, generated in files.items():
+        text = generated.text
         path = os.path.join(args.out, rel)
         current = open(path).read() if os.path.exists(path) else None
         if current == text:
@@ -35,7 +36,7 @@ def main(argv=None):
         stale.append(rel)
         if not args.check:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            cli.write_atomic(path, text)
+            files.write_atomic(path, text)
             print("wrote %s" % rel)
     # Files netgen no longer writes (a renamed solver, say) are left in place:
     # said here, and removing them is up to the user (git rm).

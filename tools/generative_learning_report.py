@@ -17,7 +17,7 @@ import sys
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 import _init_paths  # noqa: F401,E402
-from gencnn import cli  # noqa: E402
+from gencnn import cli, files  # noqa: E402
 
 
 def main(argv=None):
@@ -47,7 +47,7 @@ def main(argv=None):
     speed = json.load(open(args.speed)) if args.speed else None
     result = generative_learning.summarize(args.runs, args.hmc_name, args.judge_model,
                                            args.judge_weights, speed)
-    cli.write_atomic(args.out, json.dumps(result, indent=1, sort_keys=True) + "\n")
+    files.write_atomic(args.out, json.dumps(result, indent=1, sort_keys=True) + "\n")
     print(json.dumps({k: result[k] for k in ("seeds", "test_error_pct", "samples_T1",
                                              "cost_ratio_vs_dg")}, indent=1))
     return 0

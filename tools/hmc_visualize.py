@@ -7,8 +7,9 @@ p_y(x) ~ exp(f_y(x)) q(x) for a node y of a trained Caffe net.
         [--leapfrog-steps L] [--mass M] [--sigma S] [--seed] [--workers W] \\
         [--preset lenet|alexnet] --out DIR
 
-Writes to --out: samples.npz (samples: final states, chains x input shape in
-the net's input units; chain_mean; trace: f_y per iteration and chain;
+Writes to --out: samples.npz (x: final states, chains x input shape in
+the net's input units; y: each chain's unit; chain_mean; trace: f_y per
+iteration and chain;
 accepted, accept_prob, delta_h, divergent, sq_norm, step_size), summary.json,
 grid.png (the samples as images, one row per unit when several units are
 given: final states, or chain averages with --show mean), grid_mean.png (or
@@ -22,9 +23,16 @@ Presets (an explicit option always wins):
                 100 iterations, step 0.1, 50 leapfrog steps, mass 0.01,
                 sigma 1. Read literally this mass accepts ~0 proposals.
   lenet-digits  what docs/visualization.md found to give digit-like LeNet
-                samples: q fitted to MNIST (mean 0.1306, std 0.3075),
-                temperature 0.03, 50 iterations of step-size adaptation,
-                then 100 iterations of 50 leapfrog steps.
+                samples with a white q: q fitted to MNIST (mean 0.1306, std
+                0.3075), temperature 0.03, 50 iterations of step-size
+                adaptation, then 100 iterations of 50 leapfrog steps.
+  lenet-fitted  the paper's model at T = 1 with q a full-covariance Gaussian
+                on logit(x) fitted to --reference-lmdb (--reference
+                fit-gaussian, --bounds 0,1, --pixel-model logit: every
+                sample a valid image), HMC in q's whitened coordinates (mass
+                matrix Sigma^-1, unit inverse mass):
+                50 iterations of step adaptation to 0.65 acceptance, then
+                100 iterations of 10 leapfrog steps.
   alexnet       the paper's AlexNet setting: step 1, 25 leapfrog steps,
                 mass 0.3, sigma 1; 100 iterations for a convolutional node,
                 500 for a fully connected one.
@@ -32,11 +40,13 @@ Presets (an explicit option always wins):
 """
 import argparse
 import json
+import math
 import os
 import sys
 
 import _init_paths  # noqa: F401
-from gencnn import cli, config
+from gencnn import cli, config, files
+from gencnn.visualization.reference import GAUSSIAN_KINDS
 
 os.environ.setdefault("MPLBACKEND", "Agg")          # no display needed
 os.environ.setdefault("GLOG_minloglevel", "2")      # quiet net construction
@@ -46,13 +56,17 @@ os.environ.setdefault("GLOG_minloglevel", "2")      # quiet net construction
 # data/mnist/mnist_train_lmdb (first 10,000 images, pixels / 256), fixed here
 # so the preset needs no LMDB.
 COMMON = dict(mass_convention="paper", sigma=1.0, ref_mean=0.0, temperature=1.0, adapt=0,
-              show="final")
+              show="final", reference="fixed", bounds=None, pixel_model="box", target_accept=0.7)
 PRESETS = {
     "lenet": dict(COMMON, iters=100, step_size=0.1, leapfrog_steps=50, mass=0.01,
                   display="lenet"),
     "lenet-digits": dict(COMMON, iters=100, step_size=0.1, leapfrog_steps=50, mass=0.01,
                          sigma=0.3075, ref_mean=0.1306, temperature=0.03, adapt=50,
                          display="lenet"),
+    "lenet-fitted": dict(COMMON, iters=100, step_size=0.1, leapfrog_steps=10, mass=1.0,
+                         mass_convention="inverse", reference="fit-gaussian", bounds="0,1",
+                         pixel_model="logit",
+                         adapt=50, target_accept=0.65, display="lenet"),
     "alexnet": dict(COMMON, iters=None, step_size=1.0, leapfrog_steps=25, mass=0.3,
                     display="imagenet"),
 }
@@ -85,7 +99,8 @@ def parse_args(argv):
     add("--position", default=None,
         help="y,x of the node in a convolutional blob (default: the map's centre)")
     add("--input-blob", default=None, help="input blob (default: the net's first input)")
-    add("--preset", default="auto", choices=["auto", "lenet", "lenet-digits", "alexnet"],
+    add("--preset", default="auto",
+        choices=["auto", "lenet", "lenet-digits", "lenet-fitted", "alexnet"],
         help="default settings, see above (default %(default)s)")
     add("--num-chains", type=cli.positive_int, default=8, help="chains per unit (default %(default)s)")
     add("--iters", type=cli.positive_int, default=None,
@@ -104,14 +119,33 @@ def parse_args(argv):
              "(default: the preset's, 1)")
     add("--ref-mean", type=cli.finite_float, default=None,
         help="mean of the reference q in input units (default: the preset's, 0)")
-    add("--reference", default="fixed",
-        choices=["fixed", "fit-global", "fit-pixel", "fit-spectrum"],
+    add("--reference", default=None,
+        choices=["fixed", "fit-global", "fit-pixel", "fit-gaussian", "fit-spectrum"],
         help="fixed: q from --ref-mean/--sigma; fit-global: one mean and marginal std "
              "fitted to --reference-lmdb; fit-pixel: mean image and per-pixel std; "
+             "fit-gaussian: a Gaussian with the images' covariance (--gaussian-kind, "
+             "--shrinkage); "
              "fit-spectrum: a stationary Gaussian, its power spectrum per colour "
              "channel fitted to the photos of --reference-images (samples the "
              "whole input: such a q does not factorize over pixels) "
-             "(default %(default)s)")
+             "(default: the preset's, fixed; lenet-fitted: fit-gaussian)")
+    add("--gaussian-kind", default="full", choices=list(GAUSSIAN_KINDS),
+        help="fit-gaussian: full covariance; lowrank: the top --rank principal components "
+             "+ an isotropic residual; diagonal: per-pixel variances (default %(default)s)")
+    add("--shrinkage", type=cli.positive_float, default=1e-3,
+        help="fit-gaussian: variance added to every direction (MNIST's border pixels "
+             "never vary), in input units squared (default %(default)s)")
+    add("--rank", type=cli.positive_int, default=50,
+        help="fit-gaussian lowrank: principal components kept (default %(default)s)")
+    add("--bounds", default=None,
+        help="lo,hi: restrict p_y to the box lo <= x <= hi in input units (valid pixels: "
+             "0,1 for LeNet), HMC trajectories reflecting off its walls; none: no box "
+             "(default: the preset's; none, lenet-fitted 0,1)")
+    add("--pixel-model", default=None, choices=["box", "logit"],
+        help="how --bounds enters the model: box: q truncated to the box, trajectories "
+             "reflecting off its walls; logit: q a Gaussian on u = logit of the box "
+             "coordinates, fitted to the dequantized --reference-lmdb images (steps of "
+             "--reference-scale), HMC on u (default: the preset's; box, lenet-fitted logit)")
     add("--reference-images", default=None,
         help="folder of photos for --reference fit-spectrum: each read as BGR 0-255 "
              "(grayscale for a 1-channel net), short side resized to 256/227 of the "
@@ -129,16 +163,16 @@ def parse_args(argv):
              "0.00390625 for LeNet)")
     add("--mass-matrix", default="auto", choices=["auto", "identity", "q"],
         help="identity: m I; q: m Sigma^-1, Sigma q's covariance (momenta drawn and "
-             "positions moved in q's whitened basis); auto: q for fit-spectrum, "
-             "identity otherwise (default %(default)s)")
+             "positions moved in q's whitened basis); auto: q for fit-spectrum and "
+             "fit-gaussian, identity otherwise (default %(default)s)")
     add("--reference-lmdb",
         default=os.path.join(config.data_dir(), "mnist", "mnist_train_lmdb"),
         help="LMDB of training images for --reference fit-* (default %(default)s)")
     add("--reference-scale", type=cli.positive_float, default=0.00390625,
         help="pixel -> input units for --reference-lmdb, as the training net's "
              "transform_param scale (default %(default)s)")
-    add("--reference-count", type=cli.positive_int, default=10000,
-        help="images read from --reference-lmdb (default %(default)s)")
+    add("--reference-count", type=cli.positive_int, default=20000,
+        help="images read from --reference-lmdb, its first ones (default %(default)s)")
     add("--compare-lmdb", default=None,
         help="labeled images (scaled by --reference-scale) to compare the samples "
              "with: summary.json gets each shown sample's correlation with the mean "
@@ -153,8 +187,8 @@ def parse_args(argv):
     add("--adapt", type=cli.nonneg_int, default=None,
         help="dual-averaging step-size adaptation iterations before sampling "
              "(default: the preset's, 0 = off; lenet-digits 50)")
-    add("--target-accept", type=cli.open_fraction, default=0.7,
-        help="target acceptance of --adapt (default %(default)s)")
+    add("--target-accept", type=cli.open_fraction, default=None,
+        help="target acceptance of --adapt (default: the preset's, 0.7; lenet-fitted 0.65)")
     add("--show", default=None, choices=["final", "mean"],
         help="what grid.png shows: final states or each chain's average over the "
              "sampling iterations (default: the preset's, final)")
@@ -219,6 +253,15 @@ def resolve(args):
         display_mean = [float(v) for v in args.display_mean.split(",")]
     except ValueError:
         raise UsageError("--display-mean must be comma-separated numbers")
+    # The preset's q and box, when the preset is named (auto's presets: none).
+    preset = PRESETS.get(args.preset, COMMON)
+    args.reference = args.reference or preset["reference"]
+    bounds = parse_bounds(args.bounds if args.bounds is not None else preset["bounds"])
+    args.pixel_model = args.pixel_model or preset["pixel_model"]
+    if bounds is not None and args.pixel_model == "logit" and \
+            args.reference not in ("fit-global", "fit-pixel", "fit-gaussian"):
+        raise UsageError("--pixel-model logit needs q fitted to images on the logit scale: "
+                         "--reference fit-gaussian, fit-pixel or fit-global")
     if not os.path.isfile(args.model):
         raise UsageError("prototxt not found: %s" % args.model)
     weights = args.weights or default_weights()
@@ -240,7 +283,20 @@ def resolve(args):
     out_dir = args.out or os.path.join(config.REPO_ROOT, "results", "hmc",
                                        "%s_unit%s" % (args.blob.replace("/", "_"), args.unit))
     cli.check_writable(out_dir)          # now, not after minutes of sampling
-    return units, position, weights, display_mean, out_dir
+    return units, position, weights, display_mean, bounds, out_dir
+
+
+def parse_bounds(text):
+    """(lo, hi) from 'lo,hi'; None for None or 'none'."""
+    if text is None or text.strip() == "none":
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError("--bounds must be lo,hi or none; got '%s'" % text)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise UsageError("--bounds needs finite lo < hi; got '%s'" % text)
+    return lo, hi
 
 
 def preset_settings(args, channels, is_conv):
@@ -252,16 +308,19 @@ def preset_settings(args, channels, is_conv):
     if settings["iters"] is None:
         settings["iters"] = 100 if is_conv else 500
     for key in ("iters", "step_size", "leapfrog_steps", "mass", "mass_convention",
-                "sigma", "ref_mean", "temperature", "adapt", "show", "display"):
+                "sigma", "ref_mean", "temperature", "adapt", "show", "display",
+                "target_accept"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     settings["preset"] = name
     return settings
 
 
-def fit_q(args, node, settings, display_mean):
+def fit_q(args, node, settings, display_mean, logit_bounds=None):
     """The reference q of the options: fixed, or fitted to --reference-lmdb
-    or (fit-spectrum) to --reference-images."""
+    (on the logit scale of `logit_bounds` when given) or (fit-spectrum) to
+    --reference-images."""
+    import numpy as np
     from gencnn.visualization import reference as ref
     from gencnn.visualization.node import lmdb_images
     if args.reference == "fixed":
@@ -277,6 +336,12 @@ def fit_q(args, node, settings, display_mean):
                                     window=args.spectrum_window == "hann")
         images = lmdb_images(args.reference_lmdb, args.reference_count,
                              args.reference_scale, node.input_shape)
+        if logit_bounds is not None:      # q on u = logit(x): fit the images' logits
+            images = ref.dequantized_logits(images, np.random.RandomState(args.seed + 1),
+                                            args.reference_scale, logit_bounds)
+        if args.reference == "fit-gaussian":
+            return ref.fit_gaussian(images, kind=args.gaussian_kind, shrinkage=args.shrinkage,
+                                    rank=args.rank)
     except ValueError as err:
         raise UsageError(str(err))
     return ref.DiagonalGaussian(*ref.fit_reference(images,
@@ -284,7 +349,7 @@ def fit_q(args, node, settings, display_mean):
 
 
 def run(args):
-    units, position, weights, display_mean, out_dir = resolve(args)
+    units, position, weights, display_mean, bounds, out_dir = resolve(args)
     import numpy as np
     from tqdm import tqdm
     from gencnn.visualization import figures
@@ -300,10 +365,11 @@ def run(args):
         raise UsageError(str(err))
     units, input_shape, is_conv = node.units, node.input_shape, node.is_conv
     settings = preset_settings(args, node.channels, is_conv)
-    q = fit_q(args, node, settings, display_mean)
+    logit = bounds is not None and args.pixel_model == "logit"
+    q = fit_q(args, node, settings, display_mean, bounds if logit else None)
     mass_matrix = args.mass_matrix
     if mass_matrix == "auto":
-        mass_matrix = "q" if args.reference == "fit-spectrum" else "identity"
+        mass_matrix = "q" if args.reference in ("fit-spectrum", "fit-gaussian") else "identity"
     precondition = mass_matrix == "q"
 
     warnings_shown = [0]
@@ -328,8 +394,9 @@ def run(args):
                          leapfrog_steps=settings["leapfrog_steps"], mass=settings["mass"],
                          mass_convention=settings["mass_convention"],
                          temperature=settings["temperature"], adapt=adapt,
-                         target_accept=args.target_accept, full_input=args.full_input,
-                         precondition=precondition,
+                         target_accept=settings["target_accept"], full_input=args.full_input,
+                         precondition=precondition, bounds=bounds,
+                         pixel_model=args.pixel_model if bounds else None,
                          seed=args.seed, warn=warn, callback=progress,
                          workers=args.workers, first_chain=args.chain_offset)
     bar.close()
@@ -346,7 +413,7 @@ def run(args):
         "input_crop_box": list(crop[0]) if crop else None,
         "temperature": settings["temperature"], "chains_per_unit": args.num_chains,
         "num_chains": node.num_chains, "preset": settings["preset"], "iters": iters,
-        "adapt": adapt, "target_accept": args.target_accept if adapt else None,
+        "adapt": adapt, "target_accept": settings["target_accept"] if adapt else None,
         "step_size": settings["step_size"], "final_step_size": out["final_step_size"],
         "leapfrog_steps": settings["leapfrog_steps"], "mass": settings["mass"],
         "mass_convention": settings["mass_convention"], "inv_mass": sampler.inv_mass,
@@ -355,7 +422,17 @@ def run(args):
         "reference_images": args.reference_images if args.reference == "fit-spectrum" else None,
         "spectrum": ({"colour": args.spectrum_colour, "window": args.spectrum_window}
                      if args.reference == "fit-spectrum" else None),
-        "mass_matrix": mass_matrix,
+        "mass_matrix": mass_matrix, "bounds": list(bounds) if bounds else None,
+        "pixel_model": args.pixel_model if bounds else None,
+        "gaussian": ({"kind": args.gaussian_kind, "shrinkage": args.shrinkage,
+                      "rank": args.rank if args.gaussian_kind == "lowrank" else None,
+                      "images": args.reference_count}
+                     if args.reference == "fit-gaussian" else None),
+        "reflections": sampler.reflections,
+        "rejected_reflecting": sampler.rejected_reflecting,
+        "pixels_out_of_bounds": (float(((out["samples"] < bounds[0]) |
+                                        (out["samples"] > bounds[1])).mean())
+                                 if bounds else None),
         "sigma": sampler.reference.std_value, "ref_mean": sampler.reference.mean_value,
         "seed": args.seed, "chain_offset": args.chain_offset, "workers": result.workers,
         "acceptance_rate": float(out["accepted"][sampling].mean()),
@@ -392,7 +469,7 @@ def run(args):
                                 settings["mass"], settings["mass_convention"], q.describe(),
                                 settings["temperature"]))
     save_samples(os.path.join(out_dir, "samples.npz"), out, chain_units)
-    cli.write_atomic(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1))
+    files.write_atomic(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1))
     print("%s unit %s: acceptance %.3f, divergences %d, f_y %.2f, %.1f s -> %s"
           % (args.blob, args.unit, summary["acceptance_rate"], summary["divergences"],
              summary["f_final_mean"], wall, out_dir))

@@ -36,12 +36,12 @@ SNAPSHOTS = os.path.join(config.REPO_ROOT, "results", "imagenet", "snapshots")
 
 def split_items(name, root, list_path, synsets):
     if root is None:
-        raise imagenet.DataError("--%s-dir is required" % name)
+        raise cli.UserError("--%s-dir is required" % name)
     num_classes = len(synsets) if synsets else None
     if list_path:
         return imagenet.read_image_list(list_path, root, num_classes)
     if not synsets:
-        raise imagenet.DataError("--%s-list or --synsets is required to label %s"
+        raise cli.UserError("--%s-list or --synsets is required to label %s"
                                  % (name, root))
     return imagenet.list_class_folders(root, synsets)
 

@@ -16,7 +16,7 @@ does: run it from the repository root.
 
 solvers/<net>_gg_dg.prototxt is the default stage 2 (aligned: DG's lr decay
 continued from the protocol's switch, epoch 16 for LeNet; another switch needs
-its own schedule, gencnn/netgen.py aligned_schedule); the restart reading, the
+its own schedule, gencnn/protocols.py aligned_schedule); the restart reading, the
 lr schedule counted from the switch, is solvers/<net>_gg_dg_restart.prototxt.
 """
 import argparse

@@ -12,7 +12,7 @@ import tarfile
 import cv2
 import numpy as np
 
-from gencnn.cli import DataError  # one class for all data tools
+from gencnn.cli import UserError
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck")
@@ -41,18 +41,18 @@ def verify_sha256sums(sums_path, base_dir, names=None):
                 continue
             parts = line.split()
             if len(parts) != 2 or len(parts[0]) != 64:
-                raise DataError("%s:%d: not a 'sha256  name' line" % (sums_path, number))
+                raise UserError("%s:%d: not a 'sha256  name' line" % (sums_path, number))
             listed[parts[1].lstrip("*")] = parts[0].lower()
     if names is None:
         names = list(listed)
     for name in names:
         if name not in listed:
-            raise DataError("%s is not listed in %s" % (name, sums_path))
+            raise UserError("%s is not listed in %s" % (name, sums_path))
         path = os.path.join(base_dir, name)
         if not os.path.isfile(path):
-            raise DataError("%s (listed in %s) not found" % (path, sums_path))
+            raise UserError("%s (listed in %s) not found" % (path, sums_path))
         if sha256(path) != listed[name]:
-            raise DataError("checksum mismatch for %s (expected %s from %s)"
+            raise UserError("checksum mismatch for %s (expected %s from %s)"
                             % (path, listed[name], sums_path))
     return len(names)
 
@@ -66,16 +66,16 @@ def _parse_member(name):
     if split not in SPLITS:
         return None
     if cls not in CLASSES:
-        raise DataError("unknown CIFAR-10 class folder %r in %s" % (cls, name))
+        raise UserError("unknown CIFAR-10 class folder %r in %s" % (cls, name))
     return split, CLASSES.index(cls), "/".join(parts[-3:])
 
 
 def _decode(data, name):
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise DataError("cannot decode image %s" % name)
+        raise UserError("cannot decode image %s" % name)
     if image.shape != (SIZE, SIZE, 3):
-        raise DataError("%s is %dx%d, expected %dx%d" % (name, image.shape[1], image.shape[0],
+        raise UserError("%s is %dx%d, expected %dx%d" % (name, image.shape[1], image.shape[0],
                                                           SIZE, SIZE))
     return image.transpose(2, 0, 1).copy()    # H x W x BGR -> BGR x H x W
 
@@ -101,13 +101,13 @@ def load(source):
                             (parsed[2], parsed[1], tar.extractfile(member).read()))
         except (tarfile.TarError, OSError, EOFError) as exc:
             reason = str(exc).splitlines()[0].rstrip(":") or type(exc).__name__
-            raise DataError("cannot read archive %s: %s" % (source, reason))
+            raise UserError("cannot read archive %s: %s" % (source, reason))
     else:
-        raise DataError("CIFAR-10 source %s not found" % source)
+        raise UserError("CIFAR-10 source %s not found" % source)
     data = {}
     for split, items in found.items():
         if not items:
-            raise DataError("no %s/<class>/*.jpg images in %s" % (split, source))
+            raise UserError("no %s/<class>/*.jpg images in %s" % (split, source))
         items.sort()
         images = np.stack([_decode(raw, name) for name, _, raw in items])
         labels = np.array([label for _, label, _ in items], np.int64)

@@ -10,7 +10,8 @@ import os
 import shutil
 
 from gencnn import caffe_utils
-from gencnn.cli import DataError, temp_name, write_atomic  # DataError: one class for all data tools
+from gencnn.cli import UserError
+from gencnn.files import temp_name, write_atomic
 from gencnn.data.lmdb_io import install_lmdb, lmdb_count
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp")
@@ -20,7 +21,7 @@ RESIZE = 256          # convert_imageset warps every image to 256 x 256
 def read_image_list(path, root=None, num_classes=None, check_files=True):
     """[(relative path, label)] of a Caffe image list, checked line by line."""
     if not os.path.isfile(path):
-        raise DataError("image list %s not found" % path)
+        raise UserError("image list %s not found" % path)
     items = []
     with open(path) as f:
         for number, line in enumerate(f, 1):
@@ -28,19 +29,19 @@ def read_image_list(path, root=None, num_classes=None, check_files=True):
                 continue
             parts = line.rsplit(None, 1)
             if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                raise DataError("%s:%d: expected 'path label', got %r"
+                raise UserError("%s:%d: expected 'path label', got %r"
                                 % (path, number, line.strip()))
             label = int(parts[1])
             if label < 0 or (num_classes is not None and label >= num_classes):
-                raise DataError("%s:%d: label %d outside [0, %s)"
+                raise UserError("%s:%d: label %d outside [0, %s)"
                                 % (path, number, label, num_classes))
             items.append((parts[0].strip(), label))
     if not items:
-        raise DataError("image list %s is empty" % path)
+        raise UserError("image list %s is empty" % path)
     if check_files and root is not None:
         missing = [p for p, _ in items if not os.path.isfile(os.path.join(root, p))]
         if missing:
-            raise DataError("%d of %d images in %s not found under %s, e.g. %s"
+            raise UserError("%d of %d images in %s not found under %s, e.g. %s"
                             % (len(missing), len(items), path, root, missing[0]))
     return items
 
@@ -51,32 +52,32 @@ def read_synsets(path):
     Also accepts "<id> <description>" lines (BVLC's synset_words.txt).
     """
     if not os.path.isfile(path):
-        raise DataError("synset list %s not found" % path)
+        raise UserError("synset list %s not found" % path)
     with open(path) as f:
         synsets = [line.split()[0] for line in f if line.strip()]
     if not synsets:
-        raise DataError("synset list %s is empty" % path)
+        raise UserError("synset list %s is empty" % path)
     if len(set(synsets)) != len(synsets):
-        raise DataError("synset list %s names a class twice" % path)
+        raise UserError("synset list %s names a class twice" % path)
     return synsets
 
 
 def list_class_folders(root, synsets):
     """[(relative path, label)] of images in root/<synset>/, sorted."""
     if not os.path.isdir(root):
-        raise DataError("image folder %s not found" % root)
+        raise UserError("image folder %s not found" % root)
     index = {s: i for i, s in enumerate(synsets)}
     items = []
     for folder in sorted(os.listdir(root)):
         if not os.path.isdir(os.path.join(root, folder)):
             continue
         if folder not in index:
-            raise DataError("folder %s/%s is not in the synset list" % (root, folder))
+            raise UserError("folder %s/%s is not in the synset list" % (root, folder))
         for name in sorted(os.listdir(os.path.join(root, folder))):
             if name.lower().endswith(IMAGE_EXTENSIONS):
                 items.append(("%s/%s" % (folder, name), index[folder]))
     if not items:
-        raise DataError("no images in %s/<class>/ folders" % root)
+        raise UserError("no images in %s/<class>/ folders" % root)
     return items
 
 
@@ -84,7 +85,7 @@ def write_image_list(path, items):
     """Caffe image list: "relative/path label" lines, written atomically."""
     for rel, _ in items:
         if any(c.isspace() for c in rel):
-            raise DataError("image path %r has white space, which Caffe's list "
+            raise UserError("image path %r has white space, which Caffe's list "
                             "format cannot hold" % rel)
     write_atomic(path, "".join("%s %d\n" % (rel, label) for rel, label in items))
 
@@ -100,7 +101,7 @@ def convert_imageset(root, list_path, lmdb_path, expected, log_path=None):
             log_path)
         count = lmdb_count(tmp)
         if count != expected:
-            raise DataError("convert_imageset stored %d of %d images of %s (unreadable "
+            raise UserError("convert_imageset stored %d of %d images of %s (unreadable "
                             "images are skipped; see %s)" % (count, expected, list_path,
                                                             log_path or "its log"))
         install_lmdb(tmp, lmdb_path)
@@ -113,7 +114,7 @@ def read_label_names(path):
     """{label: name} from "<index> <names, comma separated>" lines
     (../shared/data/imagenet_stubs/imagenet_labels.txt)."""
     if not os.path.isfile(path):
-        raise DataError("label names %s not found" % path)
+        raise UserError("label names %s not found" % path)
     names = {}
     with open(path) as f:
         for number, line in enumerate(f, 1):
@@ -121,7 +122,7 @@ def read_label_names(path):
                 continue
             parts = line.strip().split(None, 1)
             if len(parts) != 2 or not parts[0].isdigit():
-                raise DataError("%s:%d: expected '<index> <name>'" % (path, number))
+                raise UserError("%s:%d: expected '<index> <name>'" % (path, number))
             names[int(parts[0])] = parts[1]
     return names
 
@@ -133,16 +134,16 @@ def label_of_name(stem, names):
     hits = [label for label, text in names.items()
             if wanted in [s.strip().lower() for s in text.split(",")]]
     if len(hits) != 1:
-        raise DataError("%r matches %s ImageNet class names" % (stem, len(hits) or "no"))
+        raise UserError("%r matches %s ImageNet class names" % (stem, len(hits) or "no"))
     return hits[0]
 
 
 def list_named_photos(folder, names):
     """[(file name, label)] of photos named by their class (beagle.jpg)."""
     if not os.path.isdir(folder):
-        raise DataError("image folder %s not found" % folder)
+        raise UserError("image folder %s not found" % folder)
     items = [(f, label_of_name(os.path.splitext(f)[0], names))
              for f in sorted(os.listdir(folder)) if f.lower().endswith(IMAGE_EXTENSIONS)]
     if not items:
-        raise DataError("no images in %s" % folder)
+        raise UserError("no images in %s" % folder)
     return items

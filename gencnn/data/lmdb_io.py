@@ -8,7 +8,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from caffe.proto import caffe_pb2
-from gencnn import cli
+from gencnn import cli, files
 
 
 # make_datum / datum_to_array are caffe.io.array_to_datum / datum_to_array
@@ -41,15 +41,15 @@ def datum_to_array(datum):
 def write_lmdb(path, examples, map_size=1 << 40, commit_every=1000):
     """Write (image, label) pairs to a new LMDB at `path`, keys '%08d'.
 
-    The LMDB is built under a temporary name of its own (cli.temp_name) and
+    The LMDB is built under a temporary name of its own (files.temp_name) and
     renamed when complete, so an interrupted run leaves no half-written
     database under the final name, and two concurrent writers of one `path`
     both finish: each installs its own complete copy, the last one stays.
     Returns the number of entries written.
     """
-    for stale in cli.stale_temps(path):      # left by a killed run
+    for stale in files.stale_temps(path):      # left by a killed run
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = cli.temp_name(path)
+    tmp = files.temp_name(path)
     os.mkdir(tmp)
     env = lmdb.open(tmp, map_size=map_size, subdir=True)
     count = 0
@@ -85,7 +85,7 @@ def install_lmdb(tmp, path):
         except OSError as err:
             if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
-        old = cli.temp_name(path)
+        old = files.temp_name(path)
         try:
             os.rename(path, old)
         except FileNotFoundError:      # another writer moved it first: retry

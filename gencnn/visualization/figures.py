@@ -1,12 +1,12 @@
 """Display of HMC samples: input units -> pixels, grids, the Fig. 1 style
 trajectory, and the PNG files (written whole or not at all, through
-gencnn.cli.write_atomic / save_figure)."""
+gencnn.files.write_atomic / save_figure)."""
 import io
 import os
 
 import numpy as np
 
-from gencnn import cli
+from gencnn import files
 
 os.environ.setdefault("MPLBACKEND", "Agg")          # no display needed
 
@@ -64,7 +64,7 @@ def save_png(path, image):
     import matplotlib.pyplot as plt
     buffer = io.BytesIO()
     plt.imsave(buffer, image, cmap="gray", vmin=0, vmax=255, format="png")
-    cli.write_atomic(path, buffer.getvalue())
+    files.write_atomic(path, buffer.getvalue())
 
 
 def save_grid(path, states, pixels, rows, cols):
@@ -95,5 +95,5 @@ def save_trajectory(path, out, pixels, title):
     ax.legend(loc="lower right", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    cli.save_figure(fig, path, dpi=90)
+    files.save_figure(fig, path, dpi=90)
     plt.close(fig)

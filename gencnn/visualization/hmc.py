@@ -56,14 +56,11 @@ machines without changing them; `run_chains` is the loop either way.
 """
 import math
 import os
-import tempfile
 import warnings
 
 import numpy as np
-from google.protobuf import text_format
 
 os.environ.setdefault("GLOG_minloglevel", "2")   # quiet net construction
-import caffe  # noqa: E402
 from caffe.proto import caffe_pb2  # noqa: E402
 from gencnn import caffe_utils  # noqa: E402
 from gencnn.visualization.reference import (  # noqa: E402,F401 (fit_reference: API)
@@ -188,13 +185,7 @@ def load_net(model, weights=None, num_chains=1, input_blob=None, freeze_weights=
     net_param = caffe_utils.read_net(model) if isinstance(model, str) else model
     if weights is not None and not os.path.isfile(weights):
         raise ValueError("weights not found: %s" % weights)
-    fd, path = tempfile.mkstemp(suffix=".prototxt", prefix="gencnn_hmc_")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text_format.MessageToString(prepare_net_param(net_param, freeze_weights)))
-        net = caffe.Net(path, caffe.TEST)
-    finally:
-        os.remove(path)
+    net = caffe_utils.net_from_param(prepare_net_param(net_param, freeze_weights))
     for name in list(net.params):
         if name.startswith(INPUT_GRADIENT_LAYER % ""):
             net.params.pop(name)[0].data[...] = 0     # not a weight of the user's net
@@ -308,6 +299,27 @@ class NodeScore(object):
         return f, grad
 
 
+class LogitScore(object):
+    """A score of u = logit((x - lo) / (hi - lo)): f(x(u)) and df/du, for the
+    logit pixel model. With q a Gaussian on u (fitted to dequantized images,
+    reference.dequantized_logits), p_y(x) = exp(f_y(x)) q(x) / Z_y is a
+    density of images inside the box lo < x < hi; in u the Jacobian of q's
+    change of variables cancels, so HMC samples p(u) = exp(f_y(x(u))) N(u)
+    exactly and every sample x(u) is a valid image (no clipping)."""
+
+    def __init__(self, score, bounds=(0.0, 1.0)):
+        self.score, (self.lo, self.hi) = score, (float(bounds[0]), float(bounds[1]))
+
+    def to_pixels(self, u):
+        return self.lo + (self.hi - self.lo) / (1 + np.exp(-u))
+
+    def __call__(self, u):
+        with np.errstate(over="ignore"):
+            x = self.to_pixels(u)
+        f, grad = self.score(x)
+        return f, grad * (x - self.lo) * (self.hi - x) / (self.hi - self.lo)
+
+
 # ---------------------------------------------------------------------------
 # HMC
 # ---------------------------------------------------------------------------
@@ -418,7 +430,7 @@ class HMCSampler(object):
             if not lo < hi:
                 raise ValueError("bounds must be lo < hi, got %s" % (bounds,))
             if self.precondition and not isinstance(self.reference, DiagonalGaussian) \
-                    and not hasattr(self.reference, "covariance_rows"):
+                    and not hasattr(self.reference, "dense_covariance"):
                 raise ValueError("bounds with a %s mass matrix are not supported: use a "
                                  "fitted Gaussian q or the identity mass matrix"
                                  % type(self.reference).__name__)
@@ -492,45 +504,19 @@ class HMCSampler(object):
                 np.where(turned, -phi, phi))
 
     def _reflect(self, x, phi, step_size):
-        """Reflection with the mass matrix m Sigma^-1: velocity v = inv_mass
-        Sigma phi. Each round moves every chain to its first wall contact
-        (or to the end of the step) and reflects there: for pixel i,
-        phi_i -= 2 v_i / (inv_mass Sigma_ii), so v -= 2 v_i Sigma_i / Sigma_ii
-        and v_i turns, K unchanged."""
-        lo, hi = self.bounds
+        """Reflection with the mass matrix m Sigma^-1 (velocity inv_mass
+        Sigma phi): the walls one event at a time, per chain
+        (gencnn.visualization.reflection)."""
+        from gencnn.visualization import reflection
         shape, n = x.shape, len(x)
-        x = x.reshape(n, -1).copy()
-        phi = phi.reshape(n, -1).copy()
-        velocity = self.inv_mass * self.reference.cov_power(phi.reshape(shape), 1.0).reshape(n, -1)
-        diagonal = self.reference.variance
-        time_left = np.full(n, float(step_size))
-        active = np.flatnonzero(np.isfinite(x).all(axis=1) & np.isfinite(velocity).all(axis=1))
-        for _ in range(MAX_REFLECTIONS + 1):
-            if active.size == 0:
-                break
-            xa, va = x[active], velocity[active]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                hit_time = np.where(va > 0, (hi - xa) / va,
-                                    np.where(va < 0, (lo - xa) / va, np.inf))
-            pixel = hit_time.argmin(axis=1)
-            first = np.maximum(hit_time[np.arange(active.size), pixel], 0.0)
-            hits = first < time_left[active]
-            dt = np.where(hits, first, time_left[active])
-            x[active] += dt[:, None] * va
-            time_left[active] -= dt
-            active, pixel = active[hits], pixel[hits]
-            if active.size == 0:
-                break
-            v_wall = velocity[active, pixel]
-            x[active, pixel] = np.where(v_wall > 0, hi, lo)
-            phi[active, pixel] -= 2 * v_wall / (self.inv_mass * diagonal[pixel])
-            velocity[active] -= (2 * v_wall / diagonal[pixel])[:, None] * \
-                self.reference.covariance_rows(pixel)
-            self.reflections += active.size
-        if active.size:                      # still hitting walls: rejected
-            self.rejected_reflecting += active.size
-            x[active] = np.nan
-        np.clip(x, lo, hi, out=x)            # rounding at the walls (NaN stays NaN)
+        velocity = self.inv_mass * self.reference.cov_power(phi, 1.0)
+        x, phi, events = reflection.reflect(
+            x.reshape(n, -1), phi.reshape(n, -1), velocity.reshape(n, -1),
+            self.reference.dense_covariance(), self.bounds, self.inv_mass, step_size,
+            MAX_REFLECTIONS)
+        rejected = events > MAX_REFLECTIONS
+        self.reflections += int(events[~rejected].sum())
+        self.rejected_reflecting += int(rejected.sum())
         return x.reshape(shape), phi.reshape(shape)
 
     # -- random streams ----------------------------------------------------

@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from gencnn import caffe_utils, cli
+from gencnn import caffe_utils, files
 from gencnn.visualization import hmc, parallel
 from gencnn.visualization.receptive_field import input_crop, receptive_field
 
@@ -74,14 +74,20 @@ class NodeSamples(object):
 def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0.01,
                 mass_convention="paper", temperature=1.0, adapt=0, target_accept=0.7,
                 precondition=False, full_input=False, seed=0, warn=None, callback=None,
-                num_snapshots=8, workers=1, threads_per_worker=1, first_chain=0):
+                num_snapshots=8, bounds=None, pixel_model="box", workers=1,
+                threads_per_worker=1, first_chain=0):
     """HMC samples of `node` (from open_node) under q = `reference`
     (gencnn.visualization.reference), `adapt` + `iters` iterations.
 
     full_input=False samples a convolutional node on its receptive field
     when that is exact (the field lies inside the image, q factorizes over
-    pixels); chain 0 is snapshotted at `num_snapshots` iterations.
+    pixels, no `bounds`); chain 0 is snapshotted at `num_snapshots` iterations.
     callback(it, out) is called after every iteration (a progress bar).
+    bounds=(lo, hi) restricts p_y to valid pixels: pixel_model "box" (q
+    truncated to the box, HMCSampler's reflecting trajectories) or "logit"
+    (`reference` is a q on u = logit of the box coordinates, the chains move
+    in u through hmc.LogitScore, and what is returned is in pixels again;
+    chain_mean is then x of each chain's mean u).
     workers > 1 splits the chains over that many processes with
     `threads_per_worker` OpenBLAS threads each (gencnn.visualization.parallel):
     the same chains as workers=1, which runs in this process.
@@ -93,7 +99,8 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
                          "net: open_node again")
     input_shape = node.input_shape
     crop = None
-    if node.is_conv and len(input_shape) == 3 and not full_input and reference.factorized:
+    if node.is_conv and len(input_shape) == 3 and not full_input and reference.factorized \
+            and bounds is None:
         crop = input_crop(node.net_param, node.blob, node.score.position, input_shape)
     net_param, sample_shape = node.net_param, input_shape
     position, sampled_reference = node.score.position, reference
@@ -104,9 +111,11 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
         sample_shape = (input_shape[0], cy1 - cy0, cx1 - cx0)
         sampled_reference = reference.crop(crop[0])
         node.net = node.score = None     # the whole-input net, freed first (memory)
+    logit = bounds is not None and pixel_model == "logit"
     options = dict(step_size=step_size, leapfrog_steps=leapfrog_steps, mass=mass,
                    mass_convention=mass_convention, seed=seed, temperature=temperature,
-                   reference=sampled_reference, precondition=precondition)
+                   reference=sampled_reference, precondition=precondition,
+                   bounds=None if logit else bounds)
     # This process's sampler: the options for the summary, and the warnings
     # (workers never warn: the loop here does, hmc.run_chains).
     sampler = hmc.HMCSampler(None, warn=warn or warnings.warn,
@@ -116,14 +125,15 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
     schedule = dict(step_size=step_size, iters=iters, adapt=adapt, target_accept=target_accept,
                     warn=sampler.warn, callback=callback, snapshot_iters=snapshot_iters)
     spec = parallel.ChainSpec(net_param, node.weights, node.input_blob, sample_shape,
-                              node.blob, node.chain_units, position, options, first_chain)
+                              node.blob, node.chain_units, position, options, first_chain,
+                              logit_bounds=bounds if logit else None)
     start = time.time()
     if workers > 1 and node.num_chains > 1:
         with parallel.WorkerChains(spec, workers, threads_per_worker) as chains:
             out = hmc.run_chains(chains, **schedule)
     else:
         if crop is None:                  # the node's own net, already loaded
-            sampler.score = node.score
+            sampler.score = spec.pixel_model(node.score)
             chains = hmc.ChainBlock(sampler, sampler.initial_state((node.num_chains,)
                                                                    + sample_shape))
         else:
@@ -132,6 +142,9 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
     wall = time.time() - start
     for name in hmc.COUNTERS:          # (counted where the chains ran)
         setattr(sampler, name, out[name])
+    if logit:
+        for key in ("samples", "chain_mean", "snapshots"):
+            out[key] = hmc.LogitScore(None, bounds).to_pixels(out[key])
     if crop is not None:
         _embed(out, crop[0], reference, input_shape, seed, first_chain)
 
@@ -219,12 +232,13 @@ def compare_with_classes(states, units, classes, means):
 def save_samples(path, out, units):
     """samples.npz (see tools/hmc_visualize.py), written atomically."""
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, samples=out["samples"].astype(np.float32),
+    # "x" and "y" as tools/sample_quality.py reads a set: the file is one.
+    np.savez_compressed(buffer, x=out["samples"].astype(np.float32), y=units,
                         chain_mean=out["chain_mean"].astype(np.float32),
                         trace=out["f"], accepted=out["accepted"],
                         accept_prob=out["accept_prob"], delta_h=out["delta_h"],
                         divergent=out["divergent"], sq_norm=out["sq_norm"],
-                        step_size=out["step_size"], units=units,
+                        step_size=out["step_size"],
                         snapshots=out["snapshots"].astype(np.float32),
                         snapshot_iters=out["snapshot_iters"])
-    cli.write_atomic(path, buffer.getvalue())
+    files.write_atomic(path, buffer.getvalue())

@@ -38,10 +38,11 @@ class ChainSpec(object):
     one), weights, input blob and the sampled input shape, the node (blob,
     one unit per chain, position in the sampled input) and HMCSampler's
     options (seed and reference q included). Row n is chain first_chain + n
-    (its random stream: a shard of a larger run)."""
+    (its random stream: a shard of a larger run). logit_bounds: the chains
+    move in u = logit of the pixels in that box (hmc.LogitScore)."""
 
     def __init__(self, net_param, weights, input_blob, input_shape, blob, chain_units,
-                 position, sampler_options, first_chain=0):
+                 position, sampler_options, first_chain=0, logit_bounds=None):
         self.net_param = net_param.SerializeToString()
         self.weights, self.input_blob = weights, input_blob
         self.input_shape = tuple(input_shape)
@@ -49,10 +50,16 @@ class ChainSpec(object):
         self.position = position
         self.sampler_options = dict(sampler_options)
         self.first_chain = int(first_chain)
+        self.logit_bounds = logit_bounds
 
     @property
     def num_chains(self):
         return len(self.chain_units)
+
+    def pixel_model(self, score):
+        """The node's score as the chains see it: in logit coordinates with
+        logit_bounds, else as it is."""
+        return score if self.logit_bounds is None else hmc.LogitScore(score, self.logit_bounds)
 
     def build(self, rows):
         """A ChainBlock of the chains in `rows` in this process, from their
@@ -61,8 +68,8 @@ class ChainSpec(object):
         net_param = caffe_pb2.NetParameter.FromString(self.net_param)
         net = hmc.load_net(net_param, self.weights, len(rows), self.input_blob,
                            input_shape=self.input_shape)
-        score = hmc.NodeScore(net, self.blob, self.chain_units[rows], self.position,
-                              self.input_blob)
+        score = self.pixel_model(hmc.NodeScore(net, self.blob, self.chain_units[rows],
+                                               self.position, self.input_blob))
         sampler = hmc.HMCSampler(score, chain_ids=self.first_chain + np.asarray(rows),
                                  **self.sampler_options)
         return hmc.ChainBlock(sampler, sampler.initial_state((len(rows),) + self.input_shape))

@@ -224,18 +224,12 @@ class EigenGaussian(object):
                 out += self.residual ** power * (flat - coef.dot(self.eigvecs.T))
         return out.reshape(v.shape)
 
-    def covariance_rows(self, index):
-        """Rows `index` of Sigma (len(index) x D): what a reflection off the
-        wall of pixel i changes the velocity by (HMCSampler bounds)."""
-        index = np.asarray(index)
-        dense = self._dense.get(1.0)
-        if dense is not None:
-            return dense[index]
-        rows = (self.eigvecs[index] * self.eigvals).dot(self.eigvecs.T)
-        if self.residual is not None:
-            rows += self.residual * (np.eye(self.dim)[index]
-                                     - self.eigvecs[index].dot(self.eigvecs.T))
-        return rows
+    def dense_covariance(self):
+        """Sigma as a dense D x D matrix (what a reflection off the wall of
+        pixel i changes the velocity by: row i; HMCSampler bounds)."""
+        if 1.0 not in self._dense:
+            self._dense[1.0] = self.cov_power(np.eye(self.dim), 1.0)
+        return self._dense[1.0]
 
     def energy(self, x):
         """(x - mu)^T Sigma^-1 (x - mu) / 2 per chain."""
@@ -276,6 +270,20 @@ class EigenGaussian(object):
 # ---------------------------------------------------------------------------
 
 GAUSSIAN_KINDS = ("full", "lowrank", "diagonal")
+
+
+def dequantized_logits(images, rng, quantum, bounds=(0.0, 1.0)):
+    """u = logit((x - lo) / (hi - lo)) of images whose values are multiples of
+    `quantum` (one pixel level in input units: 1/256 for the project's LeNet),
+    each first spread uniformly over its level, x + U(0, quantum): the usual
+    dequantization, so every value lies strictly inside (lo, hi) and a
+    Gaussian fitted to u is a density of images in the box (q of
+    HMCSampler's logit pixel model, hmc.LogitScore)."""
+    lo, hi = bounds
+    x = (np.asarray(images, dtype=np.float64) + quantum * rng.uniform(size=np.shape(images))
+         - lo) / (hi - lo)
+    x = np.clip(x, 1e-7, 1 - 1e-7)
+    return np.log(x) - np.log1p(-x)
 
 
 def fit_gaussian(images, kind="full", shrinkage=1e-3, rank=50):

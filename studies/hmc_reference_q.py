@@ -46,7 +46,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import _init_paths  # noqa: F401,E402
 import numpy as np  # noqa: E402
 
-from gencnn import caffe_utils, cli, config  # noqa: E402
+from gencnn import caffe_utils, cli, config, files  # noqa: E402
 from gencnn.visualization import figures, hmc, node as node_lib  # noqa: E402
 from gencnn.visualization import reference as ref  # noqa: E402
 
@@ -250,7 +250,7 @@ def main(argv=None):
         specs.append({"name": "fire5_unit3", "blob": "fire5/concat", "units": [3],
                       "temperature": args.conv_temperature})
 
-    report = {"command": "OPENBLAS_NUM_THREADS=1 python bench/hmc_reference_q.py "
+    report = {"command": "OPENBLAS_NUM_THREADS=1 python studies/hmc_reference_q.py "
                          + " ".join(sys.argv[1:] if argv is None else argv),
               "model": model, "weights": weights, "photos": photos_dir,
               "num_photos": len(photos),
@@ -298,7 +298,7 @@ def main(argv=None):
             figures.save_png(os.path.join(args.figures, "squeezenet_refq_%s%s.png"
                                           % (spec["name"], suffix)), grid)
         report["wall_s_total"] = round(time.time() - started, 1)
-        cli.write_atomic(args.out, json.dumps(report, indent=1))
+        files.write_atomic(args.out, json.dumps(report, indent=1))
     print("-> %s" % args.out)
     return 0
 

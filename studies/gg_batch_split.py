@@ -23,7 +23,7 @@ solver's seeded fillers) and after a short GG training with pycaffe
 (--train-iters, the GG solver's hyperparameters). Needs the LMDBs:
   python tools/get_mnist.py --from $GENCNN_SHARED/data/mnist
   python tools/cifar10_data.py ...   (see docs/cifar10.md)
-Writes the table to results/bench/gg_batch_split.txt (--out).
+Writes the table to results/studies/gg_batch_split.txt (--out).
 """
 import argparse
 import os
@@ -200,8 +200,8 @@ def main(argv=None):
     parser.add_argument("--train-iters", type=int, default=1000,
                         help="GG iterations of the 'trained' state (default %(default)s)")
     parser.add_argument("--seed", type=int, default=1701, help="random_seed (default %(default)s)")
-    parser.add_argument("--out", default=os.path.join(ROOT, "results", "bench", "gg_batch_split.txt"),
-                        help="table file (default %(default)s)")
+    parser.add_argument("--out", help="table file (default %(default)s)",
+                        default=os.path.join(ROOT, "results", "studies", "gg_batch_split.txt"))
     args = parser.parse_args(argv)
     nets = args.nets.split(",")
     for n in nets:

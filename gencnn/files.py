@@ -1,0 +1,97 @@
+"""How gencnn writes files: outputs that are never half-written (a fresh
+temporary name beside the output, renamed when complete), a run's JSON
+records and its time-stamped log. Used by the library (runs, data, figures)
+and the tools alike; the command-line conventions are gencnn/cli.py's."""
+import binascii
+import contextlib
+import errno
+import json
+import os
+import re
+import shutil
+import time
+
+
+def temp_name(path):
+    """A fresh temporary name beside `path`: `path`.<pid>-<random>.tmp.
+
+    Unique per writer, so two processes writing the same output never share
+    a temporary (each renames its own complete copy; the last one stays).
+    The pid lets a later writer recognise the leftovers of a killed one."""
+    return "%s.%d-%s.tmp" % (path.rstrip("/"), os.getpid(),
+                             binascii.hexlify(os.urandom(4)).decode())
+
+
+def stale_temps(path):
+    """Temporaries of `path` left by writers that are no longer running on
+    this machine (killed mid-write); a live writer's are not listed."""
+    folder, base = os.path.split(os.path.abspath(path.rstrip("/")))
+    pattern = re.compile(re.escape(base) + r"\.(\d+)-[0-9a-f]{8}\.tmp$")
+    stale = []
+    for name in os.listdir(folder) if os.path.isdir(folder) else ():
+        match = pattern.match(name)
+        if match and not _running(int(match.group(1))):
+            stale.append(os.path.join(folder, name))
+    return stale
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError as err:
+        return err.errno != errno.ESRCH    # EPERM: running, someone else's
+    return True
+
+
+@contextlib.contextmanager
+def atomic_output(path, suffix=""):
+    """The one way gencnn writes a file: yield a fresh temporary name beside
+    `path` (ending in `suffix` for writers that pick a format by extension,
+    e.g. savefig, np.savez); when the block succeeds it is renamed to `path`,
+    so `path` is complete or absent (never half-written after a kill)."""
+    tmp = temp_name(path) + suffix
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_atomic(path, text):
+    """Write `text` (str, or bytes for a binary file) to `path` atomically."""
+    mode = "wb" if isinstance(text, bytes) else "w"
+    with atomic_output(path) as tmp:
+        # O_EXCL: the name is ours alone; mode 0666 lets the umask decide, as
+        # for a plain open() (mkstemp would leave the file 0600).
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), mode) as f:
+            f.write(text)
+
+
+def copy_atomic(src, path):
+    """Copy file `src` to `path` atomically."""
+    with atomic_output(path) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def save_figure(fig, path, dpi=90):
+    """Save a matplotlib figure atomically (its extension picks the format)."""
+    with atomic_output(path, suffix=os.path.splitext(path)[1]) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+
+
+def write_json(path, obj):
+    """A run's JSON record (state, history), written atomically."""
+    write_atomic(path, json.dumps(obj, indent=1, sort_keys=True))
+
+
+def log_line(path, message, bar=None):
+    """Append a time-stamped line to a run's log file and show it: above the
+    tqdm progress bar `bar` when there is one, else on stdout."""
+    line = "%s %s" % (time.strftime("%Y-%m-%d %H:%M:%S"), message)
+    with open(path, "a") as f:
+        f.write(line + "\n")
+    if bar is not None:
+        bar.write(line)
+    else:
+        print(line, flush=True)

@@ -1,0 +1,166 @@
+#!/usr/bin/env python
+"""Samples of a LeNet's class nodes at the paper's T = 1 with a data-fitted q
+(issue 14 C): p_y(x) = exp(f_y(x)) q(x) / Z_y, q a Gaussian fitted to the
+first --q-images MNIST training images, HMC in q's whitened coordinates
+(mass matrix Sigma^-1). By default q is a Gaussian on logit(x) fitted to
+dequantized images, so every sample is a valid image (--pixels). Writes an .npz for tools/sample_quality.py: "x"
+(final states, n x 1 x 28 x 28, input units), "y" (target digits),
+"chain_mean" (each chain's average over the sampling iterations), "meta"
+(JSON: net, q, temperature, sampler settings and diagnostics).
+
+    python studies/lenet_samples_t1.py --weights NET.caffemodel --out S.npz
+    python studies/lenet_samples_t1.py --no-net --out Q.npz     # q alone (f = 0)
+
+--pixels logit samples the same model with q a Gaussian on logit(x);
+--pixels free without any constraint (the model of the first trial), and
+also writes <out>_clipped.npz, the same samples clipped to [0, 1]; --start test
+starts the chains at test digits of their class instead of q's draws.
+"""
+import argparse
+import io
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+import _init_paths  # noqa: F401,E402
+import numpy as np  # noqa: E402
+
+from gencnn import cli, config, files  # noqa: E402
+from gencnn.visualization import hmc, reference  # noqa: E402
+from gencnn.visualization.node import lmdb_images  # noqa: E402
+
+LENET = os.path.join("prototxt", "lenet_deploy.prototxt")
+SCALE = 0.00390625
+SHAPE = (1, 28, 28)
+
+
+def parse_args(argv):
+    parser = cli.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--weights", help="the sampled LeNet's caffemodel (required unless --no-net)")
+    add("--no-net", action="store_true", help="f = 0: draws from q (truncated to the box)")
+    add("--q", default="full", choices=list(reference.GAUSSIAN_KINDS),
+        help="fitted Gaussian (default %(default)s)")
+    add("--q-images", type=cli.positive_int, default=20000,
+        help="first training images q is fitted to (default %(default)s)")
+    add("--shrinkage", type=cli.positive_float, default=1e-3, help="(default %(default)s)")
+    add("--rank", type=cli.positive_int, default=50, help="lowrank q (default %(default)s)")
+    add("--pixels", default="logit", choices=["box", "logit", "free"],
+        help="how x stays a valid image: box: q truncated to [0, 1], reflecting "
+             "trajectories; logit: q a Gaussian on logit(x) fitted to dequantized "
+             "images, HMC on u = logit(x) (x = sigmoid(u) is always in (0, 1)); free: no "
+             "constraint (also writes <out>_clipped.npz) (default %(default)s)")
+    add("--chains-per-digit", type=cli.positive_int, default=100, help="(default %(default)s)")
+    add("--adapt", type=cli.nonneg_int, default=30,
+        help="step-size adaptation iterations (default %(default)s)")
+    add("--iters", type=cli.positive_int, default=100,
+        help="sampling iterations (default %(default)s)")
+    add("--leapfrog-steps", type=cli.positive_int, default=10, help="(default %(default)s)")
+    add("--target-accept", type=cli.open_fraction, default=0.65, help="(default %(default)s)")
+    add("--start", default="q", choices=["q", "test"],
+        help="chains start at q's draws or at test digits of their class (default %(default)s)")
+    add("--train-lmdb", default=os.path.join(config.data_dir(), "mnist", "mnist_train_lmdb"))
+    add("--test-lmdb", default=os.path.join(config.data_dir(), "mnist", "mnist_test_lmdb"))
+    add("--seed", type=cli.seed, default=0, help="(default %(default)s)")
+    add("--out", required=True, help="the .npz to write")
+    args = parser.parse_args(argv)
+    if not args.no_net and not (args.weights and os.path.isfile(args.weights)):
+        raise cli.UserError("--weights: a caffemodel is required (or --no-net)")
+    for path in (args.train_lmdb,) + ((args.test_lmdb,) if args.start == "test" else ()):
+        if not os.path.isdir(path):
+            raise cli.UserError("LMDB not found: %s (python tools/get_mnist.py)" % path)
+    cli.check_writable(os.path.dirname(os.path.abspath(args.out)))
+    return args
+
+
+class ZeroScore(object):
+    """f = 0: the sampler then draws from q (within the box)."""
+
+    def __call__(self, x):
+        return np.zeros(len(x)), np.zeros_like(x)
+
+
+def start_at_test_digits(path, digits, seed):
+    from gencnn.data.lmdb_io import read_lmdb
+    images, labels = zip(*read_lmdb(path))
+    images = np.array(images, dtype=np.float64) * SCALE
+    labels = np.array(labels)
+    rng = np.random.RandomState(seed)
+    picks = [rng.choice(np.flatnonzero(labels == d)) for d in digits]
+    return images[picks].reshape((len(digits),) + SHAPE)
+
+
+def save(path, x, y, chain_mean, meta):
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, x=x.astype(np.float32), y=y.astype(np.int64),
+                        chain_mean=chain_mean.astype(np.float32), meta=json.dumps(meta))
+    files.write_atomic(path, buffer.getvalue())
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    started = time.time()
+    images = lmdb_images(args.train_lmdb, args.q_images, SCALE, SHAPE)
+    logit = args.pixels == "logit"
+    if logit:
+        images = reference.dequantized_logits(images, np.random.RandomState(args.seed + 1), SCALE)
+    q = reference.fit_gaussian(images,
+                               kind=args.q, shrinkage=args.shrinkage, rank=args.rank)
+    digits = np.repeat(np.arange(10), args.chains_per_digit)
+    if args.no_net:
+        score = ZeroScore()
+    else:
+        net = hmc.load_net(LENET, args.weights, len(digits))
+        score = hmc.NodeScore(net, "ip2", digits)
+    if logit:
+        score = hmc.LogitScore(score)
+    bounds = (0.0, 1.0) if args.pixels == "box" else None
+    sampler = hmc.HMCSampler(score, step_size=0.1, leapfrog_steps=args.leapfrog_steps,
+                             mass=1.0, mass_convention="inverse", reference=q,
+                             precondition=True, bounds=bounds, seed=args.seed,
+                             warn=lambda message: None)
+    shape = (len(digits),) + SHAPE
+    x0 = (sampler.initial_state(shape) if args.start == "q"
+          else start_at_test_digits(args.test_lmdb, digits, args.seed))
+    if logit and args.start == "test":
+        x0 = reference.dequantized_logits(x0, np.random.RandomState(args.seed + 2), SCALE)
+    sampling = time.time()
+    out = sampler.sample(x0, args.iters, adapt=args.adapt, target_accept=args.target_accept)
+    meta = {
+        "net": args.weights if not args.no_net else None,
+        "q": ("logit-space " if logit else "") + q.describe() +
+        ", fitted to the first %d MNIST training images, shrinkage %g"
+        % (args.q_images, args.shrinkage) + (" (rank %d)" % args.rank
+                                            if args.q == "lowrank" else ""),
+        "q_kind": args.q, "pixels": args.pixels, "temperature": 1.0, "bounds": list(bounds) if bounds else None,
+        "start": args.start, "chains": len(digits), "adapt": args.adapt, "iters": args.iters,
+        "leapfrog_steps": args.leapfrog_steps, "mass_matrix": "Sigma^-1 (unit inverse mass)",
+        "target_accept": args.target_accept, "final_step_size": out["final_step_size"],
+        "acceptance_rate": float(out["accepted"][args.adapt:].mean()),
+        "divergences": int(out["divergent"].sum()), "reflections": sampler.reflections,
+        "rejected_reflecting": sampler.rejected_reflecting, "seed": args.seed,
+        "sampling_s": round(time.time() - sampling, 1),
+        "s_per_chain_step": (time.time() - sampling) / (sampler.evaluations * len(digits)),
+        "f_final_mean": float(np.nanmean(out["f"][-1])),
+        "command": "python studies/lenet_samples_t1.py " + " ".join(argv or sys.argv[1:]),
+    }
+    samples, chain_mean = out["samples"], out["chain_mean"]
+    if logit:       # back to pixels; the chain mean is sigmoid of the mean logit
+        samples, chain_mean = score.to_pixels(samples), score.to_pixels(chain_mean)
+        meta["chain_mean"] = "sigmoid of the chain's mean logit"
+    save(args.out, samples, digits, chain_mean, meta)
+    if args.pixels == "free":
+        root, ext = os.path.splitext(args.out)
+        save(root + "_clipped" + ext, np.clip(out["samples"], 0, 1), digits,
+             np.clip(out["chain_mean"], 0, 1), dict(meta, clipped=True))
+    print("%s: acceptance %.3f, step %.3g, %d reflections, %.0f s"
+          % (args.out, meta["acceptance_rate"], meta["final_step_size"], meta["reflections"],
+             time.time() - started))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

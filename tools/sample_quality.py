@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""Measure sets of samples against MNIST, with baselines at the same n
+(gencnn/sample_quality.py; issue 14's "Report format").
+
+  python tools/sample_quality.py \\
+      --judge-weights results/sample_quality/judge_dg_seed99.caffemodel \\
+      --set dg_fitted_q_T1=results/sample_quality/dg_fitted_q_T1.npz \\
+      --q-alone "fitted q alone=results/sample_quality/fitted_q.npz" \\
+      --out results/sample_quality.json
+
+A set's .npz holds "x" (n x 1 x 28 x 28 floats, the net's input units:
+pixels / 256), "y" (n target classes), optionally "chain_mean" (like x) and
+"meta" (a JSON object string: net, q, temperature, ... copied into the
+report). The baselines (real training digits, white q, class template,
+class template + q noise, and the --q-alone draws) are drawn at the n and
+class counts of the first --set. LeNet-FID is the headline: judge accuracy
+and IS are fooled by a class template. Use n >= 1,000 for headline numbers
+(FID is biased upwards at small n).
+
+  python tools/sample_quality.py --recompute-check results/sample_quality.json
+
+recomputes a report from the files it names and fails (exit 2) if any
+number differs by more than 1e-6 relative.
+"""
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+import _init_paths  # noqa: F401,E402
+from gencnn import cli, files, sample_quality  # noqa: E402
+
+
+def named_path(text):
+    """NAME=PATH, both non-empty."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError("must be NAME=PATH, got '%s'" % text)
+    return name, path
+
+
+def main(argv=None):
+    parser = cli.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--judge-model", default="prototxt/lenet_deploy.prototxt",
+        help="deploy prototxt of the judge (default %(default)s)")
+    add("--judge-weights", help="caffemodel of the judge, an independently trained LeNet "
+        "(required unless --recompute-check)")
+    add("--judge-test-error", type=cli.nonneg_float, default=None,
+        help="the judge's test error in %% to report (default: measured on --test-lmdb)")
+    add("--train-lmdb", default="data/mnist/mnist_train_lmdb",
+        help="training digits: class means, real-digit baseline, nearest-train distances "
+             "(default %(default)s)")
+    add("--test-lmdb", default="data/mnist/mnist_test_lmdb",
+        help="test digits: the FID reference (default %(default)s)")
+    add("--scale", type=cli.positive_float, default=sample_quality.MNIST_SCALE,
+        help="LMDB pixels -> the judge's input units, as the nets' transform_param "
+             "(default %(default)s)")
+    add("--set", dest="sets", type=named_path, action="append", default=[], metavar="NAME=PATH",
+        help="a set of samples (.npz with x, y[, chain_mean, meta]); repeatable, at least one")
+    add("--q-alone", type=named_path, default=None, metavar="NAME=PATH",
+        help='baseline: draws of the chosen q (.npz with "x", at least the first set\'s n)')
+    add("--white-mean", type=cli.finite_float, default=sample_quality.WHITE_Q_MEAN,
+        help="mean of the white q baseline (default %(default)s)")
+    add("--white-std", type=cli.positive_float, default=sample_quality.WHITE_Q_STD,
+        help="sd of the white q baseline and of the template's noise (default %(default)s)")
+    add("--real-pool", type=cli.positive_int, default=sample_quality.REAL_POOL,
+        help="real training digits are drawn from the last this many training images "
+             "(default %(default)s)")
+    add("--seed", type=cli.seed, default=0, help="seed of the baselines (default %(default)s)")
+    add("--out", default="results/sample_quality.json",
+        help="report to write (default %(default)s)")
+    add("--recompute-check", metavar="REPORT", default=None,
+        help="recompute this report from the files it names (relative paths from the "
+             "current folder, as written); fail if a number differs beyond 1e-6 relative "
+             "(other options are ignored)")
+    args = parser.parse_args(argv)
+
+    if args.recompute_check:
+        report = sample_quality.recompute_check(args.recompute_check)
+        print(sample_quality.markdown_table(report))
+        print("%s reproduced (every number within 1e-6 relative)" % args.recompute_check)
+        return 0
+    if args.judge_weights is None:
+        raise cli.UserError("--judge-weights is required")
+    if not args.sets:
+        raise cli.UserError("give at least one --set NAME=PATH")
+    cli.check_writable(args.out, folder=False)
+    report = sample_quality.make_report(
+        args.judge_model, args.judge_weights, args.train_lmdb, args.test_lmdb, args.sets,
+        q_alone=args.q_alone, seed=args.seed, judge_test_error=args.judge_test_error,
+        scale=args.scale, white_mean=args.white_mean, white_std=args.white_std,
+        real_pool=args.real_pool)
+    folder = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(folder, exist_ok=True)
+    files.write_atomic(args.out, json.dumps(report, indent=1) + "\n")
+    print(sample_quality.markdown_table(report))
+    for note in sample_quality.report_notes(report):
+        print(note)
+    print("judge test error %.2f %% (%s); wrote %s"
+          % (report["judge"]["test_error_pct"], report["judge"]["test_error_source"], args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
