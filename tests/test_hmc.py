@@ -463,7 +463,7 @@ def test_a_chain_does_not_depend_on_the_other_chains(lenet_weights):
     assert whole["accepted"].any() and (whole["accept_prob"] < 1).any()
     np.testing.assert_array_equal(whole["accepted"][:, 3:], alone["accepted"])
     np.testing.assert_allclose(whole["samples"][3:], alone["samples"], rtol=0, atol=1e-5)
-    np.testing.assert_allclose(whole["f"][:, 3:], alone["f"], rtol=1e-5)
+    np.testing.assert_allclose(whole["f"][:, 3:], alone["f"], rtol=1e-4, atol=3e-3)
     # and chains 0..2 differ from 3..4 and from each other (different streams)
     flat = whole["samples"].reshape(5, -1)
     assert np.corrcoef(flat).max(where=~np.eye(5, dtype=bool), initial=-1) < 0.5
@@ -504,8 +504,11 @@ def test_workers_give_the_same_chains_as_one_process(lenet_weights, blob, positi
     np.testing.assert_allclose(one.out["step_size"], two.out["step_size"], rtol=1e-6)
     for key in ("samples", "chain_mean", "snapshots"):
         np.testing.assert_allclose(one.out[key], two.out[key], rtol=0, atol=1e-5)
-    for key in ("f", "accept_prob", "delta_h"):
-        np.testing.assert_allclose(one.out[key], two.out[key], rtol=1e-4, atol=1e-6)
+    # f is Caffe's float32, rounded differently over 3 or 2 images than over
+    # 5: H differs by up to ~5e-4 (measured), the acceptance by ~3e-7
+    for key in ("f", "delta_h"):
+        np.testing.assert_allclose(one.out[key], two.out[key], rtol=1e-4, atol=3e-3)
+    np.testing.assert_allclose(one.out["accept_prob"], two.out["accept_prob"], atol=1e-5)
 
 
 # ---------------------------------------------------------------------------
