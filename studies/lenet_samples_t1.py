@@ -66,7 +66,16 @@ def parse_args(argv):
     add("--test-lmdb", default=os.path.join(config.data_dir(), "mnist", "mnist_test_lmdb"))
     add("--seed", type=cli.seed, default=0, help="(default %(default)s)")
     add("--out", required=True, help="the .npz to write")
+    add("--grid", default=None,
+        help="also a PNG of the first 10 samples of each digit (rows 0-9)")
+    add("--grid-from", default=None, metavar="NPZ",
+        help="only draw --grid from an .npz this script wrote (no sampling)")
+    add("--take-from", default=None, metavar="NPZ",
+        help="only write to --out the first --chains-per-digit samples of each digit of "
+             "an .npz this script wrote (a set at a smaller n; no sampling)")
     args = parser.parse_args(argv)
+    if args.grid_from or args.take_from:
+        return args
     if not args.no_net and not (args.weights and os.path.isfile(args.weights)):
         raise cli.UserError("--weights: a caffemodel is required (or --no-net)")
     for path in (args.train_lmdb,) + ((args.test_lmdb,) if args.start == "test" else ()):
@@ -93,15 +102,37 @@ def start_at_test_digits(path, digits, seed):
     return images[picks].reshape((len(digits),) + SHAPE)
 
 
+def save_digit_grid(path, x, y, per_row=10):
+    """The first `per_row` samples of each digit, one row per digit."""
+    from gencnn.visualization import figures
+    picks = np.concatenate([np.flatnonzero(y == d)[:per_row] for d in range(10)])
+    figures.save_grid(path, x[picks], lambda state: figures.to_pixels(state, "lenet", None),
+                      10, per_row)
+
+
 def save(path, x, y, chain_mean, meta):
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, x=x.astype(np.float32), y=y.astype(np.int64),
-                        chain_mean=chain_mean.astype(np.float32), meta=json.dumps(meta))
+    arrays = dict(x=x.astype(np.float32), y=y.astype(np.int64), meta=json.dumps(meta))
+    if chain_mean is not None:
+        arrays["chain_mean"] = chain_mean.astype(np.float32)
+    np.savez_compressed(buffer, **arrays)
     files.write_atomic(path, buffer.getvalue())
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.grid_from:
+        with np.load(args.grid_from) as npz:
+            save_digit_grid(args.grid or args.out, npz["x"], npz["y"])
+        return 0
+    if args.take_from:
+        with np.load(args.take_from) as npz:
+            picks = np.concatenate([np.flatnonzero(npz["y"] == d)[:args.chains_per_digit]
+                                    for d in range(10)])
+            meta = dict(json.loads(str(npz["meta"])), taken_from=args.take_from)
+            save(args.out, npz["x"][picks], npz["y"][picks],
+                 npz["chain_mean"][picks] if "chain_mean" in npz.files else None, meta)
+        return 0
     started = time.time()
     images = lmdb_images(args.train_lmdb, args.q_images, SCALE, SHAPE)
     logit = args.pixels == "logit"
@@ -128,7 +159,16 @@ def main(argv=None):
     if logit and args.start == "test":
         x0 = reference.dequantized_logits(x0, np.random.RandomState(args.seed + 2), SCALE)
     sampling = time.time()
-    out = sampler.sample(x0, args.iters, adapt=args.adapt, target_accept=args.target_accept)
+    if args.no_net and bounds is None:
+        # q alone needs no chain: x (or u) ~ q exactly
+        x0 = q.sample(np.random.RandomState(args.seed), shape)
+        out = {"samples": x0, "chain_mean": None, "final_step_size": None,
+               "accepted": np.ones((1, len(x0)), bool), "divergent": np.zeros((1, 1), bool),
+               "f": np.zeros((1, len(x0)))}
+        args.adapt = 0
+    else:
+        out = sampler.sample(x0, args.iters, adapt=args.adapt,
+                             target_accept=args.target_accept)
     meta = {
         "net": args.weights if not args.no_net else None,
         "q": ("logit-space " if logit else "") + q.describe() +
@@ -143,20 +183,23 @@ def main(argv=None):
         "divergences": int(out["divergent"].sum()), "reflections": sampler.reflections,
         "rejected_reflecting": sampler.rejected_reflecting, "seed": args.seed,
         "sampling_s": round(time.time() - sampling, 1),
-        "s_per_chain_step": (time.time() - sampling) / (sampler.evaluations * len(digits)),
+        "s_per_chain_step": (time.time() - sampling) / max(sampler.evaluations * len(digits), 1),
         "f_final_mean": float(np.nanmean(out["f"][-1])),
         "command": "python studies/lenet_samples_t1.py " + " ".join(argv or sys.argv[1:]),
     }
     samples, chain_mean = out["samples"], out["chain_mean"]
     if logit:       # back to pixels; the chain mean is sigmoid of the mean logit
-        samples, chain_mean = score.to_pixels(samples), score.to_pixels(chain_mean)
+        samples = hmc.logit_to_pixels(samples, (0.0, 1.0))
+        chain_mean = None if chain_mean is None else hmc.logit_to_pixels(chain_mean, (0.0, 1.0))
         meta["chain_mean"] = "sigmoid of the chain's mean logit"
     save(args.out, samples, digits, chain_mean, meta)
+    if args.grid:
+        save_digit_grid(args.grid, samples, digits)
     if args.pixels == "free":
         root, ext = os.path.splitext(args.out)
-        save(root + "_clipped" + ext, np.clip(out["samples"], 0, 1), digits,
-             np.clip(out["chain_mean"], 0, 1), dict(meta, clipped=True))
-    print("%s: acceptance %.3f, step %.3g, %d reflections, %.0f s"
+        save(root + "_clipped" + ext, np.clip(samples, 0, 1), digits,
+             None if chain_mean is None else np.clip(chain_mean, 0, 1), dict(meta, clipped=True))
+    print("%s: acceptance %.3f, step %s, %d reflections, %.0f s"
           % (args.out, meta["acceptance_rate"], meta["final_step_size"], meta["reflections"],
              time.time() - started))
     return 0

@@ -192,6 +192,31 @@ def test_fit_spectrum_window_removes_the_border_cross():
     assert axis_power[False] > 100 and axis_power[True] < 10, axis_power
 
 
+def sample_tilted_correlated_gaussian(tmp_path, q, chains, seeds, scale, unit):
+    """HMC with mass matrix Sigma^-1 on p_y = exp(w_y . x + b_y) q = N(mu +
+    Sigma w_y, Sigma) for a correlated q on 2 x 6 x 6 inputs, started 3
+    whitened sd from q's mean in every direction (a sampler that does not
+    move fails); asserts the whitened samples have mean 0 and covariance I
+    in every entry (4.5-5 standard errors). Returns (out, target mean)."""
+    net = make_net(tmp_path, IMAGE_GAUSSIAN_NET, chains, seed=seeds[0], scale=scale)
+    sampler = hmc.HMCSampler(hmc.NodeScore(net, "ip", unit), step_size=0.3, leapfrog_steps=5,
+                             mass=1.0, mass_convention="inverse", reference=q,
+                             precondition=True, seed=seeds[1])
+    x0 = sampler.initial_state((chains, 2, 6, 6)) + q.cov_power(np.full((1, 2, 6, 6), 3.0), 0.5)
+    out = sampler.sample(x0, iters=40)
+    w = net.params["ip"][0].data[unit].astype(np.float64).reshape(1, 2, 6, 6)
+    target_mean = q.mean + q.cov_power(w, 1.0)[0]
+    assert np.abs(q.cov_power(w, 0.5)).max() > 1.0    # the tilt: > 1 sd in some direction
+    z = q.cov_power(out["samples"] - target_mean, -0.5).reshape(chains, -1)
+    n = float(chains)
+    assert np.abs(z.mean(axis=0)).max() < 4.5 / np.sqrt(n)
+    cov = np.cov(z, rowvar=False)
+    assert np.abs(np.diag(cov) - 1).max() < 4.5 * np.sqrt(2 / n)
+    assert np.abs(cov - np.diag(np.diag(cov))).max() < 5 / np.sqrt(n)
+    assert 0.5 < out["accepted"].mean() < 1 and not out["divergent"].any()
+    return out, target_mean
+
+
 @pytest.mark.parametrize("basis", [None, ROTATION])
 def test_preconditioned_hmc_samples_a_correlated_gaussian_target(tmp_path, basis):
     """q = N(mu, Sigma) with Sigma diagonal in the 2-D Fourier basis (50x
@@ -199,26 +224,12 @@ def test_preconditioned_hmc_samples_a_correlated_gaussian_target(tmp_path, basis
     p_y = N(mu + Sigma w_y, Sigma), whitened, have mean 0 and covariance I
     (every one of the 72 x 72 entries), and in the Fourier basis each
     frequency's power is P_k."""
-    chains, unit = 3000, 2
+    chains = 3000
     power = power_law_spectrum()
     q = reference.SpectralGaussian([0.3, -0.2], power, basis)
-    net = make_net(tmp_path, IMAGE_GAUSSIAN_NET, chains, seed=22, scale=0.3)
-    sampler = hmc.HMCSampler(hmc.NodeScore(net, "ip", unit), step_size=0.3, leapfrog_steps=5,
-                             mass=1.0, mass_convention="inverse", reference=q,
-                             precondition=True, seed=23)
-    # start far from the target (q's mean shifted by 3 sd in every whitened
-    # coordinate), so a sampler that does not move fails
-    x0 = sampler.initial_state((chains, 2, 6, 6)) + q.cov_power(np.full((1, 2, 6, 6), 3.0), 0.5)
-    out = sampler.sample(x0, iters=40)
-    w = net.params["ip"][0].data[unit].astype(np.float64).reshape(1, 2, 6, 6)
-    target_mean = q.mean + q.cov_power(w, 1.0)[0]
-    assert np.abs(q.cov_power(w, 1.0)).max() > 1.0     # the tilt is visible
-    z = q.cov_power(out["samples"] - target_mean, -0.5).reshape(chains, -1)
+    out, target_mean = sample_tilted_correlated_gaussian(tmp_path, q, chains, seeds=(22, 23),
+                                                         scale=0.3, unit=2)
     n = float(chains)
-    assert np.abs(z.mean(axis=0)).max() < 4.5 / np.sqrt(n)
-    cov = np.cov(z, rowvar=False)
-    assert np.abs(np.diag(cov) - 1).max() < 4.5 * np.sqrt(2 / n)
-    assert np.abs(cov - np.diag(np.diag(cov))).max() < 5 / np.sqrt(n)
     # the same in the Fourier basis: E |F(x - m)_k|^2 = P_k, per channel and frequency
     centred = out["samples"] - target_mean
     if basis is not None:

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from gencnn.visualization import hmc, reference
-from test_hmc import GAUSSIAN_NET, IMAGE_GAUSSIAN_NET, make_net
+from test_hmc import GAUSSIAN_NET, make_net, sample_tilted_correlated_gaussian
 
 
 def correlated_images(count, shape, seed, spread=100.0):
@@ -78,26 +78,9 @@ def test_preconditioned_hmc_samples_a_full_covariance_target(tmp_path):
     """q = N(mu, Sigma) fitted to correlated images (eigenvalues 1000x
     apart), mass matrix m Sigma^-1: samples of p_y = N(mu + Sigma w_y, Sigma),
     whitened, have mean 0 and covariance I in every entry."""
-    chains, unit = 3000, 1
     images, _, _ = correlated_images(5000, (2, 6, 6), seed=5, spread=1000.0)
     q = reference.fit_gaussian(images, kind="full", shrinkage=1e-4)
-    net = make_net(tmp_path, IMAGE_GAUSSIAN_NET, chains, seed=6, scale=1.0)
-    sampler = hmc.HMCSampler(hmc.NodeScore(net, "ip", unit), step_size=0.3, leapfrog_steps=5,
-                             mass=1.0, mass_convention="inverse", reference=q,
-                             precondition=True, seed=7)
-    # start 3 whitened sd away from q's mean in every direction
-    x0 = sampler.initial_state((chains, 2, 6, 6)) + q.cov_power(np.full((1, 2, 6, 6), 3.0), 0.5)
-    out = sampler.sample(x0, iters=40)
-    w = net.params["ip"][0].data[unit].astype(np.float64).reshape(1, 2, 6, 6)
-    target_mean = q.mean + q.cov_power(w, 1.0)[0]
-    assert np.abs(q.cov_power(w, 0.5)).max() > 1.0    # the tilt: > 1 sd in some direction
-    z = q.cov_power(out["samples"] - target_mean, -0.5).reshape(chains, -1)
-    n = float(chains)
-    assert np.abs(z.mean(axis=0)).max() < 4.5 / np.sqrt(n)
-    cov = np.cov(z, rowvar=False)
-    assert np.abs(np.diag(cov) - 1).max() < 4.5 * np.sqrt(2 / n)
-    assert np.abs(cov - np.diag(np.diag(cov))).max() < 5 / np.sqrt(n)
-    assert 0.5 < out["accepted"].mean() < 1 and not out["divergent"].any()
+    sample_tilted_correlated_gaussian(tmp_path, q, 3000, seeds=(6, 7), scale=1.0, unit=1)
 
 
 def test_box_with_identity_mass_samples_truncated_normals(tmp_path):

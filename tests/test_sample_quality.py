@@ -288,3 +288,41 @@ def test_tool_bad_input_is_one_line(case, message, short_dg_lenet, subset, tmp_p
     expected = message % path if "%s" in message else message
     assert expected in line, line
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------
+# The committed reports: every number recomputed from the committed files
+# ---------------------------------------------------------------------------
+
+COMMITTED_REPORTS = sorted(
+    os.path.join("results", name) for name in os.listdir(os.path.join(REPO, "results"))
+    if name.startswith("sample_quality") and name.endswith(".json"))
+
+
+@pytest.fixture(scope="module")
+def full_mnist(tmp_path_factory, shared_dir):
+    out = tmp_path_factory.mktemp("full_mnist")
+    run_tool("get_mnist.py", "--from", os.path.join(shared_dir, "data", "mnist"), "--out", out)
+    return out
+
+
+@pytest.mark.parametrize("path", COMMITTED_REPORTS)
+def test_committed_report_is_recomputed_from_its_committed_files(path, full_mnist,
+                                                                 monkeypatch):
+    """The judge and sampled nets' caffemodels and the sample sets are
+    committed: a clone recomputes every number of the report (1e-6 relative),
+    with MNIST's LMDBs built afresh (their recorded paths are the only
+    difference allowed)."""
+    monkeypatch.chdir(REPO)
+    report = json.load(open(path))
+    settings = sq.report_settings(report)
+    for name, sample_path in settings["sets"] + ([settings["q_alone"]]
+                                                 if settings["q_alone"] else []):
+        assert os.path.isfile(sample_path), "%s: %s is not committed" % (name, sample_path)
+    assert os.path.isfile(settings["judge_weights"])
+    settings.update(train_lmdb=str(full_mnist / "mnist_train_lmdb"),
+                    test_lmdb=str(full_mnist / "mnist_test_lmdb"))
+    new = json.loads(json.dumps(sq.make_report(log=lambda message: None, **settings)))
+    for key in ("train_lmdb", "test_lmdb"):
+        new["judge"][key] = report["judge"][key]
+    assert sq.report_differences(report, new) == []

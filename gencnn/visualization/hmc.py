@@ -299,6 +299,13 @@ class NodeScore(object):
         return f, grad
 
 
+def logit_to_pixels(u, bounds):
+    """x = lo + (hi - lo) sigmoid(u): the logit pixel model's image of u."""
+    lo, hi = bounds
+    with np.errstate(over="ignore"):
+        return lo + (hi - lo) / (1 + np.exp(-u))
+
+
 class LogitScore(object):
     """A score of u = logit((x - lo) / (hi - lo)): f(x(u)) and df/du, for the
     logit pixel model. With q a Gaussian on u (fitted to dequantized images,
@@ -311,11 +318,10 @@ class LogitScore(object):
         self.score, (self.lo, self.hi) = score, (float(bounds[0]), float(bounds[1]))
 
     def to_pixels(self, u):
-        return self.lo + (self.hi - self.lo) / (1 + np.exp(-u))
+        return logit_to_pixels(u, (self.lo, self.hi))
 
     def __call__(self, u):
-        with np.errstate(over="ignore"):
-            x = self.to_pixels(u)
+        x = self.to_pixels(u)
         f, grad = self.score(x)
         return f, grad * (x - self.lo) * (self.hi - x) / (self.hi - self.lo)
 

@@ -104,6 +104,7 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
         crop = input_crop(node.net_param, node.blob, node.score.position, input_shape)
     net_param, sample_shape = node.net_param, input_shape
     position, sampled_reference = node.score.position, reference
+    logit = bounds is not None and pixel_model == "logit"
     if crop is not None:
         # Sample only the node's receptive field: a truncated net reshaped to the crop.
         (cy0, cy1, cx0, cx1), position = crop
@@ -111,7 +112,6 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
         sample_shape = (input_shape[0], cy1 - cy0, cx1 - cx0)
         sampled_reference = reference.crop(crop[0])
         node.net = node.score = None     # the whole-input net, freed first (memory)
-    logit = bounds is not None and pixel_model == "logit"
     options = dict(step_size=step_size, leapfrog_steps=leapfrog_steps, mass=mass,
                    mass_convention=mass_convention, seed=seed, temperature=temperature,
                    reference=sampled_reference, precondition=precondition,
@@ -133,7 +133,7 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
             out = hmc.run_chains(chains, **schedule)
     else:
         if crop is None:                  # the node's own net, already loaded
-            sampler.score = spec.pixel_model(node.score)
+            sampler.score = hmc.LogitScore(node.score, bounds) if logit else node.score
             chains = hmc.ChainBlock(sampler, sampler.initial_state((node.num_chains,)
                                                                    + sample_shape))
         else:
@@ -144,7 +144,7 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
         setattr(sampler, name, out[name])
     if logit:
         for key in ("samples", "chain_mean", "snapshots"):
-            out[key] = hmc.LogitScore(None, bounds).to_pixels(out[key])
+            out[key] = hmc.logit_to_pixels(out[key], bounds)
     if crop is not None:
         _embed(out, crop[0], reference, input_shape, seed, first_chain)
 

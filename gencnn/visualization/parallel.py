@@ -37,9 +37,9 @@ class ChainSpec(object):
     NetParameter; for a node sampled on its receptive field, the truncated
     one), weights, input blob and the sampled input shape, the node (blob,
     one unit per chain, position in the sampled input) and HMCSampler's
-    options (seed and reference q included). Row n is chain first_chain + n
-    (its random stream: a shard of a larger run). logit_bounds: the chains
-    move in u = logit of the pixels in that box (hmc.LogitScore)."""
+    options (seed and reference q included), and for the logit pixel model
+    its box (logit_bounds: the chains move in u). Row n is chain first_chain + n
+    (its random stream: a shard of a larger run)."""
 
     def __init__(self, net_param, weights, input_blob, input_shape, blob, chain_units,
                  position, sampler_options, first_chain=0, logit_bounds=None):
@@ -50,16 +50,11 @@ class ChainSpec(object):
         self.position = position
         self.sampler_options = dict(sampler_options)
         self.first_chain = int(first_chain)
-        self.logit_bounds = logit_bounds
+        self.logit_bounds = logit_bounds      # the logit pixel model (hmc.LogitScore)
 
     @property
     def num_chains(self):
         return len(self.chain_units)
-
-    def pixel_model(self, score):
-        """The node's score as the chains see it: in logit coordinates with
-        logit_bounds, else as it is."""
-        return score if self.logit_bounds is None else hmc.LogitScore(score, self.logit_bounds)
 
     def build(self, rows):
         """A ChainBlock of the chains in `rows` in this process, from their
@@ -68,8 +63,10 @@ class ChainSpec(object):
         net_param = caffe_pb2.NetParameter.FromString(self.net_param)
         net = hmc.load_net(net_param, self.weights, len(rows), self.input_blob,
                            input_shape=self.input_shape)
-        score = self.pixel_model(hmc.NodeScore(net, self.blob, self.chain_units[rows],
-                                               self.position, self.input_blob))
+        score = hmc.NodeScore(net, self.blob, self.chain_units[rows], self.position,
+                              self.input_blob)
+        if self.logit_bounds is not None:
+            score = hmc.LogitScore(score, self.logit_bounds)
         sampler = hmc.HMCSampler(score, chain_ids=self.first_chain + np.asarray(rows),
                                  **self.sampler_options)
         return hmc.ChainBlock(sampler, sampler.initial_state((len(rows),) + self.input_shape))

@@ -82,7 +82,29 @@ class DiagonalGaussian(object):
         return "N(%.3g, %.3g^2)" % (self.mean_value, self.std_value)
 
 
-class SpectralGaussian(object):
+class CorrelatedGaussian(object):
+    """What a Gaussian q with correlated pixels derives from its operator
+    cov_power(v, a) = Sigma^a v: energy, gradient, draws. It does not
+    factorize over pixels (no `crop`)."""
+
+    factorized = False
+
+    def energy(self, x):
+        """(x - mu)^T Sigma^-1 (x - mu) / 2 per chain."""
+        d = x - self.mean
+        return 0.5 * _sum(d * self.cov_power(d, -1.0))
+
+    def grad(self, x):
+        return self.cov_power(x - self.mean, -1.0)
+
+    def sample(self, rng, shape):
+        return self.mean + self.cov_power(rng.standard_normal(shape), 0.5)
+
+    def crop(self, box):
+        raise ValueError("a correlated q does not factorize over pixels: sample the full input")
+
+
+class SpectralGaussian(CorrelatedGaussian):
     """Stationary q = N(mu, Sigma), Sigma = U (F^H diag(P) F) U^T: per channel
     of y = U^T (x - mu), F the orthonormal 2-D DFT of an H x W map, so the
     covariance of two pixels depends only on their (periodic) offset and the
@@ -96,10 +118,8 @@ class SpectralGaussian(object):
            (e.g. the principal axes of the images' colours: luminance and
            two opponent channels), so Sigma^a = U (F^H diag(P^a) F) U^T.
     A circulant model: it treats the map as a torus, so q's samples wrap
-    around at the edges. It does not factorize over pixels (no `crop`).
+    around at the edges.
     """
-
-    factorized = False
 
     def __init__(self, mean, power, colour_basis=None):
         power = np.asarray(power, dtype=np.float64)
@@ -137,23 +157,9 @@ class SpectralGaussian(object):
             v = np.einsum("cd,nd...->nc...", self.colour_basis, v)      # U y
         return v
 
-    def energy(self, x):
-        """(x - mu)^T Sigma^-1 (x - mu) / 2 per chain."""
-        d = x - self.mean
-        return 0.5 * _sum(d * self.cov_power(d, -1.0))
-
-    def grad(self, x):
-        return self.cov_power(x - self.mean, -1.0)
-
     def whitened_distance(self, x):
         """max |Sigma^-1/2 (x - mu)| per chain."""
         return np.abs(self.cov_power(x - self.mean, -0.5)).reshape(len(x), -1).max(axis=1)
-
-    def sample(self, rng, shape):
-        return self.mean + self.cov_power(rng.standard_normal(shape), 0.5)
-
-    def crop(self, box):
-        raise ValueError("a spectral q does not factorize over pixels: sample the full input")
 
     def marginal_std(self):
         """Per-channel standard deviation of one pixel under q."""
@@ -174,7 +180,7 @@ class SpectralGaussian(object):
         return "spectral, marginal std %.3g" % self.std_value
 
 
-class EigenGaussian(object):
+class EigenGaussian(CorrelatedGaussian):
     """q = N(mu, Sigma), Sigma = V diag(lambda) V^T + r (I - V V^T), over the
     flattened input (D pixels): V (D x k) orthonormal columns, lambda > 0
     the variances along them, r > 0 the variance of every direction
@@ -183,10 +189,8 @@ class EigenGaussian(object):
     Sigma^a v costs two D x k products (plus the residual); the powers the
     sampler asks for every leapfrog step (Sigma for the drift, Sigma^-1 for
     the gradient of -log q) are kept as dense D x D matrices when k = D, so
-    each is one product. Pixels are correlated: no `crop`.
+    each is one product.
     """
-
-    factorized = False
 
     def __init__(self, mean, eigvecs, eigvals, residual=None):
         self.mean = np.asarray(mean, dtype=np.float64)
@@ -231,24 +235,10 @@ class EigenGaussian(object):
             self._dense[1.0] = self.cov_power(np.eye(self.dim), 1.0)
         return self._dense[1.0]
 
-    def energy(self, x):
-        """(x - mu)^T Sigma^-1 (x - mu) / 2 per chain."""
-        d = x - self.mean
-        return 0.5 * _sum(d * self.cov_power(d, -1.0))
-
-    def grad(self, x):
-        return self.cov_power(x - self.mean, -1.0)
-
     def whitened_distance(self, x):
         """max |x - mu| / (marginal std) per chain: a cheap divergence guard
         (it only has to spot chains thousands of standard deviations out)."""
         return (np.abs(x - self.mean) / self.std).reshape(len(x), -1).max(axis=1)
-
-    def sample(self, rng, shape):
-        return self.mean + self.cov_power(rng.standard_normal(shape), 0.5)
-
-    def crop(self, box):
-        raise ValueError("a correlated q does not factorize over pixels: sample the full input")
 
     @property
     def mean_value(self):
