@@ -474,38 +474,52 @@ def test_a_chain_does_not_depend_on_the_other_chains(lenet_weights):
     assert whole["accepted"].any() and (whole["accept_prob"] < 1).any()
     np.testing.assert_array_equal(whole["accepted"][:, 3:], alone["accepted"])
     np.testing.assert_allclose(whole["samples"][3:], alone["samples"], rtol=0, atol=1e-5)
-    np.testing.assert_allclose(whole["f"][:, 3:], alone["f"], rtol=1e-5)
+    np.testing.assert_allclose(whole["f"][:, 3:], alone["f"], rtol=1e-4, atol=3e-3)
     # and chains 0..2 differ from 3..4 and from each other (different streams)
     flat = whole["samples"].reshape(5, -1)
     assert np.corrcoef(flat).max(where=~np.eye(5, dtype=bool), initial=-1) < 0.5
 
 
-@pytest.mark.parametrize("blob,position", [("ip2", None), ("conv2", (2, 5))])
-def test_workers_give_the_same_chains_as_one_process(lenet_weights, blob, position):
+@pytest.mark.parametrize("blob,position,pixel_model", [
+    ("ip2", None, None), ("conv2", (2, 5), None), ("ip2", None, "box"), ("ip2", None, "logit")])
+def test_workers_give_the_same_chains_as_one_process(lenet_weights, blob, position,
+                                                     pixel_model):
     """5 chains split 3 + 2 over two worker processes, with step-size
     adaptation (the coordinator averages the acceptance over all chains):
     the same chains, diagnostics and step sizes as in this process, to
     float32 rounding; conv2 is sampled on its receptive field (the q draws
-    outside it are per chain too)."""
-    q = reference.DiagonalGaussian(0.1, 0.3)
+    outside it are per chain too); on the pixel box, reflecting or in logit
+    coordinates."""
+    q = reference.DiagonalGaussian(0.0, 1.0) if pixel_model == "logit" else \
+        reference.DiagonalGaussian(0.1, 0.3)
+    bounds = (0.0, 1.0) if pixel_model else None
     results = {}
     for workers in (1, 2):
         node = node_lib.open_node(LENET, lenet_weights, blob, [1, 4, 6, 8, 9], 1, position)
         results[workers] = node_lib.sample_node(node, q, iters=3, adapt=3, step_size=0.05,
                                                 leapfrog_steps=4, mass=1.0, seed=12,
-                                                warn=len, workers=workers)
+                                                warn=len, workers=workers, bounds=bounds,
+                                                pixel_model=pixel_model or "box")
     one, two = results[1], results[2]
     assert one.workers == 1 and two.workers == 2
     assert one.sampler.evaluations == two.sampler.evaluations == 1 + 6 * 4
     assert one.out["samples"].shape == (5, 1, 28, 28)
+    if bounds:
+        assert 0 <= two.out["samples"].min() and two.out["samples"].max() <= 1
+        # the walls were hit (box: reflections counted in the workers, summed)
+        assert (one.sampler.reflections > 0) == (pixel_model == "box")
+        assert one.sampler.reflections == two.sampler.reflections
     assert (one.crop is None) == (blob == "ip2")
     assert one.out["accepted"].any()
     np.testing.assert_array_equal(one.out["accepted"], two.out["accepted"])
     np.testing.assert_allclose(one.out["step_size"], two.out["step_size"], rtol=1e-6)
     for key in ("samples", "chain_mean", "snapshots"):
         np.testing.assert_allclose(one.out[key], two.out[key], rtol=0, atol=1e-5)
-    for key in ("f", "accept_prob", "delta_h"):
-        np.testing.assert_allclose(one.out[key], two.out[key], rtol=1e-4, atol=1e-6)
+    # f is Caffe's float32, rounded differently over 3 or 2 images than over
+    # 5: H differs by up to ~5e-4 (measured), the acceptance by ~3e-7
+    for key in ("f", "delta_h"):
+        np.testing.assert_allclose(one.out[key], two.out[key], rtol=1e-4, atol=3e-3)
+    np.testing.assert_allclose(one.out["accept_prob"], two.out["accept_prob"], atol=1e-5)
 
 
 # ---------------------------------------------------------------------------
