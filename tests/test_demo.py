@@ -42,13 +42,14 @@ def test_demo_end_to_end(tmp_path, shared_dir):
     assert sampled["preset"] == "lenet-fitted" and sampled["pixel_model"] == "logit"
     assert sampled["pixels_out_of_bounds"] == 0.0
     report = json.load(open(str(out / "sample_quality.json")))
-    assert list(report["sets"]) == ["demo DG net, T = 1"]
-    assert report["sets"]["demo DG net, T = 1"]["n"] == 10
-    assert report["sets"]["demo DG net, T = 1"]["pixels_out_of_range"] == 0.0
+    assert list(report["sets"]) == ["demo_dg_fitted_q_T1"]
+    assert report["sets"]["demo_dg_fitted_q_T1"]["n"] == 10
+    assert report["sets"]["demo_dg_fitted_q_T1"]["pixels_out_of_range"] == 0.0
     assert set(report["baselines"]) >= {"real training digits", "white q", "class template",
                                         "class template + q noise"}
     summary = open(str(out / "summary.md")).read()
     assert "| this demo, GG+DG (epoch 2) | %.2f |" % history["final_test_error_pct"] in summary
     assert "| this demo, DG (epoch 2) | %.2f |" % dg["final_test_error_pct"] in summary
-    assert "| real training digits |" in summary and "| demo DG net, T = 1 |" in summary
+    assert "| real training digits (baseline) |" in summary
+    assert "| demo_dg_fitted_q_T1 |" in summary
     assert open(str(out / "hmc" / "grid.png"), "rb").read(4) == b"\x89PNG"

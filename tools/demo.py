@@ -122,7 +122,7 @@ def main(argv=None):
     quality = os.path.join(args.out, "sample_quality.json")
     run(["tools/sample_quality.py", "--judge-weights", JUDGE,
          "--judge-test-error", str(JUDGE_TEST_ERROR),
-         "--set", "demo DG net, T = 1=" + os.path.join(hmc_dir, "samples.npz"),
+         "--set", "demo_dg_fitted_q_T1=" + os.path.join(hmc_dir, "samples.npz"),
          "--out", quality])
     from gencnn import sample_quality
     report = json.load(open(quality))
