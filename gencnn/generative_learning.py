@@ -65,7 +65,7 @@ class Option(collections.namedtuple("Option", "name default type range help")):
 
 
 # Every option of the training. The defaults are the configuration measured
-# in docs/visualization.md, "Learning from synthesized images" (one epoch from
+# in docs/visualization_results.md, "Learning from synthesized images" (one epoch from
 # a 2-epoch DG LeNet as initial weights).
 OPTIONS = (
     Option("epochs", 1.0, float, ">0", "training length in epochs of the training LMDB"),

@@ -22,7 +22,7 @@ Presets (an explicit option always wins):
   lenet         the paper's LeNet setting (section 4.2) read literally:
                 100 iterations, step 0.1, 50 leapfrog steps, mass 0.01,
                 sigma 1. Read literally this mass accepts ~0 proposals.
-  lenet-digits  what docs/visualization.md found to give digit-like LeNet
+  lenet-digits  what docs/visualization_results.md found to give digit-like LeNet
                 samples with a white q: q fitted to MNIST (mean 0.1306, std
                 0.3075), temperature 0.03, 50 iterations of step-size
                 adaptation, then 100 iterations of 50 leapfrog steps.
@@ -51,7 +51,7 @@ from gencnn.visualization.reference import GAUSSIAN_KINDS
 os.environ.setdefault("MPLBACKEND", "Agg")          # no display needed
 os.environ.setdefault("GLOG_minloglevel", "2")      # quiet net construction
 
-# The settings each preset fills in; docs/visualization.md has the experiment
+# The settings each preset fills in; docs/visualization_results.md has the experiment
 # behind lenet-digits. Its reference q is --reference fit-global's answer for
 # data/mnist/mnist_train_lmdb (first 10,000 images, pixels / 256), fixed here
 # so the preset needs no LMDB.
