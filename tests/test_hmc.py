@@ -556,6 +556,13 @@ def run_tool(args, env=None):
      "--num-chains must be a positive integer, got 'two'"),
     (["--blob", "ip2", "--weights", "/nonexistent/w.caffemodel"], "weights not found"),
     (["--blob", "ip2", "--model", "/nonexistent/deploy.prototxt"], "prototxt not found"),
+    # sizes checked before anything big is allocated (Caffe aborts past INT_MAX)
+    (["--blob", "ip2", "--num-chains", "100000000"], "chains overflow a Caffe blob"),
+    # (more memory than a 24 GiB machine has; on a bigger one, past INT_MAX)
+    (["--blob", "ip2", "--num-chains", "150000"], "use fewer chains or units"),
+    (["--blob", "ip2", "--model", os.path.join(REPO_ROOT, "prototxt", "lenet_train_test_dg.prototxt")],
+     "no Input layer"),
+    (["--blob", "ip2", "--display-mean", "nan"], "--display-mean must be finite"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path, lenet_weights, args, message):
     base = ["--model", LENET, "--weights", lenet_weights, "--out", str(tmp_path / "never")]

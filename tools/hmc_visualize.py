@@ -253,6 +253,8 @@ def resolve(args):
         display_mean = [float(v) for v in args.display_mean.split(",")]
     except ValueError:
         raise UsageError("--display-mean must be comma-separated numbers")
+    if not all(math.isfinite(v) for v in display_mean):
+        raise UsageError("--display-mean must be finite numbers, got '%s'" % args.display_mean)
     # The preset's q and box, when the preset is named (auto's presets: none).
     preset = PRESETS.get(args.preset, COMMON)
     args.reference = args.reference or preset["reference"]
@@ -365,6 +367,9 @@ def run(args):
         raise UsageError(str(err))
     units, input_shape, is_conv = node.units, node.input_shape, node.is_conv
     settings = preset_settings(args, node.channels, is_conv)
+    if settings["display"] == "imagenet" and len(display_mean) < node.channels:
+        raise UsageError("--display-mean needs one value per input channel (%d), got %d"
+                         % (node.channels, len(display_mean)))
     logit = bounds is not None and args.pixel_model == "logit"
     q = fit_q(args, node, settings, display_mean, bounds if logit else None)
     mass_matrix = args.mass_matrix

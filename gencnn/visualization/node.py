@@ -39,11 +39,16 @@ def open_node(model, weights, blob, units=None, chains_per_unit=1, position=None
     chains_per_unit chains per unit of `blob`; ValueError for an unknown
     blob or input blob, a unit or position out of range, or bad weights."""
     net_param = caffe_utils.read_net(model) if isinstance(model, str) else model
+    if not (net_param.input or any(layer.type == "Input" for layer in net_param.layer)):
+        # (a train_test net's data layers would open their LMDBs, or abort)
+        raise ValueError("the net has no Input layer to sample: give a deploy prototxt, "
+                         "not a train/test one")
+    probe = hmc.load_net(net_param, weights, 1, input_blob)
+    hmc.NodeScore(probe, blob, 0)       # the unknown-blob error, if any
     if units is None:                   # every channel of the blob
-        probe = hmc.load_net(net_param, weights, 1, input_blob)
-        hmc.NodeScore(probe, blob, 0)   # the unknown-blob error, if any
         units = list(range(probe.blobs[blob].data.shape[1]))
-        del probe
+    check_memory(probe, int(chains_per_unit) * len(units))
+    del probe
     node = Node()
     node.net_param, node.weights, node.blob = net_param, weights, blob
     node.units, node.chains_per_unit = list(units), int(chains_per_unit)
@@ -61,6 +66,42 @@ def open_node(model, weights, blob, units=None, chains_per_unit=1, position=None
     if node.is_conv and len(node.input_shape) == 3 and crop_display:
         node.box = receptive_field(net_param, blob, node.score.position, node.input_shape)
     return node
+
+
+# Caffe counts a blob's elements in an int.
+CAFFE_MAX_COUNT = 2 ** 31 - 1
+
+
+def check_memory(probe, num_chains):
+    """ValueError, before anything big is allocated, when `num_chains` chains
+    of the one-chain net `probe` would overflow a Caffe blob or need more
+    memory than this machine has available: every blob's data and diff
+    (float32) and the sampler's float64 state (position, momentum,
+    gradient, chain sum and their temporaries: ~8 copies of the input)."""
+    largest = max(blob.count for blob in probe.blobs.values())
+    per_chain = 8 * sum(blob.count for blob in probe.blobs.values()) + \
+        64 * probe.blobs[probe.inputs[0]].count
+    if largest * num_chains > CAFFE_MAX_COUNT:
+        raise ValueError("%d chains overflow a Caffe blob (%d elements per chain in the "
+                         "largest): use fewer chains or units" % (num_chains, largest))
+    available = _available_memory()
+    if available is not None and per_chain * num_chains > available:
+        raise ValueError("%d chains need ~%.1f GB (%.2f MB each), more than the %.1f GB "
+                         "available: use fewer chains or units"
+                         % (num_chains, per_chain * num_chains / 1e9, per_chain / 1e6,
+                            available / 1e9))
+
+
+def _available_memory():
+    """MemAvailable of /proc/meminfo in bytes (None where there is none)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 class NodeSamples(object):
