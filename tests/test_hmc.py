@@ -558,8 +558,6 @@ def run_tool(args, env=None):
     (["--blob", "ip2", "--model", "/nonexistent/deploy.prototxt"], "prototxt not found"),
     # sizes checked before anything big is allocated (Caffe aborts past INT_MAX)
     (["--blob", "ip2", "--num-chains", "100000000"], "chains overflow a Caffe blob"),
-    # (more memory than a 24 GiB machine has; on a bigger one, past INT_MAX)
-    (["--blob", "ip2", "--num-chains", "150000"], "use fewer chains or units"),
     (["--blob", "ip2", "--model", os.path.join(REPO_ROOT, "prototxt", "lenet_train_test_dg.prototxt")],
      "no Input layer"),
     (["--blob", "ip2", "--display-mean", "nan"], "--display-mean must be finite"),
@@ -685,3 +683,11 @@ def test_cli_fit_spectrum_bad_input_is_one_line(tmp_path, lenet_weights, args, m
     assert proc.returncode == 2 and not os.path.exists(str(tmp_path / "never"))
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_memory_need_is_checked_before_allocating(lenet_weights, monkeypatch):
+    """~0.21 MB per LeNet chain: 10,000 chains do not fit in 1 GB, 1,000 do."""
+    monkeypatch.setattr(node_lib, "_available_memory", lambda: 10 ** 9)
+    with pytest.raises(ValueError, match=r"10000 chains need ~2\.\d GB .* more than the 1\.0 GB"):
+        node_lib.open_node(LENET, lenet_weights, "ip2", [3], 10000)
+    assert node_lib.open_node(LENET, lenet_weights, "ip2", [3], 1000).num_chains == 1000
