@@ -225,3 +225,24 @@ def test_recorded_caffe_gone(sandbox, own_caffe):
     assert "recorded in .caffe_root" in proc.stdout, proc.stdout
     assert "make setup CAFFE_ROOT=" in proc.stdout, proc.stdout
     assert "Traceback" not in proc.stdout
+
+
+def test_env_sh_of_a_copied_clone_points_at_the_copy(sandbox, tmp_path):
+    """env.sh derives the repository's paths from its own location: sourced
+    in a copy of the clone, it puts the copy's code, python_layers/ and .venv
+    first, not the original's."""
+    cache, _ = our_build()
+    proc = run_setup(sandbox, clean_env(GENCNN_CACHE=cache), make_args=[])
+    assert proc.returncode == 0, proc.stdout
+    copy = tmp_path / "copy"
+    shutil.copytree(str(sandbox), str(copy), symlinks=True)
+    shutil.rmtree(str(sandbox))                  # the original is gone
+    out = subprocess.run(["bash", "-c", '. "%s/env.sh" && echo "$GENCNN_ROOT" && '
+                          'echo "$VIRTUAL_ENV" && echo "$PYTHONPATH" && command -v python'
+                          % copy], env=clean_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, universal_newlines=True)
+    assert out.returncode == 0, out.stdout
+    root, venv, pythonpath, python = out.stdout.split()
+    assert root == str(copy) and venv == str(copy / ".venv")
+    assert pythonpath.split(":")[1:3] == [str(copy / "python_layers"), str(copy)]
+    assert python == str(copy / ".venv" / "bin" / "python")
