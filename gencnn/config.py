@@ -14,3 +14,17 @@ def data_dir():
     """Where tools write LMDBs and downloads (GENCNN_DATA, default ./data)."""
     return os.environ.get("GENCNN_DATA", os.path.join(REPO_ROOT, "data"))
 
+
+
+def available_memory():
+    """Bytes of memory available to a new allocation (Linux's MemAvailable),
+    else None: what the tools check a big run's need against before
+    allocating it."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 import caffe
-from gencnn import caffe_utils, netgen, protocols, run_folder
+from gencnn import caffe_utils, config, netgen, protocols, run_folder
 from gencnn.visualization import hmc
 from gencnn.cli import UserError
 from gencnn.files import atomic_output, copy_atomic, save_figure, write_atomic
@@ -261,7 +261,7 @@ class GenerativeLearner(object):
         # float32 chains, and per image in a net about 25 values per pixel
         # (LeNet's blobs and their diffs; measured 2 x 19,500 for 784 pixels).
         need = 4 * pixels * (10 * o["buffer_size"] + 25 * (2 * o["synthesized"] + self.batch))
-        available = _available_memory()
+        available = config.available_memory()
         if available is not None and need > available:
             raise UserError("the chains (buffer size %d) and nets (%d synthesized) need about "
                             "%.1f GiB, more than the %.1f GiB available"
@@ -491,18 +491,6 @@ class GenerativeLearner(object):
 
 
 # ---------------------------------------------------------------- helpers
-def _available_memory():
-    """Bytes of memory available to a new allocation (Linux), else None."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def _rng_state(rng):
     name, keys, pos, has_gauss, gauss = rng.get_state()
     return [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]

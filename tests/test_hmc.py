@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import caffe
-from gencnn import caffe_utils
+from gencnn import caffe_utils, config
 from gencnn.visualization import hmc, receptive_field, reference
 from gencnn.visualization import node as node_lib
 from gencnn.config import REPO_ROOT
@@ -687,7 +687,7 @@ def test_cli_fit_spectrum_bad_input_is_one_line(tmp_path, lenet_weights, args, m
 
 def test_memory_need_is_checked_before_allocating(lenet_weights, monkeypatch):
     """~0.21 MB per LeNet chain: 10,000 chains do not fit in 1 GB, 1,000 do."""
-    monkeypatch.setattr(node_lib, "_available_memory", lambda: 10 ** 9)
+    monkeypatch.setattr(config, "available_memory", lambda: 10 ** 9)
     with pytest.raises(ValueError, match=r"10000 chains need ~2\.\d GB .* more than the 1\.0 GB"):
         node_lib.open_node(LENET, lenet_weights, "ip2", [3], 10000)
     assert node_lib.open_node(LENET, lenet_weights, "ip2", [3], 1000).num_chains == 1000

@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from gencnn import caffe_utils, files
+from gencnn import caffe_utils, config, files
 from gencnn.visualization import hmc, parallel
 from gencnn.visualization.receptive_field import input_crop, receptive_field
 
@@ -84,24 +84,12 @@ def check_memory(probe, num_chains):
     if largest * num_chains > CAFFE_MAX_COUNT:
         raise ValueError("%d chains overflow a Caffe blob (%d elements per chain in the "
                          "largest): use fewer chains or units" % (num_chains, largest))
-    available = _available_memory()
+    available = config.available_memory()
     if available is not None and per_chain * num_chains > available:
         raise ValueError("%d chains need ~%.1f GB (%.2f MB each), more than the %.1f GB "
                          "available: use fewer chains or units"
                          % (num_chains, per_chain * num_chains / 1e9, per_chain / 1e6,
                             available / 1e9))
-
-
-def _available_memory():
-    """MemAvailable of /proc/meminfo in bytes (None where there is none)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 class NodeSamples(object):
