@@ -23,9 +23,10 @@ def test_demo_end_to_end(tmp_path, shared_dir):
     assert proc.returncode == 0, proc.stdout[-3000:]
     history = json.load(open(str(out / "gg_dg" / "history.json")))
     assert history["switch_iter"] == 938                      # ceil(1 x 937.5)
-    # stage 2 is the default (aligned) reading for the demo's own switch: DG's
-    # lr decay continued from iteration 938, not from the full run's 15,000
-    stage2 = caffe_utils.read_solver(str(out / "lenet_gg_dg_short.prototxt"))
+    # stage 2 is the default (aligned) reading, derived by two_stage for the
+    # demo's own switch: DG's lr decay continued from iteration 938, not from
+    # the full run's 15,000
+    stage2 = caffe_utils.read_solver(str(out / "gg_dg" / "stage2_solver.prototxt"))
     dg_solver = caffe_utils.read_solver(os.path.join(REPO, "solvers", "lenet_dg.prototxt"))
     lr = caffe_utils.learning_rate
     assert stage2.max_iter == 1875 - 938 and lr(stage2, 0) == pytest.approx(0.003)

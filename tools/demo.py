@@ -77,26 +77,22 @@ def main(argv=None):
 
     # 2. A short GG+DG run with the paper's solvers, shortened. Stage 2 is the
     # default (aligned) reading, solvers/lenet_gg_dg.prototxt: DG's inv decay
-    # continued from the switch, gamma' = gamma / (1 + gamma s). Its gamma is
-    # for the full run's switch (s = 15,000), so for the demo's own switch it
-    # is derived again from DG's schedule (protocols.aligned_schedule).
-    protocol = protocols.LENET_PROTOCOL
-    epoch_iters = protocol.epoch_iters                        # 60,000 / 64
-    total = int(-(-(args.gg_epochs + args.dg_epochs) * epoch_iters // 1))
-    switch = int(-(-args.gg_epochs * epoch_iters // 1))       # two_stage's switch iteration
+    # continued from the switch. Its schedule is written for the full run's
+    # switch (iteration 15,000); two_stage derives it again for the switch it
+    # takes here (gg_dg/stage2_solver.prototxt), so solver and switch agree.
+    total = protocols.epoch_iteration(args.gg_epochs + args.dg_epochs,
+                                      protocols.LENET_PROTOCOL.epoch_iters)
     stage1 = caffe_utils.write_solver_variant(
         "solvers/lenet_gg.prototxt", os.path.join(args.out, "lenet_gg_short.prototxt"),
         max_iter=total)
-    stage2 = caffe_utils.write_solver_variant(
-        "solvers/lenet_gg_dg.prototxt", os.path.join(args.out, "lenet_gg_dg_short.prototxt"),
-        max_iter=total - switch, **protocols.aligned_schedule(protocol.schedule, switch, total))
+    stage2 = "solvers/lenet_gg_dg.prototxt"
     dg_solver = caffe_utils.write_solver_variant(
         "solvers/lenet_dg.prototxt", os.path.join(args.out, "lenet_dg_short.prototxt"),
         max_iter=total)
     train_dir, dg_dir = os.path.join(args.out, "gg_dg"), os.path.join(args.out, "dg")
     resume = lambda d: ["--resume"] if os.path.exists(os.path.join(d, "state.json")) else []  # noqa
     run(["tools/two_stage.py", "--stage1", stage1, "--stage2", stage2,
-         "--switch-epoch", str(args.gg_epochs), "--out", train_dir, "--seed", "1",
+         "--switch", str(args.gg_epochs), "--out", train_dir, "--seed", "1",
          "--no-progress"] + resume(train_dir),
         ["tools/two_stage.py", "--stage1", dg_solver, "--out", dg_dir, "--seed", "1",
          "--no-progress"] + resume(dg_dir))
