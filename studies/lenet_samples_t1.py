@@ -93,10 +93,8 @@ class ZeroScore(object):
 
 
 def start_at_test_digits(path, digits, seed):
-    from gencnn.data.lmdb_io import read_lmdb
-    images, labels = zip(*read_lmdb(path))
-    images = np.array(images, dtype=np.float64) * SCALE
-    labels = np.array(labels)
+    from gencnn.sample_quality import labeled_images
+    images, labels = labeled_images(path, SCALE, SHAPE)
     rng = np.random.RandomState(seed)
     picks = [rng.choice(np.flatnonzero(labels == d)) for d in digits]
     return images[picks].reshape((len(digits),) + SHAPE)

@@ -33,6 +33,11 @@ def _sum(a):
     return a.reshape(a.shape[0], -1).sum(axis=1)
 
 
+def _marginal_distance(x, mean, std):
+    """max |x - mu| / sigma per chain, sigma each pixel's marginal std."""
+    return (np.abs(x - mean) / std).reshape(len(x), -1).max(axis=1)
+
+
 class DiagonalGaussian(object):
     """q = N(mean, diag(std^2)); mean and std scalars or arrays broadcastable
     to one chain's input shape. Factorizes over pixels, so a node may be
@@ -55,7 +60,7 @@ class DiagonalGaussian(object):
 
     def whitened_distance(self, x):
         """max |x - mu| / sigma per chain."""
-        return (np.abs(x - self.mean) / self.std).reshape(len(x), -1).max(axis=1)
+        return _marginal_distance(x, self.mean, self.std)
 
     def sample(self, rng, shape):
         return self.mean + self.std * rng.standard_normal(shape)
@@ -238,7 +243,7 @@ class EigenGaussian(CorrelatedGaussian):
     def whitened_distance(self, x):
         """max |x - mu| / (marginal std) per chain: a cheap divergence guard
         (it only has to spot chains thousands of standard deviations out)."""
-        return (np.abs(x - self.mean) / self.std).reshape(len(x), -1).max(axis=1)
+        return _marginal_distance(x, self.mean, self.std)
 
     @property
     def mean_value(self):
