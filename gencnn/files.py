@@ -74,6 +74,33 @@ def copy_atomic(src, path):
         shutil.copyfile(src, tmp)
 
 
+def free_bytes(path):
+    """Bytes this user may still write on the file system that holds `path`
+    (or, for a path not made yet, the nearest existing folder above it)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return shutil.disk_usage(path).free
+
+
+def check_disk(path, need, what):
+    """UserError (one line) when the file system of `path` has less than
+    `need` bytes free for `what`: checked before writing, because Caffe aborts
+    (no exception, no cleanup) when a snapshot cannot be written."""
+    free = free_bytes(path)
+    if need > free:
+        from gencnn.cli import UserError
+        raise UserError("not enough disk space for %s in %s: about %s needed, %s free"
+                        % (what, path, _size(need), _size(free)))
+
+
+def _size(nbytes):
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return "%d %s" % (nbytes, unit) if unit == "bytes" else "%.1f %s" % (nbytes, unit)
+        nbytes /= 1024.0
+
+
 def save_figure(fig, path, dpi=90):
     """Save a matplotlib figure atomically (its extension picks the format)."""
     with atomic_output(path, suffix=os.path.splitext(path)[1]) as tmp:

@@ -45,7 +45,7 @@ import numpy as np
 
 from caffe.proto import caffe_pb2
 from gencnn.cli import UserError
-from gencnn.files import atomic_output, log_line, write_atomic, write_json
+from gencnn.files import atomic_output, check_disk, log_line, write_atomic, write_json
 from gencnn.protocols import epoch_iteration
 
 
@@ -135,6 +135,18 @@ def _upgrade_two_stage(state):
 
 
 # ------------------------------------------------------------ the folder
+# What one checkpoint writes per learned weight: the .caffemodel (the float
+# weights) and the .solverstate (SGD's momentum history, one float each);
+# Adam and the like keep two histories, hence 3.
+CHECKPOINT_FLOATS_PER_WEIGHT = 3
+MARGIN_BYTES = 1 << 20          # logs, state.json, protobuf framing
+
+
+def weight_bytes(net):
+    """Bytes of a pycaffe net's learned weights (float32), one copy."""
+    return 4 * sum(blob.data.size for blobs in net.params.values() for blob in blobs)
+
+
 class RunFolder(object):
     """The files of one run in `out_dir`; `log_name` is its text log."""
 
@@ -262,11 +274,37 @@ class RunFolder(object):
                 self.bar.set_postfix(**postfix)
 
     # ----------------------------------------------------- checkpoints
+    def reserve(self, solver, copies, extra=0):
+        """Refuse, before training, a run whose outputs cannot fit on the
+        disk: `copies` checkpoints' worth of the solver's weights (rotating
+        checkpoints overlap by one; kept epochs and final weights add) plus
+        `extra` bytes of the loop's own files."""
+        check_disk(self.out_dir, copies * CHECKPOINT_FLOATS_PER_WEIGHT * weight_bytes(solver.net)
+                   + extra + MARGIN_BYTES, "this run's checkpoints and outputs")
+
+    def make_room(self, solver, state, extra=0):
+        """Stop the run with one line when the disk cannot take the next
+        checkpoint (the solver's snapshot, plus `extra` bytes of the loop's
+        own files), keeping the previous one for --resume."""
+        need = CHECKPOINT_FLOATS_PER_WEIGHT * weight_bytes(solver.net) + extra + MARGIN_BYTES
+        try:
+            check_disk(self.out_dir, need, "the checkpoint of iteration %d" % solver.iter)
+        except UserError as err:
+            ck = state.get("checkpoint")
+            self.log("stopped: %s" % err)
+            raise UserError("%s; the last checkpoint (%s) is kept: free some space, then "
+                            "--resume" % (err, "iteration %d" % ck["iter"] if ck else "none"))
+
     def checkpoint(self, solver, state, name, keep=False, files=(), **fields):
         """Snapshot `solver` (its snapshot_prefix is snapshots/<name>), record
         it in state.json with `fields`, then remove the previous checkpoint
         unless it was kept. `files`: the loop's own files of this checkpoint
-        (relative to the folder, already written), rotated with it."""
+        (relative to the folder, already written), rotated with it.
+
+        A disk too full for the snapshot stops the run with one line before
+        Caffe tries (it would abort): the previous checkpoint is kept for
+        --resume once space is freed."""
+        self.make_room(solver, state)
         solver.snapshot()
         prefix = os.path.join("snapshots", "%s_iter_%d" % (name, solver.iter))
         previous = state.get("checkpoint")

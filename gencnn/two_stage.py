@@ -462,6 +462,11 @@ class TwoStageRunner(object):
             open(iters_log, "w").close()
             if stage.test_note:
                 self.folder.log("stage %d: %s" % (stage.index, stage.test_note))
+        # two rotating checkpoints, the stage's last (kept), its final weights
+        # and the kept epochs' (weights only), iterations_stage*.tsv (~60 bytes a row)
+        self.folder.reserve(solver, 3 + (1.0 + len(self.keep)) /
+                            run_folder.CHECKPOINT_FLOATS_PER_WEIGHT,
+                            60 * (stage_iters - solver.iter))
         workers = self._start_workers(solver, stage, stage_iters, restore) \
             if len(self.gpus) > 1 else []
         history = state["history"]["stage%d" % stage.index]

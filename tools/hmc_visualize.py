@@ -387,6 +387,12 @@ def run(args):
             tqdm.write("warning: more divergences; see summary.json", file=sys.stderr)
 
     iters, adapt = settings["iters"], settings["adapt"]
+    # samples.npz (final states and chain means, float32; per chain and
+    # iteration six float64 traces) and the figures: refused now, not after
+    # the sampling, when writing them would fail
+    files.check_disk(out_dir, 8 * int(np.prod(input_shape)) * node.num_chains +
+                     48 * node.num_chains * (adapt + iters) + (16 << 20),
+                     "the samples and figures")
     bar = tqdm(total=adapt + iters, desc="HMC %s unit %s" % (args.blob, args.unit),
                file=sys.stderr, unit="it", dynamic_ncols=True)
 
