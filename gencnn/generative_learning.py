@@ -1,7 +1,12 @@
 """Generative learning with synthesized images: the paper's section 5.
 
 The model is the paper's eq. 1, p_y(x; w) = exp(f_y(x; w)) q(x) / Z_y, with q
-white noise fitted to the training images. Its log-likelihood gradient,
+white noise fitted to the training images (section 3.4's q, the default) or,
+with `fitted_q` 1, a full-covariance Gaussian on u = logit(x) fitted to the
+dequantized training images: the q of studies/lenet_samples_t1.py and
+hmc_visualize's lenet-fitted preset. Then the chains live on u, HMC has the
+mass matrix Sigma^-1 (unit mass in q's whitened coordinates), the solver sees
+x = sigmoid(u), a valid image, and no clamp is needed. Its log-likelihood gradient,
 df_y(x_i)/dw - E_{p_y}[df_y(x)/dw], is estimated on each batch by N observed
 images and M images synthesized from the current p_y
 (python_layers/synthesis_loss_layer.py). The synthesized images come from
@@ -106,7 +111,13 @@ OPTIONS = (
            "a score |f_y| above this is a divergence: the run stops"),
     Option("checkpoint_every", 100, int, ">0", "iterations between resumable checkpoints"),
     Option("reference_count", 10000, int, ">0",
-           "training images q = N(mean, std^2) is fitted to"),
+           "training images q is fitted to"),
+    Option("fitted_q", 0, int, "0|1",
+           "0: q = N(mean, std^2) white noise (section 3.4); 1: q a full-covariance "
+           "Gaussian on logit(x) fitted to the dequantized images, chains on logit(x) "
+           "preconditioned by its covariance"),
+    Option("shrinkage", 1e-3, float, ">0",
+           "fitted_q 1: q's covariance is S + shrinkage I (S the images' covariance)"),
     Option("match_labels", 1, int, "0|1",
            "1: the synthesized images take the classes of the observed batch (each class "
            "column gets equal pushes up and down); 0: uniform classes"),
@@ -116,13 +127,26 @@ SCALE = 0.00390625              # pixels -> input units, as the nets' transform_
 DEPLOY = "prototxt/lenet_deploy.prototxt"
 
 
-def fit_q(train_lmdb, count):
-    """(mean, std) of q fitted to `count` training images (section 3.4's
-    white noise with the images' mean and marginal variance)."""
-    images = [image for image, _ in read_lmdb(train_lmdb, count)]
-    if not images:
-        raise UserError("training LMDB %s is empty" % train_lmdb)
-    return hmc.fit_reference(np.array(images, dtype=np.float64) * SCALE)
+# q's dequantization noise has a seed of its own, the same as
+# studies/lenet_samples_t1.py's (RandomState(seed + 1), seed 0): a net learned
+# with fitted_q 1 is sampled there under the q it was trained with.
+Q_DEQUANTIZATION_SEED = 1
+
+
+def fit_q(train_lmdb, count, shape, fitted=False, shrinkage=1e-3):
+    """q fitted to the first `count` training images: section 3.4's white
+    noise with the images' mean and marginal variance (a DiagonalGaussian of
+    scalars) or, `fitted`, a full-covariance Gaussian on the logits of the
+    dequantized images (an EigenGaussian of u = logit(x))."""
+    from gencnn.visualization import reference
+    from gencnn.visualization.node import lmdb_images
+    images = lmdb_images(train_lmdb, count, SCALE, shape)
+    if len(images) < 2:
+        raise UserError("training LMDB %s has fewer than 2 images to fit q to" % train_lmdb)
+    if not fitted:
+        return reference.DiagonalGaussian(*hmc.fit_reference(images.astype(np.float64)))
+    return reference.fit_logit_gaussian(images, SCALE, Q_DEQUANTIZATION_SEED, kind="full",
+                                        shrinkage=shrinkage)
 
 
 def solver_text(net_path, opts, max_iter, snapshot_prefix, seed):
@@ -139,12 +163,13 @@ def solver_text(net_path, opts, max_iter, snapshot_prefix, seed):
 
 
 class ChainBuffer(object):
-    """Persistent chains: `size` images per class, initialised from q."""
+    """Persistent chains: `size` states per class, initialised from q (a
+    reference.py Gaussian of the chains' coordinates)."""
 
-    def __init__(self, num_classes, size, shape, mean, std, rng):
-        self.mean, self.std = mean, std
-        self.images = (mean + std * rng.standard_normal((num_classes, size) + shape)
-                       ).astype(np.float32)
+    def __init__(self, num_classes, size, shape, q, rng):
+        self.q = q
+        self.images = q.sample(rng, (num_classes * size,) + shape).reshape(
+            (num_classes, size) + shape).astype(np.float32)
 
     def draw(self, count, restart_prob, rng, labels=None):
         """(labels, slots, x, restarts): `count` chains of the given classes
@@ -158,8 +183,7 @@ class ChainBuffer(object):
         x = self.images[labels, slots].astype(np.float64)
         restart = rng.uniform(size=count) < restart_prob
         if restart.any():
-            x[restart] = self.mean + self.std * rng.standard_normal(
-                (int(restart.sum()),) + x.shape[1:])
+            x[restart] = self.q.sample(rng, (int(restart.sum()),) + x.shape[1:])
         return labels, slots, x, int(restart.sum())
 
     def store(self, labels, slots, x):
@@ -269,6 +293,19 @@ class GenerativeLearner(object):
                                available / 2.0 ** 30))
 
     # ---------------------------------------------------------------- nets
+    def _fit_q(self):
+        shape = tuple(netgen.deploy_net(netgen.LENET).layer[0].input_param.shape[0].dim[1:])
+        return fit_q(self.train_source, self.opts["reference_count"], shape,
+                     bool(self.opts["fitted_q"]), self.opts["shrinkage"])
+
+    def _q_record(self, q):
+        """q as state.json and history.json record it."""
+        if not self.opts["fitted_q"]:
+            return {"mean": q.mean_value, "std": q.std_value}
+        return {"describe": "logit-space " + q.describe(), "images": self.opts["reference_count"],
+                "shrinkage": self.opts["shrinkage"],
+                "dequantization_seed": Q_DEQUANTIZATION_SEED}
+
     def _build(self):
         o = self.opts
         net_text = str(netgen.synthesis_net(
@@ -291,6 +328,7 @@ class GenerativeLearner(object):
     def _checkpoint(self, solver, state):
         """Caffe's snapshot plus the chains, the step size and both RNGs."""
         chains = os.path.join("snapshots", "chains_iter_%d.npz" % solver.iter)
+        self.folder.make_room(solver, state, self.buffer.images.nbytes)
         with atomic_output(self.path(chains), suffix=".npz") as tmp:
             np.savez(tmp, images=self.buffer.images, step_size=self.step_size,
                      rng=np.array(json.dumps(_rng_state(self.rng))),
@@ -315,20 +353,25 @@ class GenerativeLearner(object):
         state = self.folder.start(resume, self.describe(), self.RESUME_KEYS)
         if state is None:
             self.validate()
-            mean, std = fit_q(self.train_source, o["reference_count"])
             state = self.folder.create({
                 "config": self.describe(), "iter": 0, "done": False, "checkpoint": None,
-                "q": {"mean": mean, "std": std}, "history": [], "diverged": None})
+                "q": self._q_record(self._fit_q()), "history": [], "diverged": None})
         elif state["done"]:
             self.folder.log("already finished; nothing to resume")
             return state
-        mean, std = state["q"]["mean"], state["q"]["std"]
+        # q is fitted anew on a resume: the same images (the LMDB's
+        # fingerprint is checked) and seeds give the same q.
+        self.q = self._fit_q()
         solver, sampler_net, test_net = self._build()
         shape = tuple(sampler_net.blobs["data"].data.shape[1:])
         seed = 0 if self.seed is None else self.seed
         self.rng = np.random.RandomState(seed + 1)
-        self.buffer = ChainBuffer(10, o["buffer_size"], shape, mean, std, self.rng)
+        self.buffer = ChainBuffer(10, o["buffer_size"], shape, self.q, self.rng)
         self.step_size = o["step_size"]
+        # two rotating checkpoints (weights, solver state, chains), the final
+        # weights and chains, iterations.tsv (~220 bytes a row)
+        self.folder.reserve(solver, 2 + 1.0 / run_folder.CHECKPOINT_FLOATS_PER_WEIGHT,
+                            3 * self.buffer.images.nbytes + 220 * (self.max_iter - solver.iter))
         tsv_path = self.path("iterations.tsv")
         hmc_state = None
         if state["checkpoint"]:
@@ -340,20 +383,24 @@ class GenerativeLearner(object):
                 solver.net.copy_from(str(self.weights))
             open(tsv_path, "w").close()
             self.folder.log("generative learning: %d iterations (%g epochs), %d observed + %d "
-                            "synthesized per batch, q = N(%.4f, %.4f^2)%s"
-                            % (self.max_iter, o["epochs"], self.batch, o["synthesized"], mean,
-                               std, ", from %s" % self.weights if self.weights else ""))
+                            "synthesized per batch, q = %s%s"
+                            % (self.max_iter, o["epochs"], self.batch, o["synthesized"],
+                               self.q.describe() if not o["fitted_q"] else state["q"]["describe"],
+                               ", from %s" % self.weights if self.weights else ""))
         state["iter"] = solver.iter
         self.sampler = hmc.HMCSampler(
             None, step_size=self.step_size, leapfrog_steps=o["leapfrog_steps"], mass=1.0,
-            mass_convention="inverse", sigma=std, ref_mean=mean,
+            mass_convention="inverse", reference=self.q, precondition=bool(o["fitted_q"]),
             temperature=o["temperature"], warn=lambda message: None,
             # one stream for all rows: they are drawn from the buffer anew each
             # iteration, not fixed chains; checkpointed with the run
             rng=np.random.RandomState(seed + 2))
         if hmc_state is not None:
             self.sampler.rng.set_state(_rng_from(hmc_state))
-        self.clamp = (mean - o["clamp_sigmas"] * std, mean + o["clamp_sigmas"] * std)
+        self.clamp = None
+        if o["clamp_sigmas"] > 0 and not o["fitted_q"]:
+            mean, std = self.q.mean, self.q.std
+            self.clamp = (mean - o["clamp_sigmas"] * std, mean + o["clamp_sigmas"] * std)
         epoch_rows = run_folder.rows_since(tsv_path, state["history"][-1]["iter"]
                                            if state["history"] else 0)
         with self.folder.progress(self.progress, self.max_iter, solver.iter), \
@@ -385,7 +432,8 @@ class GenerativeLearner(object):
             copy_atomic(self.path(state["checkpoint"]["caffemodel"]),
                         self.path("final.caffemodel"))
             with atomic_output(self.path("chains.npz"), suffix=".npz") as tmp:
-                np.savez_compressed(tmp, images=self.buffer.images)
+                # images: the chains as the net sees them (input units)
+                np.savez_compressed(tmp, images=self.to_images(self.buffer.images))
             self.write_outputs(state)
         self.folder.finish(state, outputs)
         return state
@@ -407,6 +455,8 @@ class GenerativeLearner(object):
         labels, slots, x, restarts = self.buffer.draw(o["synthesized"], o["restart_prob"],
                                                       self.rng, wanted)
         self.sampler.score = hmc.NodeScore(sampler_net, "ip2", labels)
+        if self.opts["fitted_q"]:
+            self.sampler.score = hmc.LogitScore(self.sampler.score)
         f, grad = self.sampler.evaluate(x)
         accept, divergent = [], 0
         for _ in range(o["mcmc_iters"]):
@@ -414,7 +464,7 @@ class GenerativeLearner(object):
                                                                        self.step_size)
             accept.append(float(prob.mean()))
             divergent += int(div.sum())
-        if o["clamp_sigmas"] > 0:
+        if self.clamp is not None:
             x = np.clip(x, *self.clamp)
         finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
         if not finite.all():
@@ -426,7 +476,12 @@ class GenerativeLearner(object):
             self.step_size = float(np.clip(
                 self.step_size * math.exp(o["adapt_rate"] * (accept - o["target_accept"])),
                 o["min_step"], o["max_step"]))
-        return labels, x, [accept, self.step_size, divergent, restarts]
+        return labels, self.to_images(x), [accept, self.step_size, divergent, restarts]
+
+    def to_images(self, states):
+        """The images (input units) of chain states: x itself, or sigmoid(u)
+        for the logit chains of fitted_q."""
+        return hmc.logit_to_pixels(states, (0.0, 1.0)) if self.opts["fitted_q"] else states
 
     def _scores(self, state, net, it):
         """[DG loss, synthesis loss, energy gap, f data, f samples] of the

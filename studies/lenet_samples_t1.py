@@ -134,10 +134,9 @@ def main(argv=None):
     started = time.time()
     images = lmdb_images(args.train_lmdb, args.q_images, SCALE, SHAPE)
     logit = args.pixels == "logit"
-    if logit:
-        images = reference.dequantized_logits(images, np.random.RandomState(args.seed + 1), SCALE)
-    q = reference.fit_gaussian(images,
-                               kind=args.q, shrinkage=args.shrinkage, rank=args.rank)
+    fit = dict(kind=args.q, shrinkage=args.shrinkage, rank=args.rank)
+    q = (reference.fit_logit_gaussian(images, SCALE, args.seed + 1, **fit) if logit
+         else reference.fit_gaussian(images, **fit))
     digits = np.repeat(np.arange(10), args.chains_per_digit)
     if args.no_net:
         score = ZeroScore()

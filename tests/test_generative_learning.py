@@ -259,6 +259,27 @@ def small_args(subset, out, *extra):
             subset / "mnist_test_lmdb"] + SMALL + list(extra)
 
 
+def kill_after_checkpoint(args, iteration):
+    """Run the tool with `args` and kill -9 it once it has checkpointed at
+    `iteration` or later; its state.json then."""
+    out = args[args.index("--out") + 1]
+    proc = subprocess.Popen([sys.executable, os.path.join(TOOLS, "generative_learning.py")] +
+                            list(map(str, args)), cwd=REPO_ROOT, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            state = json.load(open(out / "state.json"))
+        except (OSError, ValueError):
+            state = {}
+        if (state.get("checkpoint") or {}).get("iter", 0) >= iteration:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return json.load(open(out / "state.json"))
+
+
 def test_tool_trains_logs_and_resumes_bit_identically(subset, tmp_path):
     straight = tmp_path / "straight"
     tool(*small_args(subset, straight, "--epochs", 1, "--seed", 3, "--checkpoint-every", 5))
@@ -277,22 +298,8 @@ def test_tool_trains_logs_and_resumes_bit_identically(subset, tmp_path):
 
     # kill -9 after a checkpoint, then --resume: the same final weights and chains.
     killed = tmp_path / "killed"
-    args = [sys.executable, os.path.join(TOOLS, "generative_learning.py")] + list(map(str, (
-        small_args(subset, killed, "--epochs", 1, "--seed", 3, "--checkpoint-every", 5))))
-    proc = subprocess.Popen(args, cwd=REPO_ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        try:
-            state = json.load(open(killed / "state.json"))
-        except (OSError, ValueError):
-            state = {}
-        if (state.get("checkpoint") or {}).get("iter", 0) >= 10:
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    state = json.load(open(killed / "state.json"))
+    state = kill_after_checkpoint(
+        small_args(subset, killed, "--epochs", 1, "--seed", 3, "--checkpoint-every", 5), 10)
     assert not state["done"] and state["checkpoint"]["iter"] < 32
     # resume a copy of the killed run: it continues from its own snapshots
     # (state.json paths are relative) and leaves the original alone
@@ -384,3 +391,40 @@ def test_bad_starts_are_one_line_and_leave_no_run(subset, tmp_path):
     line = one_line_error(tool(*args, check=False))
     assert "training LMDB" in line, line
 
+
+
+def test_fitted_q_chains_live_on_the_logit_scale(subset, short_dg_lenet, tmp_path):
+    """fitted_q 1: q a full-covariance Gaussian on logit(x) (the q the T = 1
+    samples are drawn under), chains on u = logit(x), images sigmoid(u).
+    Every synthesized image is valid, the chains sit where the learned f_y is
+    higher than at q's own draws (they sample exp(f_y) q), and a killed run
+    resumes to the same weights and chains (q is fitted anew, identically)."""
+    from gencnn import generative_learning
+    from gencnn.visualization import hmc
+    extra = ("--weights", short_dg_lenet, "--fitted-q", 1, "--epochs", 1, "--seed", 3,
+             "--mcmc-iters", 10,
+             "--step-size", 0.3,
+             "--max-step", 2, "--checkpoint-every", 4)
+    straight = tmp_path / "straight"
+    tool(*small_args(subset, straight, *extra))
+    history = json.load(open(straight / "history.json"))
+    assert history["q"]["describe"].startswith("logit-space full-covariance Gaussian")
+    assert history["q"]["images"] == 200 and history["epochs"][-1]["acceptance"] > 0.3
+    images = np.load(straight / "chains.npz")["images"]
+    assert np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
+    # the chains against q's draws, scored by the learned net (class = buffer row)
+    q = generative_learning.fit_q(str(subset / "mnist_train_lmdb"), 200, (1, 28, 28), True)
+    draws = hmc.logit_to_pixels(q.sample(np.random.RandomState(0), (200, 1, 28, 28)), (0, 1))
+    net = hmc.load_net(os.path.join(REPO_ROOT, "prototxt", "lenet_deploy.prototxt"),
+                       str(straight / "final.caffemodel"), 200)
+    labels = np.repeat(np.arange(10), 20)
+    score = hmc.NodeScore(net, "ip2", labels)
+    assert score(images.reshape(200, 1, 28, 28))[0].mean() > score(draws)[0].mean() + 1
+
+    killed = tmp_path / "killed"
+    state = kill_after_checkpoint(small_args(subset, killed, *extra), 12)
+    assert not state["done"]
+    tool(*small_args(subset, killed, *(extra + ("--resume",))))
+    assert open(killed / "final.caffemodel", "rb").read() == \
+        open(straight / "final.caffemodel", "rb").read()
+    np.testing.assert_array_equal(np.load(killed / "chains.npz")["images"], images)

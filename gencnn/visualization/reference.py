@@ -281,6 +281,16 @@ def dequantized_logits(images, rng, quantum, bounds=(0.0, 1.0)):
     return np.log(x) - np.log1p(-x)
 
 
+def fit_logit_gaussian(images, quantum, seed=1, bounds=(0.0, 1.0), **fit):
+    """q of the logit pixel model: a Gaussian (fit_gaussian's `fit` options)
+    fitted to the logits of `images` dequantized with RandomState(seed). One
+    seed gives one q: a net learned with it (gencnn/generative_learning.py,
+    fitted_q) is sampled under the same q by studies/lenet_samples_t1.py and
+    hmc_visualize's lenet-fitted preset (seed 1 at their default --seed 0)."""
+    logits = dequantized_logits(images, np.random.RandomState(seed), quantum, bounds)
+    return fit_gaussian(logits, **fit)
+
+
 def fit_gaussian(images, kind="full", shrinkage=1e-3, rank=50):
     """A Gaussian q fitted to images (M x input shape, input units).
 
