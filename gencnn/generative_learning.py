@@ -433,7 +433,9 @@ class GenerativeLearner(object):
                         self.path("final.caffemodel"))
             with atomic_output(self.path("chains.npz"), suffix=".npz") as tmp:
                 # images: the chains as the net sees them (input units)
-                np.savez_compressed(tmp, images=self.to_images(self.buffer.images))
+                np.savez_compressed(tmp, images=self.to_images(self.buffer.images),
+                                    **({"states": self.buffer.images}
+                                       if self.opts["fitted_q"] else {}))
             self.write_outputs(state)
         self.folder.finish(state, outputs)
         return state

@@ -60,8 +60,13 @@ def parse_args(argv):
         help="sampling iterations (default %(default)s)")
     add("--leapfrog-steps", type=cli.positive_int, default=10, help="(default %(default)s)")
     add("--target-accept", type=cli.open_fraction, default=0.65, help="(default %(default)s)")
-    add("--start", default="q", choices=["q", "test"],
-        help="chains start at q's draws or at test digits of their class (default %(default)s)")
+    add("--start", default="q", choices=["q", "test", "chains"],
+        help="chains start at q's draws, at test digits of their class, or (chains) at "
+             "the final chains of a generative_learning run, --chains NPZ "
+             "(default %(default)s)")
+    add("--chains", default=None, metavar="NPZ",
+        help="--start chains: a generative_learning chains.npz (its chains of each digit "
+             "in order)")
     add("--train-lmdb", default=os.path.join(config.data_dir(), "mnist", "mnist_train_lmdb"))
     add("--test-lmdb", default=os.path.join(config.data_dir(), "mnist", "mnist_test_lmdb"))
     add("--seed", type=cli.seed, default=0, help="(default %(default)s)")
@@ -73,11 +78,19 @@ def parse_args(argv):
     add("--take-from", default=None, metavar="NPZ",
         help="only write to --out the first --chains-per-digit samples of each digit of "
              "an .npz this script wrote (a set at a smaller n; no sampling)")
+    add("--chains-from", default=None, metavar="NPZ",
+        help="only write to --out the first --chains-per-digit chains of each digit of a "
+             "generative_learning chains.npz, as they are (its training's final persistent "
+             "chains; no sampling; --weights names their net in the set's meta)")
     args = parser.parse_args(argv)
-    if args.grid_from or args.take_from:
+    if args.grid_from or args.take_from or args.chains_from:
         return args
     if not args.no_net and not (args.weights and os.path.isfile(args.weights)):
         raise cli.UserError("--weights: a caffemodel is required (or --no-net)")
+    if (args.start == "chains") != bool(args.chains):
+        raise cli.UserError("--chains goes with --start chains, and only with it")
+    if args.chains and not os.path.isfile(args.chains):
+        raise cli.UserError("--chains %s does not exist" % args.chains)
     for path in (args.train_lmdb,) + ((args.test_lmdb,) if args.start == "test" else ()):
         if not os.path.isdir(path):
             raise cli.UserError("LMDB not found: %s (python tools/get_mnist.py)" % path)
@@ -90,6 +103,28 @@ class ZeroScore(object):
 
     def __call__(self, x):
         return np.zeros(len(x)), np.zeros_like(x)
+
+
+def start_at_chains(path, digits, logit):
+    """The first chains of each digit in a generative_learning chains.npz
+    (states: the chains' own coordinates, logit(x) for fitted_q; images: x)."""
+    with np.load(path) as npz:
+        key = "states" if logit and "states" in npz.files else "images"
+        chains = npz[key]
+        if key == "images" and logit:
+            chains = reference.dequantized_logits(chains, np.random.RandomState(0), 0.0)
+    if chains.ndim != 5 or chains.shape[0] != 10 or chains.shape[2:] != SHAPE:
+        raise cli.UserError("%s holds %s chains, not 10 digits x n x 1 x 28 x 28"
+                            % (path, chains.shape))
+    taken = np.zeros(10, int)
+    x0 = np.empty((len(digits),) + SHAPE)
+    for n, d in enumerate(digits):
+        if taken[d] == chains.shape[1]:
+            raise cli.UserError("%s has %d chains per digit, fewer than asked"
+                                % (path, chains.shape[1]))
+        x0[n] = chains[d, taken[d]]
+        taken[d] += 1
+    return x0
 
 
 def start_at_test_digits(path, digits, seed):
@@ -131,6 +166,16 @@ def main(argv=None):
             save(args.out, npz["x"][picks], npz["y"][picks],
                  npz["chain_mean"][picks] if "chain_mean" in npz.files else None, meta)
         return 0
+    if args.chains_from:
+        digits = np.repeat(np.arange(10), args.chains_per_digit)
+        x = start_at_chains(args.chains_from, digits, False)
+        save(args.out, x, digits, None, {
+            "net": args.weights, "q": "the q of the run's training (its history.json)",
+            "temperature": 1.0, "chains": len(digits),
+            "start": "the final persistent chains of a generative_learning run (%s), as they "
+                     "are: no sampling of the final net" % args.chains_from,
+            "command": "python studies/lenet_samples_t1.py " + " ".join(argv or sys.argv[1:])})
+        return 0
     started = time.time()
     images = lmdb_images(args.train_lmdb, args.q_images, SCALE, SHAPE)
     logit = args.pixels == "logit"
@@ -151,8 +196,11 @@ def main(argv=None):
                              precondition=True, bounds=bounds, seed=args.seed,
                              warn=lambda message: None)
     shape = (len(digits),) + SHAPE
-    x0 = (sampler.initial_state(shape) if args.start == "q"
-          else start_at_test_digits(args.test_lmdb, digits, args.seed))
+    if args.start == "chains":
+        x0 = start_at_chains(args.chains, digits, logit)
+    else:
+        x0 = (sampler.initial_state(shape) if args.start == "q"
+              else start_at_test_digits(args.test_lmdb, digits, args.seed))
     if logit and args.start == "test":
         x0 = reference.dequantized_logits(x0, np.random.RandomState(args.seed + 2), SCALE)
     sampling = time.time()
@@ -173,7 +221,7 @@ def main(argv=None):
         % (args.q_images, args.shrinkage) + (" (rank %d)" % args.rank
                                             if args.q == "lowrank" else ""),
         "q_kind": args.q, "pixels": args.pixels, "temperature": 1.0, "bounds": list(bounds) if bounds else None,
-        "start": args.start, "chains": len(digits), "adapt": args.adapt, "iters": args.iters,
+        "start": args.start, "start_chains": args.chains, "chains": len(digits), "adapt": args.adapt, "iters": args.iters,
         "leapfrog_steps": args.leapfrog_steps, "mass_matrix": "Sigma^-1 (unit inverse mass)",
         "target_accept": args.target_accept, "final_step_size": out["final_step_size"],
         "acceptance_rate": float(out["accepted"][args.adapt:].mean()),

@@ -1,0 +1,33 @@
+#!/bin/bash
+# Section 5 learning with the fitted q (issue 14 D), one seed:
+#   studies/sec5_fitted_q.sh SEED [DG_WEIGHT [CHAINS_PER_DIGIT]]
+# fine-tunes the 25-epoch DG LeNet of that seed (results/sample_quality/nets/
+# dg_seed$SEED.caffemodel) by half an epoch of generative learning under the
+# fitted q, then draws T = 1 samples of the learned net from q (the protocol
+# of the DG nets' samples: 30 adaptation + 100 iterations of 10 leapfrog
+# steps), and keeps the training's final persistent chains as a second set.
+# Resumable: a finished step is skipped. Run from the repository root after
+# `. ./env.sh`; one core (OPENBLAS_NUM_THREADS=1) per seed.
+set -euo pipefail
+seed=$1; weight=${2:-100}; per_digit=${3:-100}
+name=sec5_w${weight}_seed${seed}
+run=results/runs/sec5/$name
+samples=results/sample_quality/samples
+nets=results/sample_quality/nets
+export OPENBLAS_NUM_THREADS=1
+if [ ! -f $run/history.json ]; then
+  resume=""; [ -f $run/state.json ] && resume="--resume"
+  python tools/generative_learning.py --out $run --seed $seed \
+      --weights $nets/dg_seed$seed.caffemodel --fitted-q 1 --reference-count 20000 \
+      --epochs 0.5 --dg-weight $weight --step-size 0.3 --max-step 2 --no-progress $resume
+fi
+cp $run/final.caffemodel $nets/$name.caffemodel
+cp $run/history.json $nets/${name}_history.json
+cp $run/train.log $nets/${name}_train.log
+out=$samples/${name}_logit.npz
+[ $per_digit != 100 ] && out=$samples/${name}_logit_n$((10 * per_digit)).npz
+[ -f $out ] || python studies/lenet_samples_t1.py --weights $nets/$name.caffemodel \
+    --chains-per-digit $per_digit --out $out --grid results/figures/sample_quality_$(basename $out .npz).png
+python studies/lenet_samples_t1.py --chains-from $run/chains.npz --chains-per-digit $per_digit \
+    --weights $nets/$name.caffemodel \
+    --out $samples/${name}_buffer$([ $per_digit != 100 ] && echo _n$((10 * per_digit))).npz
