@@ -1,14 +1,8 @@
 """Generative learning with synthesized images: the paper's section 5.
 
-The model is the paper's eq. 1, p_y(x; w) = exp(f_y(x; w)) q(x) / Z_y, with q
-white noise fitted to the training images (section 3.4's q, the default) or,
-with `fitted_q` 1, a full-covariance Gaussian on u = logit(x) fitted to the
-dequantized training images: the q of studies/lenet_samples_t1.py and
-hmc_visualize's lenet-fitted preset. Then the chains live on u, HMC has the
-mass matrix Sigma^-1 (unit mass in q's whitened coordinates), the solver sees
-x = sigmoid(u), a valid image, and no clamp is needed. Its log-likelihood gradient,
-df_y(x_i)/dw - E_{p_y}[df_y(x)/dw], is estimated on each batch by N observed
-images and M images synthesized from the current p_y
+The model is the paper's eq. 1, p_y(x; w) = exp(f_y(x; w)) q(x) / Z_y. Its
+log-likelihood gradient, df_y(x_i)/dw - E_{p_y}[df_y(x)/dw], is estimated on
+each batch by N observed images and M images synthesized from the current p_y
 (python_layers/synthesis_loss_layer.py). The synthesized images come from
 persistent chains (a replay buffer, `buffer_size` images per class, each
 drawn image re-initialised from q with probability `restart_prob`): every
@@ -18,6 +12,14 @@ kept; `leapfrog_steps` 1 is Metropolis-adjusted Langevin) at temperature T
 on a deploy net that shares the training net's weights, writes them back,
 and steps the pycaffe solver on the observed + synthesized batch. The HMC
 step size is adapted during training toward `target_accept`.
+
+q is white noise fitted to the training images (section 3.4's q, the
+default) or, with `fitted_q` 1, a full-covariance Gaussian on u = logit(x)
+fitted to the dequantized training images: the q of
+studies/lenet_samples_t1.py and hmc_visualize's lenet-fitted preset. Then the
+chains live on u, HMC has the mass matrix Sigma^-1 (unit mass in q's
+whitened coordinates), the solver sees x = sigmoid(u), a valid image, and no
+clamp is needed.
 
 Guard rails: per epoch, the chains' acceptance, the energy gap (mean f_y on
 the data minus on the samples), the step size and the count of divergent
@@ -85,7 +87,8 @@ OPTIONS = (
     Option("leapfrog_steps", 1, int, ">0",
            "leapfrog steps per transition (1 = Metropolis-adjusted Langevin)"),
     Option("step_size", 0.05, float, ">0",
-           "initial leapfrog step size (unit mass, input units)"),
+           "initial leapfrog step size (unit mass: in input units for white q, in q's "
+           "whitened coordinates for fitted_q)"),
     Option("target_accept", 0.65, float, "[0,1)",
            "the step size is adapted toward this mean acceptance (0 = fixed step)"),
     Option("adapt_rate", 0.05, float, ">=0",
@@ -94,7 +97,8 @@ OPTIONS = (
     Option("max_step", 0.5, float, ">0", "largest adapted step size"),
     Option("temperature", 1.0, float, ">0", "T of the training chains (the paper's model: 1)"),
     Option("clamp_sigmas", 5.0, float, ">=0",
-           "clamp the chains to mu +- this many sigma of q (0 = off)"),
+           "white q: clamp the chains to mu +- this many sigma of q (0 = off; fitted_q "
+           "needs none: its images are sigmoid(u))"),
     # The synthesis gradient's norm is far above clip_gradients, so the
     # clipped step gives a DG loss of weight 10 a small share: test error
     # 5.05 % after the epoch, against 3.0 % at weight 100 (docs/visualization.md).

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Section 5 learning with the fitted q (issue 14 D), one seed:
-#   studies/sec5_fitted_q.sh SEED [DG_WEIGHT [CHAINS_PER_DIGIT]]
+#   studies/sec5_fitted_q.sh SEED [DG_WEIGHT [CHAINS_PER_DIGIT [LEAPFROG_STEPS]]]
 # fine-tunes the 25-epoch DG LeNet of that seed (results/sample_quality/nets/
 # dg_seed$SEED.caffemodel) by half an epoch of generative learning under the
 # fitted q, then draws T = 1 samples of the learned net from q (the protocol
@@ -9,8 +9,11 @@
 # Resumable: a finished step is skipped. Run from the repository root after
 # `. ./env.sh`; one core (OPENBLAS_NUM_THREADS=1) per seed.
 set -euo pipefail
-seed=$1; weight=${2:-100}; per_digit=${3:-100}
+seed=$1; weight=${2:-100}; per_digit=${3:-100}; leapfrog=${4:-5}
+# the training chains' HMC: 10 transitions of LEAPFROG_STEPS leapfrog steps per
+# iteration (1 = Metropolis-adjusted Langevin, the white-q runs' setting)
 name=sec5_w${weight}_seed${seed}
+[ $leapfrog != 1 ] && name=sec5_L${leapfrog}_w${weight}_seed${seed}
 run=results/runs/sec5/$name
 samples=results/sample_quality/samples
 nets=results/sample_quality/nets
@@ -19,7 +22,8 @@ if [ ! -f $run/history.json ]; then
   resume=""; [ -f $run/state.json ] && resume="--resume"
   python tools/generative_learning.py --out $run --seed $seed \
       --weights $nets/dg_seed$seed.caffemodel --fitted-q 1 --reference-count 20000 \
-      --epochs 0.5 --dg-weight $weight --step-size 0.3 --max-step 2 --no-progress $resume
+      --epochs 0.5 --dg-weight $weight --leapfrog-steps $leapfrog --step-size 0.3 \
+      --max-step 2 --no-progress $resume
 fi
 cp $run/final.caffemodel $nets/$name.caffemodel
 cp $run/history.json $nets/${name}_history.json

@@ -3,9 +3,9 @@
 sample measures of tools/sample_quality.py (issue 14 D).
 
 Reads a sample_quality report holding, for each DG weight W, the sets
-"sec5_wW_seedS" (T = 1 samples of the learned net from q) and
-"sec5_wW_seedS_persistent" (the training's final persistent chains), and
-the learned nets' histories (results/sample_quality/nets/sec5_wW_seedS_history.json,
+"sec5_[Lk_]wW_seedS" (T = 1 samples of the learned net from q) and
+"sec5_[Lk_]wW_seedS_persistent" (the training's final persistent chains), and
+the learned nets' histories (results/sample_quality/nets/<set>_history.json,
 their test error); plots LeNet-FID against test error, one point per weight
 and set kind, with the report's real-digit baseline and any --reference
 sets (e.g. the DG net the learning starts from) as lines; prints the table.
@@ -25,7 +25,8 @@ import _init_paths  # noqa: F401,E402
 from gencnn import cli, files  # noqa: E402
 
 NETS = os.path.join("results", "sample_quality", "nets")
-SET = re.compile(r"^sec5_w(?P<weight>[0-9.]+)_seed(?P<seed>\d+)(?P<persistent>_persistent)?$")
+SET = re.compile(r"^(?P<stem>sec5_(L(?P<leapfrog>\d+)_)?w(?P<weight>[0-9.]+)_seed(?P<seed>\d+))"
+                 r"(?P<persistent>_persistent)?$")
 
 
 def parse_args(argv):
@@ -41,22 +42,28 @@ def parse_args(argv):
 
 
 def points(report, nets):
-    """[(weight, seed, persistent, test error %, measures)] of the report's sec5 sets."""
+    """[(weight, seed, persistent, test error %, measures, leapfrog steps of the
+    training chains)] of the report's sec5 sets."""
     found = []
     for name, measures in report["sets"].items():
         match = SET.match(name)
         if not match:
             continue
-        stem = "sec5_w%s_seed%s" % (match.group("weight"), match.group("seed"))
+        stem = match.group("stem")
         history = os.path.join(nets, stem + "_history.json")
         if not os.path.isfile(history):
             raise cli.UserError("%s: no history %s" % (name, history))
         error = json.load(open(history))["final_test_error_pct"]
         found.append((float(match.group("weight")), int(match.group("seed")),
-                      bool(match.group("persistent")), error, measures))
+                      bool(match.group("persistent")), error, measures,
+                      int(match.group("leapfrog") or 1)))
     if not found:
-        raise cli.UserError("%s has no sets named sec5_wW_seedS[_persistent]" % report)
-    return sorted(found, key=lambda p: (p[2], p[0]))
+        raise cli.UserError("%s has no sets named sec5_[Lk_]wW_seedS[_persistent]" % report)
+    return sorted(found, key=lambda p: (p[5], p[2], p[0]))
+
+
+def chains_label(leapfrog):
+    return "training HMC L = %d" % leapfrog if leapfrog > 1 else "training MALA"
 
 
 def main(argv=None):
@@ -75,27 +82,33 @@ def main(argv=None):
     real = report["baselines"]["real training digits"]["lenet_fid"]
     n = found[0][4]["n"]
 
-    print("| DG weight | test error % | samples | n | LeNet-FID | x real | judged % | "
-          "within-class corr |")
-    print("|---|---|---|---|---|---|---|---|")
-    for weight, seed, persistent, error, m in found:
-        print("| %g | %.2f | %s | %d | %.1f | %.1f | %.1f | %.2f |" % (
-            weight, error, "persistent chains" if persistent else "T = 1 from q", m["n"],
+    print("| training chains | DG weight | test error % | samples | n | LeNet-FID | x real | "
+          "judged % | within-class corr |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for weight, seed, persistent, error, m, leapfrog in found:
+        print("| %s | %g | %.2f | %s | %d | %.1f | %.1f | %.1f | %.2f |" % (
+            chains_label(leapfrog), weight, error,
+            "persistent chains" if persistent else "T = 1 from q", m["n"],
             m["lenet_fid"], m["lenet_fid"] / real, 100 * m["judge_accuracy"],
             m["within_class_corr"]))
-    print("| real training digits | | | %d | %.1f | 1.0 | | |" % (n, real))
+    print("| real training digits | | | | %d | %.1f | 1.0 | | |" % (n, real))
 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for persistent, marker, label in ((False, "o-", "T = 1 samples from q (the model's)"),
-                                      (True, "s--", "the training's persistent chains")):
-        pts = [p for p in found if p[2] == persistent]
-        ax.plot([p[3] for p in pts], [p[4]["lenet_fid"] for p in pts], marker, label=label)
-        for weight, _, _, error, m in pts:
-            ax.annotate("%g" % weight, (error, m["lenet_fid"]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=8)
+    styles = iter(("o-", "s--", "^-", "v--", "D-", "x--"))
+    for leapfrog in sorted({p[5] for p in found}):
+        for persistent in (False, True):
+            pts = [p for p in found if p[5] == leapfrog and p[2] == persistent]
+            if not pts:
+                continue
+            ax.plot([p[3] for p in pts], [p[4]["lenet_fid"] for p in pts], next(styles),
+                    label="%s: %s" % (chains_label(leapfrog), "persistent chains" if persistent
+                                      else "T = 1 samples from q"))
+            for weight, _, _, error, m, _ in pts:
+                ax.annotate("%g" % weight, (error, m["lenet_fid"]), textcoords="offset points",
+                            xytext=(4, 4), fontsize=8)
     ax.axhline(real, color="k", lw=1, label="real training digits")
     ax.axhline(2 * real, color="k", lw=1, ls=":", label="2x real (the goal)")
     for (label, fid), colour in zip(lines, ("tab:red", "tab:purple", "tab:brown")):

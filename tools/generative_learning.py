@@ -7,6 +7,12 @@
   python tools/generative_learning.py --out results/generative_learning/dgw100_seed1 --seed 1 \
       --weights results/generative_learning/dg_init_seed1/stage1_final.caffemodel
 
+  # the same under the fitted q of the T = 1 samples (issue 14 D; half an
+  # epoch from Table 1's 25-epoch DG LeNet, studies/sec5_fitted_q.sh)
+  python tools/generative_learning.py --out results/runs/sec5/sec5_w100_seed1 --seed 1 \
+      --weights results/sample_quality/nets/dg_seed1.caffemodel --fitted-q 1 \
+      --reference-count 20000 --epochs 0.5 --step-size 0.3 --max-step 2
+
 Trains p_y(x) = exp(f_y(x)) q(x) / Z_y on MNIST: every iteration moves a batch
 of persistent chains (a replay buffer per class) by K HMC transitions of the
 current model at temperature T, then steps the solver on 64 observed + M
