@@ -12,26 +12,30 @@ set -euo pipefail
 seed=$1; weight=${2:-100}; per_digit=${3:-100}; leapfrog=${4:-5}
 # the training chains' HMC: 10 transitions of LEAPFROG_STEPS leapfrog steps per
 # iteration (1 = Metropolis-adjusted Langevin, the white-q runs' setting)
-name=sec5_w${weight}_seed${seed}
-[ $leapfrog != 1 ] && name=sec5_L${leapfrog}_w${weight}_seed${seed}
-run=results/runs/sec5/$name
+name="sec5_w${weight}_seed${seed}"
+if [ "$leapfrog" != 1 ]; then name="sec5_L${leapfrog}_w${weight}_seed${seed}"; fi
+run="results/runs/sec5/$name"
 samples=results/sample_quality/samples
 nets=results/sample_quality/nets
+suffix=""
+if [ "$per_digit" != 100 ]; then suffix="_n$((10 * per_digit))"; fi
 export OPENBLAS_NUM_THREADS=1
-if [ ! -f $run/history.json ]; then
-  resume=""; [ -f $run/state.json ] && resume="--resume"
-  python tools/generative_learning.py --out $run --seed $seed \
-      --weights $nets/dg_seed$seed.caffemodel --fitted-q 1 --reference-count 20000 \
-      --epochs 0.5 --dg-weight $weight --leapfrog-steps $leapfrog --step-size 0.3 \
-      --max-step 2 --no-progress $resume
+if [ ! -f "$run/history.json" ]; then
+  resume=()
+  if [ -f "$run/state.json" ]; then resume=(--resume); fi
+  python tools/generative_learning.py --out "$run" --seed "$seed" \
+      --weights "$nets/dg_seed$seed.caffemodel" --fitted-q 1 --reference-count 20000 \
+      --epochs 0.5 --dg-weight "$weight" --leapfrog-steps "$leapfrog" --step-size 0.3 \
+      --max-step 2 --no-progress "${resume[@]}"
 fi
-cp $run/final.caffemodel $nets/$name.caffemodel
-cp $run/history.json $nets/${name}_history.json
-cp $run/train.log $nets/${name}_train.log
-out=$samples/${name}_logit.npz
-[ $per_digit != 100 ] && out=$samples/${name}_logit_n$((10 * per_digit)).npz
-[ -f $out ] || python studies/lenet_samples_t1.py --weights $nets/$name.caffemodel \
-    --chains-per-digit $per_digit --out $out --grid results/figures/sample_quality_$(basename $out .npz).png
-python studies/lenet_samples_t1.py --chains-from $run/chains.npz --chains-per-digit $per_digit \
-    --weights $nets/$name.caffemodel \
-    --out $samples/${name}_buffer$([ $per_digit != 100 ] && echo _n$((10 * per_digit))).npz
+cp "$run/final.caffemodel" "$nets/$name.caffemodel"
+cp "$run/history.json" "$nets/${name}_history.json"
+cp "$run/train.log" "$nets/${name}_train.log"
+out="$samples/${name}_logit$suffix.npz"
+if [ ! -f "$out" ]; then
+  python studies/lenet_samples_t1.py --weights "$nets/$name.caffemodel" \
+      --chains-per-digit "$per_digit" --out "$out" \
+      --grid "results/figures/sample_quality_${name}_logit$suffix.png"
+fi
+python studies/lenet_samples_t1.py --chains-from "$run/chains.npz" --chains-per-digit "$per_digit" \
+    --weights "$nets/$name.caffemodel" --out "$samples/${name}_buffer$suffix.npz"
