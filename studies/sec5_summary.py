@@ -29,7 +29,7 @@ MEASURES = (("test_error_pct", "test error %", "%.2f"), ("lenet_fid", "LeNet-FID
 
 
 def arm_values(report, spec, nets):
-    label, _, pairs = spec.partition("=")
+    label, _, pairs = spec.rpartition("=")   # set names hold no "="
     real = report["baselines"]["real training digits"]["lenet_fid"]
     rows = []
     for pair in pairs.split(","):
