@@ -153,6 +153,11 @@ def fit_q(train_lmdb, count, shape, fitted=False, shrinkage=1e-3):
                                         shrinkage=shrinkage)
 
 
+def input_shape(deploy):
+    """One image's shape (C, H, W) as a deploy net's Input layer takes it."""
+    return tuple(deploy.layer[0].input_param.shape[0].dim[1:])
+
+
 def solver_text(net_path, opts, max_iter, snapshot_prefix, seed):
     """The pycaffe solver: LeNet's (momentum 0.9, its protocol's inv lr
     policy), with base_lr, weight decay and clip_gradients from the options."""
@@ -276,7 +281,7 @@ class GenerativeLearner(object):
         """What would fail only after the run folder is written: the data's
         shape, the initial weights, the memory the chains and nets need."""
         deploy = netgen.deploy_net(netgen.LENET)
-        shape = tuple(deploy.layer[0].input_param.shape[0].dim[1:])
+        shape = input_shape(deploy)
         for path in (self.train_source, self.test_source):
             for image, _ in read_lmdb(path, 1):
                 if tuple(image.shape) != shape:
@@ -298,8 +303,8 @@ class GenerativeLearner(object):
 
     # ---------------------------------------------------------------- nets
     def _fit_q(self):
-        shape = tuple(netgen.deploy_net(netgen.LENET).layer[0].input_param.shape[0].dim[1:])
-        return fit_q(self.train_source, self.opts["reference_count"], shape,
+        return fit_q(self.train_source, self.opts["reference_count"],
+                     input_shape(netgen.deploy_net(netgen.LENET)),
                      bool(self.opts["fitted_q"]), self.opts["shrinkage"])
 
     def _q_record(self, q):
@@ -357,15 +362,16 @@ class GenerativeLearner(object):
         state = self.folder.start(resume, self.describe(), self.RESUME_KEYS)
         if state is None:
             self.validate()
-            state = self.folder.create({
-                "config": self.describe(), "iter": 0, "done": False, "checkpoint": None,
-                "q": self._q_record(self._fit_q()), "history": [], "diverged": None})
         elif state["done"]:
             self.folder.log("already finished; nothing to resume")
             return state
-        # q is fitted anew on a resume: the same images (the LMDB's
-        # fingerprint is checked) and seeds give the same q.
+        # Fitted once per start; a resume fits it anew: the same images (the
+        # LMDB's fingerprint is checked) and seeds give the same q.
         self.q = self._fit_q()
+        if state is None:
+            state = self.folder.create({
+                "config": self.describe(), "iter": 0, "done": False, "checkpoint": None,
+                "q": self._q_record(self.q), "history": [], "diverged": None})
         solver, sampler_net, test_net = self._build()
         shape = tuple(sampler_net.blobs["data"].data.shape[1:])
         seed = 0 if self.seed is None else self.seed
