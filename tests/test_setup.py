@@ -16,7 +16,8 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ["setup/setup.sh", "setup/build_caffe.sh", ".ci/run", "studies/sec5_fitted_q.sh"]
+SCRIPTS = ["setup/setup.sh", "setup/build_caffe.sh", "setup/build_caffe_upstream.sh", ".ci/run",
+           "studies/sec5_fitted_q.sh"]
 BASE_PYTHON = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
 
 
