@@ -6,12 +6,15 @@
 # (OpenCV 4's cv::IMREAD_* names, protobuf 3.21's one-argument
 # SetTotalBytesLimit). It goes once into $GENCNN_CACHE (default
 # ~/.cache/gencnn) under a key made of the archive's sha256, this script's
-# hash and the Python version; a rerun finds it and takes about a second.
+# hash and the Python version; a rerun finds it there (without needing the
+# archive) and takes about a second.
 #
 #   setup/build_caffe_upstream.sh [PYTHON]
 #
-# PYTHON (default: $PYTHON, else python3) is the interpreter pycaffe is built
-# for, with NumPy importable (.ci/run passes the project's .venv/bin/python).
+# Build dependencies: the Debian packages make setup installs for its own
+# build (.ci/run runs make setup first). PYTHON (default: $PYTHON, else
+# python3) is the interpreter pycaffe is built for, with NumPy importable
+# (.ci/run passes the project's .venv/bin/python).
 # Progress goes to stderr; the last line on stdout is the installed prefix
 # (bin/caffe, python/caffe, lib/), a CAFFE_ROOT for `make setup CAFFE_ROOT=`.
 # Only CI uses this: the product never needs ../shared or this build (a
@@ -26,10 +29,6 @@ die() { echo "[upstream caffe] error: $*" >&2; exit 1; }
 
 script="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
 python="${1:-${PYTHON:-python3}}"
-[ -n "${GENCNN_SHARED:-}" ] \
-  || die "GENCNN_SHARED is not set (the folder holding caffe-upstream/$ARCHIVE_NAME; .ci/run sets it)"
-archive="$GENCNN_SHARED/caffe-upstream/$ARCHIVE_NAME"
-[ -f "$archive" ] || die "$archive not found (GENCNN_SHARED=$GENCNN_SHARED)"
 command -v "$python" >/dev/null || die "no '$python' found; pass the Python pycaffe is for"
 pyver="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" \
   || die "'$python' does not run"
@@ -49,6 +48,11 @@ if [ -x "$prefix/bin/caffe" ] && [ -f "$prefix/python/caffe/__init__.py" ]; then
   echo "$prefix"
   exit 0
 fi
+
+[ -n "${GENCNN_SHARED:-}" ] \
+  || die "GENCNN_SHARED is not set (the folder holding caffe-upstream/$ARCHIVE_NAME; .ci/run sets it)"
+archive="$GENCNN_SHARED/caffe-upstream/$ARCHIVE_NAME"
+[ -f "$archive" ] || die "$archive not found (GENCNN_SHARED=$GENCNN_SHARED)"
 
 actual="$(sha256sum < "$archive" | cut -d' ' -f1)"
 [ "$actual" = "$ARCHIVE_SHA256" ] \

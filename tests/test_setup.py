@@ -247,3 +247,59 @@ def test_env_sh_of_a_copied_clone_points_at_the_copy(sandbox, tmp_path):
     assert root == str(copy) and venv == str(copy / ".venv")
     assert pythonpath.split(":")[1:3] == [str(copy / "python_layers"), str(copy)]
     assert python == str(copy / ".venv" / "bin" / "python")
+
+
+# ---------------------------------------------------------------------------
+# setup/build_caffe_upstream.sh (CI's second Caffe): its checks and cache path
+# ---------------------------------------------------------------------------
+
+def run_upstream_build(env, python=BASE_PYTHON):
+    return subprocess.run(["bash", os.path.join(REPO, "setup", "build_caffe_upstream.sh"), python],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=60)
+
+
+@pytest.mark.parametrize("shared", ["unset", "empty"])
+def test_upstream_build_without_the_archive_is_one_line(tmp_path, shared):
+    env = clean_env(HOME=str(tmp_path / "home"))
+    env.pop("GENCNN_SHARED", None)
+    if shared == "empty":
+        env["GENCNN_SHARED"] = str(tmp_path)
+    proc = run_upstream_build(env)
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("[upstream caffe] error: "), proc.stderr
+    assert ("GENCNN_SHARED is not set" if shared == "unset" else
+            "%s not found" % (tmp_path / "caffe-upstream" / "caffe-1.0.tar.gz")) in lines[0]
+    assert not (tmp_path / "home").exists()          # nothing written
+
+
+@pytest.mark.parametrize("home", ["fresh", "unset"])
+def test_upstream_build_is_found_in_the_cache_of_a_fresh_home(tmp_path, home):
+    """No ~/.cache, GENCNN_CACHE unset (or HOME unset: the password
+    database's home): the prefix is keyed by the archive's sha256, the
+    script's hash and the Python version, under <home>/.cache/gencnn; one in
+    place is reused without a build (here a stand-in prefix)."""
+    with open(os.path.join(REPO, "setup", "build_caffe_upstream.sh"), "rb") as f:
+        script_hash = hashlib.sha256(f.read()).hexdigest()[:12]
+    pyver = "%d.%d" % sys.version_info[:2]
+    base = tmp_path / "home"
+    base.mkdir()
+    env = clean_env(GENCNN_SHARED=str(tmp_path / "no-archive-needed"))
+    if home == "fresh":
+        env["HOME"] = str(base)
+    else:
+        env.pop("HOME", None)
+        env["PATH"] = fake_tools(tmp_path, passwd_home=str(base)) + os.pathsep + env["PATH"]
+    prefix = base / ".cache" / "gencnn" / ("caffe-upstream-1.0-63c7ac244ff6-%s-py%s"
+                                           % (script_hash, pyver))
+    proc = run_upstream_build(env)
+    assert proc.returncode == 1 and "not found" in proc.stderr   # no archive, no cache
+    (prefix / "bin").mkdir(parents=True)
+    (prefix / "python" / "caffe").mkdir(parents=True)
+    (prefix / "python" / "caffe" / "__init__.py").write_text("")
+    shutil.copy("/bin/true", str(prefix / "bin" / "caffe"))
+    # (still no archive: a cached build does not need it)
+    proc = run_upstream_build(env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == str(prefix)
