@@ -36,21 +36,45 @@ def baselines(judged):
 # ------------------------------------------------------------ with the judge
 def test_judge_batches_equal_one_plain_pycaffe_forward(judged, short_dg_lenet):
     """Judge runs 500 at a time: 700 images (a batch and a remainder) give
-    the ip1 and softmax(ip2) of a single plain caffe.Net forward of all 700,
-    and generative_learning.judge (the §5 report's) agrees."""
+    exactly the ip1 and softmax(ip2) of plain caffe.Net forwards of the same
+    batches, to float32 rounding those of a single forward of all 700, and
+    generative_learning.judge (the §5 report's) agrees."""
     import caffe
     from gencnn import generative_learning
     judge, reference, _ = judged
     x = reference.train_images[:700]
     labels = reference.train_labels[:700]
     net = caffe.Net(LENET, caffe.TEST, weights=short_dg_lenet)
-    net.blobs["data"].reshape(*x.shape)
-    net.blobs["data"].data[...] = x
-    net.forward()
+
+    def plain(images):
+        net.blobs["data"].reshape(*images.shape)
+        net.blobs["data"].data[...] = images
+        net.forward()
+        return {name: net.blobs[name].data.reshape(len(images), -1).astype(np.float64)
+                for name in ("pool2", "ip1", "ip2")}
     features, probs = judge.forward(x)
-    np.testing.assert_allclose(features, net.blobs["ip1"].data, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(probs, sq.softmax(net.blobs["ip2"].data), rtol=1e-5, atol=1e-9)
-    assert np.all(net.blobs["ip1"].data >= 0)          # relu1 in place: features after the ReLU
+    # The same batches (500, 200) are the same GEMMs: the same numbers, exactly.
+    parts = [plain(x[:500]), plain(x[500:])]
+    np.testing.assert_array_equal(features, np.concatenate([p["ip1"] for p in parts]))
+    np.testing.assert_array_equal(probs, sq.softmax(np.concatenate([p["ip2"] for p in parts])))
+    # One forward of all 700: InnerProduct is one GEMM over the batch, and a
+    # BLAS may round an image's dot products differently in another batch size
+    # (issue 26: on upstream BVLC 1.0, 2 of 350,000 ip1 values moved by 1.3e-6,
+    # past a tolerance tuned on one machine). Bounds from
+    # bench/float32_batch_rounding.py (18 LeNets: the committed nets and three
+    # at their fillers, 700 digits cut into batches of 1, 7, 100, 200, 256,
+    # 500 or 699 against one forward; our build and upstream 1.0, OpenBLAS
+    # 0.3.21): |d ip1| <= 2.6e-7 x (sum_k |x_k w_k| + |b|), the size of its dot
+    # product, and |d softmax(ip2)| <= 1.9e-6. Allowed: about 8x and 10x that
+    # (the worst case of float32 sums of K = 800 terms, K x 2^-24 = 4.8e-5 of
+    # that size, is far looser).
+    whole = plain(x)
+    weights, bias = (b.data.astype(np.float64) for b in net.params["ip1"])
+    size = np.abs(whole["pool2"]).dot(np.abs(weights).T) + np.abs(bias)
+    moved = np.abs(features - whole["ip1"])
+    assert np.all(moved <= 2e-6 * size), (moved.max(), (moved / size).max())
+    np.testing.assert_allclose(probs, sq.softmax(whole["ip2"]), rtol=0, atol=2e-5)
+    assert np.all(whole["ip1"] >= 0)          # relu1 in place: features after the ReLU
     assert generative_learning.judge(x, labels, LENET, short_dg_lenet) == \
         sq.judge_accuracy(probs, labels) > 0.8
 
