@@ -14,7 +14,7 @@ reaches on this machine with the same number of threads:
   with OPENBLAS_NUM_THREADS = the threads used, best of a few repeats.
 
 ratio = measured time / floor time. Every run of chains below is in worker
-processes (gencnn.visualization.parallel), so each configuration gets the
+processes (gencnn.sampling.parallel), so each configuration gets the
 thread count it names whatever this process has: one process with 1 thread,
 one process with all cores' threads, and one worker per core with 1 thread
 each (what `hmc_visualize --workers` does). Wall times exclude the workers'
@@ -40,7 +40,7 @@ import _init_paths  # noqa: F401,E402
 import numpy as np  # noqa: E402
 
 from gencnn import caffe_utils, config  # noqa: E402
-from gencnn.visualization import hmc, parallel  # noqa: E402
+from gencnn.sampling import hmc, parallel  # noqa: E402
 
 LENET = os.path.join(config.REPO_ROOT, "prototxt", "lenet_deploy.prototxt")
 SQUEEZENET = os.path.join(config.shared_dir(), "models", "squeezenet_v1.0")
@@ -113,15 +113,14 @@ def full_q_line(args, weights, gemm, cores):
     --q-steps leapfrog steps timed and extrapolated to 1,000; the q's share
     of a step (its two D x D products: Sigma phi for the drift, Sigma^-1
     (x - mu) for the gradient) timed here on one worker's block of chains."""
-    from gencnn.visualization import reference
-    from gencnn.visualization.node import lmdb_images
+    from gencnn.data.lmdb_io import lmdb_images
+    from gencnn.sampling import reference
     if not os.path.isdir(args.mnist_lmdb):
         print("full-covariance q skipped: %s not found" % args.mnist_lmdb)
         return
-    q = reference.fit_gaussian(lmdb_images(args.mnist_lmdb, 10000, 1 / 256.0, (1, 28, 28)),
-                               kind="full")
+    q = reference.fit_q(lmdb_images(args.mnist_lmdb, 1 / 256.0, 10000, (1, 28, 28))[0], "full")
     chains = args.q_chains
-    net = hmc.load_net(LENET, weights, 1)
+    net = caffe_utils.load_net(LENET, weights, 1)
     net_flops = leapfrog_flops(net, "ip2")
     q_flops = 2 * 2 * q.dim ** 2             # two D x D matrix-vector products per chain
     options = dict(step_size=0.01, leapfrog_steps=args.q_steps, mass=1.0,
@@ -200,10 +199,10 @@ def main(argv=None):
     weights = args.lenet_weights
     if not os.path.isfile(weights):
         weights = os.path.join(os.environ.get("TMPDIR", "/tmp"), "hmc_speed_lenet.caffemodel")
-        hmc.load_net(LENET, None, 1, freeze_weights=False).save(weights)
+        caffe_utils.load_net(LENET, None, 1, freeze_weights=False).save(weights)
         print("LeNet: %s not found, the prototxt's random fillers instead" % args.lenet_weights)
     chains, iters, steps = args.lenet_chains, args.lenet_iters, args.lenet_steps
-    net = hmc.load_net(LENET, weights, chains)
+    net = caffe_utils.load_net(LENET, weights, chains)
     per_chain = leapfrog_flops(net, "ip2")
     step_flops = per_chain * chains
     print("LeNet ip2: %.2f MFLOP per chain-step (forward + backward to the data), "
@@ -229,7 +228,7 @@ def main(argv=None):
           "(OPENBLAS_NUM_THREADS=%s), median of %d:"
           % (chains, os.environ.get("OPENBLAS_NUM_THREADS", "unset"), args.repeats))
     for freeze in (True, False):
-        net = hmc.load_net(LENET, weights, chains, freeze_weights=freeze)
+        net = caffe_utils.load_net(LENET, weights, chains, freeze_weights=freeze)
         seconds = score_time(net, hmc.NodeScore(net, "ip2", np.arange(chains) % 10),
                              (chains, 1, 28, 28), args.repeats)
         weight_diff = sum(float(np.abs(b.diff).sum()) for blobs in net.params.values()
@@ -246,7 +245,7 @@ def main(argv=None):
         return 0
     net_param = caffe_utils.read_net(os.path.join(SQUEEZENET, "SqueezeNet_deploy.prototxt"))
     chains = args.squeezenet_chains or cores
-    net = hmc.load_net(net_param, squeeze_weights, 1)
+    net = caffe_utils.load_net(net_param, squeeze_weights, 1)
     per_chain = leapfrog_flops(net, "pool_final")
     del net
     print("SqueezeNet v1.0 pool_final (3x227x227): %.2f GFLOP per chain-step; %d chains, "

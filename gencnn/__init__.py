@@ -6,7 +6,8 @@ The importable library behind tools/ (thin command-line front ends):
     files                atomic writes, a run's JSON records and log
     config               where things live (repository, data, ../shared)
     caffe_utils          Caffe's files and tools: prototxt/solver reading and
-                         variants, lr schedules, caffemodel checks, binaries, logs
+                         variants, lr schedules, caffemodel checks, a net ready
+                         for df/dx (load_net), binaries, logs
     protocols            the per-net training protocols: epochs, switch, lr
                          schedules, the paper's numbers
     netgen               every net and solver of prototxt/ and solvers/, built
@@ -19,7 +20,9 @@ The importable library behind tools/ (thin command-line front ends):
     evaluation           5-crop / centre-crop ImageNet evaluation
     sample_quality       measures of sample sets (judge, IS, LeNet-FID, ...) and
                          their baselines (issue 14)
-    visualization/       HMC sampling of any node (eq. 11-13) and its figures
+    sampling/            the HMC sampler (eq. 11-13), the reference q's, chains
+                         over worker processes
+    visualization/       HMC samples of any node of a net, and their figures
 
 The eq. 10 loss layer itself lives in python_layers/generative_loss_layer.py,
 where Caffe's Python layer loader finds it (and the synthesis loss beside it).

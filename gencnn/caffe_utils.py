@@ -3,6 +3,7 @@
 - prototxt: read solvers and nets (caffe_pb2 + text_format), write solver
   variants, the lr a solver gives at an iteration (Caffe's formula);
 - weights: check a caffemodel against a net before Caffe sees it;
+- a net ready for df/dx with frozen weights (load_net: the sampler's);
 - tools: find and run Caffe's binaries (caffe, convert_imageset,
   compute_image_mean) and parse the glog output of `caffe train`.
 """
@@ -148,6 +149,135 @@ def net_from_param(net_param, phase=None):
         f.write(text_format.MessageToString(net_param))
         f.flush()
         return caffe.Net(f.name, caffe.TEST if phase is None else phase)
+
+
+# ---------------------------------------------------------------------------
+# A net ready for df/dx (the sampler's: gencnn/sampling/)
+# ---------------------------------------------------------------------------
+
+# Layers whose parameter blobs get a gradient unless lr_mult is 0, with their
+# number of parameter blobs. HMC only needs df/dx, so freezing them lets Caffe
+# skip the weight gradients (and their accumulation across calls): a fifth
+# of a LeNet leapfrog step (bench/hmc_speed.py), once force_backward is off.
+_PARAM_BLOBS = {
+    "Convolution": lambda l: 1 + int(l.convolution_param.bias_term),
+    "Deconvolution": lambda l: 1 + int(l.convolution_param.bias_term),
+    "InnerProduct": lambda l: 1 + int(l.inner_product_param.bias_term),
+    "Scale": lambda l: 1 + int(l.scale_param.bias_term),
+    "Bias": lambda l: 1,
+    "PReLU": lambda l: 1,
+    "Embed": lambda l: 1 + int(l.embed_param.bias_term),
+}
+
+
+# The layer prepare_net_param puts on each input blob of a frozen net.
+INPUT_GRADIENT_LAYER = "gencnn_input_gradient_%s"
+
+
+def prepare_net_param(net_param, freeze_weights=True):
+    """Copy of `net_param` ready for sampling: Caffe computes the gradient
+    with respect to the input, and (freeze_weights) no weight gradient.
+
+    force_backward alone would do the first, but Caffe's Net::Init then turns
+    every parameter's gradient back on, whatever its lr_mult (it calls
+    set_param_propagate_down(i, true) on every layer). So a frozen net gets,
+    instead: lr_mult 0 on every weight; on each input blob an in-place
+    scalar Bias (INPUT_GRADIENT_LAYER, value 0, the one learnable parameter:
+    it makes the layers above need backward) with propagate_down to the
+    input; and loss_weight 1 on the net's outputs (tops no layer reads), so
+    Caffe's loss pass keeps every layer below them in the backward pass.
+    load_net hides the Bias from net.params and keeps it at 0.
+    freeze_weights=False: force_backward, weights as given (what a prototxt
+    with force_backward gets; bench/hmc_speed.py compares the two).
+    """
+    prepared = caffe_pb2.NetParameter()
+    prepared.CopyFrom(net_param)
+    if not freeze_weights:
+        prepared.force_backward = True
+        return prepared
+    prepared.force_backward = False
+    for layer in prepared.layer:
+        count = _PARAM_BLOBS.get(layer.type)
+        if count is None:
+            continue
+        while len(layer.param) < count(layer):
+            layer.param.add()
+        for spec in layer.param:
+            spec.lr_mult = 0
+            spec.decay_mult = 0
+    layers = list(prepared.layer)
+    for i, layer in enumerate(layers):
+        if len(layer.loss_weight) == 0:
+            read_later = set(b for later in layers[i + 1:] for b in later.bottom)
+            layer.loss_weight.extend(0.0 if top in read_later else 1.0 for top in layer.top)
+    anchored = []
+    for layer in layers:
+        anchored.append(layer)
+        for top in layer.top if layer.type == "Input" else ():
+            anchored.append(_input_gradient_layer(top))
+    del prepared.layer[:]
+    prepared.layer.extend([_input_gradient_layer(name) for name in prepared.input] + anchored)
+    return prepared
+
+
+def _input_gradient_layer(blob):
+    layer = caffe_pb2.LayerParameter(name=INPUT_GRADIENT_LAYER % blob, type="Bias",
+                                     bottom=[blob], top=[blob], propagate_down=[True])
+    layer.bias_param.axis, layer.bias_param.num_axes = 0, 0       # a scalar, filled with 0
+    layer.param.add(lr_mult=1, decay_mult=0)
+    return layer
+
+
+def truncate_net_param(net_param, blob):
+    """Copy of `net_param` with only the layers `blob` depends on, up to its
+    last writer: what a node of that blob needs, and a net that can take an
+    input of another size (no InnerProduct above the node to object)."""
+    layers = list(net_param.layer)
+    last = max(i for i, layer in enumerate(layers) if blob in layer.top)
+    needed, keep = {blob}, []
+    for i in range(last, -1, -1):
+        layer = layers[i]
+        if needed & set(layer.top):
+            keep.append(i)
+            needed |= set(layer.bottom)
+    truncated = caffe_pb2.NetParameter()
+    truncated.CopyFrom(net_param)
+    del truncated.layer[:]
+    truncated.layer.extend(layers[i] for i in sorted(keep))
+    return truncated
+
+
+def load_net(model, weights=None, num_chains=1, input_blob=None, freeze_weights=True,
+             input_shape=None):
+    """caffe.Net in TEST phase from a prototxt (path or NetParameter), ready
+    for df/dx with frozen weights (prepare_net_param), the input reshaped to `num_chains`
+    x `input_shape` (default: the prototxt's; another size for a net
+    truncated to a receptive field, `truncate_net_param`).
+
+    The prototxt is rewritten through caffe_pb2/text_format into a temporary
+    file, so the user's file needs neither force_backward nor anything else.
+    """
+    os.environ.setdefault("GLOG_minloglevel", "2")   # quiet net construction
+    net_param = read_net(model) if isinstance(model, str) else model
+    if weights is not None and not os.path.isfile(weights):
+        raise ValueError("weights not found: %s" % weights)
+    net = net_from_param(prepare_net_param(net_param, freeze_weights))
+    for name in list(net.params):
+        if name.startswith(INPUT_GRADIENT_LAYER % ""):
+            net.params.pop(name)[0].data[...] = 0     # not a weight of the user's net
+    if weights is not None:
+        # Checked first: Caffe's own copy aborts the process on a bad file
+        # and leaves layers the file lacks at their random fillers.
+        load_weights(net, weights)
+    if input_blob is not None and input_blob not in net.inputs:
+        raise ValueError("unknown input blob '%s'; the net's inputs: %s"
+                         % (input_blob, ", ".join(net.inputs)))
+    input_blob = input_blob or net.inputs[0]
+    if input_shape is None:
+        input_shape = net.blobs[input_blob].data.shape[1:]
+    net.blobs[input_blob].reshape(num_chains, *input_shape)
+    net.reshape()
+    return net
 
 
 def _blob_shape(blob):

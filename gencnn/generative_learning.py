@@ -7,7 +7,7 @@ each batch by N observed images and M images synthesized from the current p_y
 persistent chains (a replay buffer, `buffer_size` images per class, each
 drawn image re-initialised from q with probability `restart_prob`): every
 iteration draws M of them (classes uniform), moves them by `mcmc_iters`
-transitions of the project's own HMC sampler (gencnn/visualization/hmc.py, Metropolis
+transitions of the project's own HMC sampler (gencnn/sampling/hmc.py, Metropolis
 kept; `leapfrog_steps` 1 is Metropolis-adjusted Langevin) at temperature T
 on a deploy net that shares the training net's weights, writes them back,
 and steps the pycaffe solver on the observed + synthesized batch. The HMC
@@ -38,10 +38,10 @@ import numpy as np
 
 import caffe
 from gencnn import caffe_utils, config, netgen, protocols, run_folder
-from gencnn.visualization import hmc
+from gencnn.sampling import hmc, reference
 from gencnn.cli import UserError
 from gencnn.files import atomic_output, copy_atomic, save_figure, write_atomic
-from gencnn.data.lmdb_io import lmdb_count, lmdb_fingerprint, read_lmdb
+from gencnn.data.lmdb_io import lmdb_count, lmdb_fingerprint, lmdb_images, read_lmdb
 
 class Option(collections.namedtuple("Option", "name default type range help")):
     """One option of the training: its name, default, type (int or float),
@@ -131,10 +131,11 @@ SCALE = 0.00390625              # pixels -> input units, as the nets' transform_
 DEPLOY = "prototxt/lenet_deploy.prototxt"
 
 
-# q's dequantization noise has a seed of its own, the same as
-# studies/lenet_samples_t1.py's (RandomState(seed + 1), seed 0): a net learned
-# with fitted_q 1 is sampled there under the q it was trained with.
-Q_DEQUANTIZATION_SEED = 1
+# q's dequantization noise: reference.dequantization_seed's rule at seed 0,
+# the samplers' default --seed (studies/lenet_samples_t1.py, hmc_visualize's
+# lenet-fitted preset), whatever the run's seed: a net learned with
+# fitted_q 1 is sampled there under the q it was trained with.
+Q_SEED = 0
 
 
 def fit_q(train_lmdb, count, shape, fitted=False, shrinkage=1e-3):
@@ -142,15 +143,13 @@ def fit_q(train_lmdb, count, shape, fitted=False, shrinkage=1e-3):
     noise with the images' mean and marginal variance (a DiagonalGaussian of
     scalars) or, `fitted`, a full-covariance Gaussian on the logits of the
     dequantized images (an EigenGaussian of u = logit(x))."""
-    from gencnn.visualization import reference
-    from gencnn.visualization.node import lmdb_images
-    images = lmdb_images(train_lmdb, count, SCALE, shape)
+    images, _ = lmdb_images(train_lmdb, SCALE, count, shape)
     if len(images) < 2:
         raise UserError("training LMDB %s has fewer than 2 images to fit q to" % train_lmdb)
     if not fitted:
-        return reference.DiagonalGaussian(*hmc.fit_reference(images.astype(np.float64)))
-    return reference.fit_logit_gaussian(images, SCALE, Q_DEQUANTIZATION_SEED, kind="full",
-                                        shrinkage=shrinkage)
+        return reference.fit_q(images, "global")
+    return reference.fit_q(images, "full", shrinkage=shrinkage, logit=(SCALE, (0.0, 1.0)),
+                           seed=Q_SEED)
 
 
 def input_shape(deploy):
@@ -313,7 +312,7 @@ class GenerativeLearner(object):
             return {"mean": q.mean_value, "std": q.std_value}
         return {"describe": "logit-space " + q.describe(), "images": self.opts["reference_count"],
                 "shrinkage": self.opts["shrinkage"],
-                "dequantization_seed": Q_DEQUANTIZATION_SEED}
+                "dequantization_seed": reference.dequantization_seed(Q_SEED)}
 
     def _build(self):
         o = self.opts
@@ -327,7 +326,7 @@ class GenerativeLearner(object):
             self.seed))
         solver = caffe.get_solver(self.path("solver.prototxt"))
         deploy = netgen.deploy_net(netgen.LENET)
-        sampler_net = hmc.load_net(deploy, num_chains=o["synthesized"])
+        sampler_net = caffe_utils.load_net(deploy, num_chains=o["synthesized"])
         sampler_net.share_with(solver.net)       # same weight blobs, no copy
         test_net = solver.test_nets[0]
         test_net.share_with(solver.net)

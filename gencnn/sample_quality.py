@@ -70,11 +70,11 @@ class Judge(object):
     500 activations after the ReLU. `score_blob` (ip2) holds class scores."""
 
     def __init__(self, model, weights, batch=500, feature_blob="ip1", score_blob="ip2"):
-        from gencnn.visualization import hmc     # imports caffe
+        from gencnn import caffe_utils     # imports caffe
         if not os.path.isfile(weights):
             raise UserError("judge weights %s not found" % weights)
         self.model, self.weights, self.batch = model, weights, int(batch)
-        self.net = hmc.load_net(model, weights, num_chains=self.batch)
+        self.net = caffe_utils.load_net(model, weights, num_chains=self.batch)
         for blob in (feature_blob, score_blob):
             if blob not in self.net.blobs:
                 raise UserError("judge net %s has no blob %s" % (model, blob))
@@ -236,20 +236,6 @@ def nearest_train_distance_ratio(x, train_images, test_median):
 # The reference data, and a whole set measured against it
 # ---------------------------------------------------------------------------
 
-def labeled_images(path, scale, input_shape=None):
-    """(images float64 n x C x H x W times `scale`, labels int) of a Caffe
-    Datum LMDB; UserError if empty or not of `input_shape`."""
-    from gencnn.data.lmdb_io import read_lmdb
-    entries = list(read_lmdb(path))
-    if not entries:
-        raise UserError("LMDB %s is empty" % path)
-    images = np.array([image for image, _ in entries], dtype=np.float64) * scale
-    if input_shape is not None and images.shape[1:] != tuple(input_shape):
-        raise UserError("%s holds images of shape %s, the judge's input is %s"
-                        % (path, images.shape[1:], tuple(input_shape)))
-    return images, np.array([label for _, label in entries], dtype=np.int64)
-
-
 class Reference(object):
     """What every set is measured against: the judge's features of the test
     digits (feature_fit for FID, test_error_pct of the judge), the training
@@ -269,8 +255,9 @@ class Reference(object):
 
 
 def load_reference(judge, train_lmdb, test_lmdb, scale=MNIST_SCALE):
-    train = labeled_images(train_lmdb, scale, judge.input_shape)
-    test = labeled_images(test_lmdb, scale, judge.input_shape)
+    from gencnn.data.lmdb_io import lmdb_images     # imports caffe
+    train, test = (lmdb_images(path, scale, input_shape=judge.input_shape,
+                               reader="the judge's input") for path in (train_lmdb, test_lmdb))
     return Reference(judge, train[0], train[1], test[0], test[1])
 
 

@@ -47,8 +47,8 @@ import _init_paths  # noqa: F401,E402
 import numpy as np  # noqa: E402
 
 from gencnn import caffe_utils, cli, config, files  # noqa: E402
-from gencnn.visualization import figures, hmc, node as node_lib  # noqa: E402
-from gencnn.visualization import reference as ref  # noqa: E402
+from gencnn.sampling import hmc, reference as ref  # noqa: E402
+from gencnn.visualization import figures, node as node_lib  # noqa: E402
 
 MEAN = [104.0, 117.0, 123.0]
 SHIFTS = [(8, 0), (-8, 0), (0, 8), (0, -8)]
@@ -110,7 +110,7 @@ class Judge(object):
     def blob_values(self, blob, x):
         n = len(x)
         if n not in self.nets:
-            self.nets[n] = hmc.load_net(self.net_param, self.weights, n)
+            self.nets[n] = caffe_utils.load_net(self.net_param, self.weights, n)
         net = self.nets[n]
         net.blobs["data"].data[...] = x
         net.forward(end=hmc.NodeScore(net, blob, 0)._producer(blob))
@@ -226,7 +226,7 @@ def main(argv=None):
     os.makedirs(args.figures, exist_ok=True)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     photos = ref.load_images(photos_dir, (3, 227, 227), MEAN)
-    white = ref.DiagonalGaussian(*ref.fit_reference(photos))
+    white = ref.fit_q(photos, "global")
     qs = {"white": white, "spectrum": ref.fit_spectrum(photos),
           "spectrum-colour": ref.fit_spectrum(photos, decorrelate_colour=True, window=True)}
     spectrum = qs["spectrum"]

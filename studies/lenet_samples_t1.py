@@ -27,9 +27,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import _init_paths  # noqa: F401,E402
 import numpy as np  # noqa: E402
 
-from gencnn import cli, config, files  # noqa: E402
-from gencnn.visualization import hmc, reference  # noqa: E402
-from gencnn.visualization.node import lmdb_images  # noqa: E402
+from gencnn import caffe_utils, cli, config, files  # noqa: E402
+from gencnn.data.lmdb_io import lmdb_images  # noqa: E402
+from gencnn.sampling import hmc, reference  # noqa: E402
 
 LENET = os.path.join("prototxt", "lenet_deploy.prototxt")
 SCALE = 0.00390625
@@ -128,8 +128,7 @@ def start_at_chains(path, digits, logit):
 
 
 def start_at_test_digits(path, digits, seed):
-    from gencnn.sample_quality import labeled_images
-    images, labels = labeled_images(path, SCALE, SHAPE)
+    images, labels = lmdb_images(path, SCALE, input_shape=SHAPE)
     rng = np.random.RandomState(seed)
     picks = [rng.choice(np.flatnonzero(labels == d)) for d in digits]
     return images[picks].reshape((len(digits),) + SHAPE)
@@ -177,16 +176,15 @@ def main(argv=None):
             "command": "python studies/lenet_samples_t1.py " + " ".join(argv or sys.argv[1:])})
         return 0
     started = time.time()
-    images = lmdb_images(args.train_lmdb, args.q_images, SCALE, SHAPE)
+    images, _ = lmdb_images(args.train_lmdb, SCALE, args.q_images, SHAPE)
     logit = args.pixels == "logit"
-    fit = dict(kind=args.q, shrinkage=args.shrinkage, rank=args.rank)
-    q = (reference.fit_logit_gaussian(images, SCALE, args.seed + 1, **fit) if logit
-         else reference.fit_gaussian(images, **fit))
+    q = reference.fit_q(images, args.q, shrinkage=args.shrinkage, rank=args.rank,
+                        logit=(SCALE, (0.0, 1.0)) if logit else None, seed=args.seed)
     digits = np.repeat(np.arange(10), args.chains_per_digit)
     if args.no_net:
         score = ZeroScore()
     else:
-        net = hmc.load_net(LENET, args.weights, len(digits))
+        net = caffe_utils.load_net(LENET, args.weights, len(digits))
         score = hmc.NodeScore(net, "ip2", digits)
     if logit:
         score = hmc.LogitScore(score)

@@ -399,8 +399,8 @@ def test_fitted_q_chains_live_on_the_logit_scale(subset, short_dg_lenet, tmp_pat
     Every synthesized image is valid, the chains sit where the learned f_y is
     higher than at q's own draws (they sample exp(f_y) q), and a killed run
     resumes to the same weights and chains (q is fitted anew, identically)."""
-    from gencnn import generative_learning
-    from gencnn.visualization import hmc
+    from gencnn import caffe_utils, generative_learning
+    from gencnn.sampling import hmc
     extra = ("--weights", short_dg_lenet, "--fitted-q", 1, "--epochs", 1, "--seed", 3,
              "--mcmc-iters", 10,
              "--step-size", 0.3,
@@ -415,7 +415,7 @@ def test_fitted_q_chains_live_on_the_logit_scale(subset, short_dg_lenet, tmp_pat
     # the chains against q's draws, scored by the learned net (class = buffer row)
     q = generative_learning.fit_q(str(subset / "mnist_train_lmdb"), 200, (1, 28, 28), True)
     draws = hmc.logit_to_pixels(q.sample(np.random.RandomState(0), (200, 1, 28, 28)), (0, 1))
-    net = hmc.load_net(os.path.join(REPO_ROOT, "prototxt", "lenet_deploy.prototxt"),
+    net = caffe_utils.load_net(os.path.join(REPO_ROOT, "prototxt", "lenet_deploy.prototxt"),
                        str(straight / "final.caffemodel"), 200)
     labels = np.repeat(np.arange(10), 20)
     score = hmc.NodeScore(net, "ip2", labels)

@@ -1,5 +1,6 @@
-"""HMC generative visualization (issue 4): gencnn/visualization/ (hmc,
-reference, receptive_field) and tools/hmc_visualize.py on real pycaffe.
+"""HMC generative visualization: gencnn/sampling/ (hmc, reference),
+gencnn/visualization/ (receptive_field, node) and tools/hmc_visualize.py on
+real pycaffe.
 Fixed seeds throughout."""
 import json
 import os
@@ -11,8 +12,8 @@ import pytest
 
 import caffe
 from gencnn import caffe_utils, config
-from gencnn.visualization import hmc, receptive_field, reference
-from gencnn.visualization import node as node_lib
+from gencnn.sampling import hmc, reference
+from gencnn.visualization import node as node_lib, receptive_field
 from gencnn.config import REPO_ROOT
 
 TOOL = os.path.join(REPO_ROOT, "tools", "hmc_visualize.py")
@@ -63,7 +64,7 @@ def make_net(tmp_path, text, num_chains, seed=0, scale=1.0, freeze_weights=True)
     path = str(tmp_path / "net.prototxt")
     with open(path, "w") as f:
         f.write(text)
-    net = hmc.load_net(path, None, num_chains, freeze_weights=freeze_weights)
+    net = caffe_utils.load_net(path, None, num_chains, freeze_weights=freeze_weights)
     rng = np.random.RandomState(seed)
     for blobs in net.params.values():
         for blob in blobs:
@@ -357,7 +358,7 @@ def test_frozen_weights_get_no_gradient(tmp_path, text, lenet_weights):
     x = np.random.RandomState(14).standard_normal(shape)
     results = {}
     for freeze in (True, False):
-        net = hmc.load_net(model, weights, 6, freeze_weights=freeze)
+        net = caffe_utils.load_net(model, weights, 6, freeze_weights=freeze)
         results[freeze] = hmc.NodeScore(net, blob, [0, 1, 2, 3, 4, 0])(x)
         diffs = [np.abs(b.diff).sum() for blobs in net.params.values() for b in blobs]
         assert all(d == 0 for d in diffs) if freeze else all(d > 0 for d in diffs), diffs
@@ -399,14 +400,14 @@ def test_node_on_its_input_crop_is_the_same_function(tmp_path, lenet_weights):
     """A convolutional node sampled on its receptive field only (input_crop)
     has the same value and gradient as on the whole image."""
     net_param = caffe_utils.read_net(LENET)
-    full = hmc.load_net(LENET, lenet_weights, 2)
+    full = caffe_utils.load_net(LENET, lenet_weights, 2)
     x = np.random.RandomState(12).uniform(-1, 2, (2, 1, 28, 28))
     f, grad = hmc.NodeScore(full, "conv2", [5, 17], (3, 6))(x)
     (y0, y1, x0, x1), small_position = receptive_field.input_crop(net_param, "conv2", (3, 6), (1, 28, 28))
     assert (y1 - y0, x1 - x0) == (14, 14)
-    truncated = hmc.truncate_net_param(net_param, "conv2")
+    truncated = caffe_utils.truncate_net_param(net_param, "conv2")
     assert [layer.name for layer in truncated.layer] == ["data", "conv1", "pool1", "conv2"]
-    small = hmc.load_net(truncated, lenet_weights, 2)
+    small = caffe_utils.load_net(truncated, lenet_weights, 2)
     small.blobs["data"].reshape(2, 1, y1 - y0, x1 - x0)
     small.reshape()
     f_small, grad_small = hmc.NodeScore(small, "conv2", [5, 17], small_position)(
@@ -446,7 +447,7 @@ def test_sample_node_on_a_crop_puts_q_draws_outside_the_field(lenet_weights):
     result = node_lib.sample_node(node, q, iters=2, step_size=0.05, leapfrog_steps=2,
                                   mass=1.0, seed=5, warn=len)
     assert result.crop is None
-    net = hmc.load_net(LENET, lenet_weights, 10)
+    net = caffe_utils.load_net(LENET, lenet_weights, 10)
     net.blobs["data"].data[...] = result.out["samples"]
     net.forward()
     predicted = net.blobs["ip2"].data.argmax(axis=1)

@@ -1,4 +1,4 @@
-"""The data-fitted Gaussian q (gencnn.visualization.reference.fit_gaussian,
+"""The data-fitted Gaussian q (gencnn.sampling.reference.fit_gaussian,
 EigenGaussian) and HMC restricted to the pixel box (HMCSampler bounds):
 operators against dense float64 linear algebra, and exactness against
 closed-form or rejection-sampled targets. Fixed seeds throughout."""
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gencnn.visualization import hmc, reference
+from gencnn.sampling import hmc, reference
 from test_hmc import GAUSSIAN_NET, make_net, sample_tilted_correlated_gaussian
 
 

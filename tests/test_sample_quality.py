@@ -10,6 +10,7 @@ import scipy.linalg
 
 from conftest import REPO, one_line_error, run_tool
 from gencnn import sample_quality as sq
+from gencnn.data.lmdb_io import lmdb_images
 
 LENET = os.path.join(REPO, "prototxt", "lenet_deploy.prototxt")
 N = 500            # samples per set in the judge tests (50 per class on average)
@@ -128,7 +129,7 @@ def test_background_and_diversity_tell_template_noise_from_digits(baselines):
 
 def test_nearest_train_ratio_is_one_for_held_out_digits_and_zero_for_copies(subset, judged):
     judge, reference, _ = judged
-    test_images, _ = sq.labeled_images(str(subset / "mnist_test_lmdb"), sq.MNIST_SCALE)
+    test_images, _ = lmdb_images(str(subset / "mnist_test_lmdb"), sq.MNIST_SCALE)
     held_out = test_images[np.random.RandomState(1).permutation(len(test_images))[:250]]
     # half the test digits: their median distance is within sampling error of all 500's
     ratio = sq.nearest_train_distance_ratio(held_out, reference.train_images,
@@ -235,7 +236,7 @@ def tool_inputs(subset, tmp_path_factory):
     """A set (100 test digits + q noise, their labels, chain means, meta) and
     q draws for the q-alone baseline."""
     root = tmp_path_factory.mktemp("sample_quality")
-    images, labels = sq.labeled_images(str(subset / "mnist_test_lmdb"), sq.MNIST_SCALE)
+    images, labels = lmdb_images(str(subset / "mnist_test_lmdb"), sq.MNIST_SCALE)
     rng = np.random.RandomState(6)
     meta = json.dumps({"net": "test digits", "q": "white", "temperature": 1.0})
     sample_set = _npz(root / "set.npz", x=images[:100] + 0.05 * rng.standard_normal((100, 1, 28, 28)),

@@ -15,8 +15,9 @@ grid.png (the samples as images, one row per unit when several units are
 given: final states, or chain averages with --show mean), grid_mean.png (or
 grid_final.png: the other of the two) and trajectory.png (chain 0 over the
 iterations, and f_y of every chain). The sampler, the node set-up and the
-figures are the library gencnn/visualization/ (hmc, node, figures); the mass
-convention is described in its hmc.py and in docs/visualization.md.
+figures are the library gencnn/visualization/ (node, figures) around the sampler
+of gencnn/sampling/; the mass convention is described in gencnn/sampling/hmc.py
+and in docs/visualization.md.
 
 Presets (an explicit option always wins):
   lenet         the paper's LeNet setting (section 4.2) read literally:
@@ -46,7 +47,7 @@ import sys
 
 import _init_paths  # noqa: F401
 from gencnn import cli, config, files
-from gencnn.visualization.reference import GAUSSIAN_KINDS
+from gencnn.sampling.reference import GAUSSIAN_KINDS
 
 os.environ.setdefault("MPLBACKEND", "Agg")          # no display needed
 os.environ.setdefault("GLOG_minloglevel", "2")      # quiet net construction
@@ -322,9 +323,8 @@ def fit_q(args, node, settings, display_mean, logit_bounds=None):
     """The reference q of the options: fixed, or fitted to --reference-lmdb
     (on the logit scale of `logit_bounds` when given) or (fit-spectrum) to
     --reference-images."""
-    import numpy as np
-    from gencnn.visualization import reference as ref
-    from gencnn.visualization.node import lmdb_images
+    from gencnn.data.lmdb_io import lmdb_images
+    from gencnn.sampling import reference as ref
     if args.reference == "fixed":
         return ref.DiagonalGaussian(settings["ref_mean"], settings["sigma"])
     try:
@@ -336,18 +336,16 @@ def fit_q(args, node, settings, display_mean, logit_bounds=None):
                                                     display_mean, args.image_scale),
                                     decorrelate_colour=args.spectrum_colour == "decorrelated",
                                     window=args.spectrum_window == "hann")
-        images = lmdb_images(args.reference_lmdb, args.reference_count,
-                             args.reference_scale, node.input_shape)
-        if logit_bounds is not None:      # q on u = logit(x): fit the images' logits
-            images = ref.dequantized_logits(images, np.random.RandomState(args.seed + 1),
-                                            args.reference_scale, logit_bounds)
-        if args.reference == "fit-gaussian":
-            return ref.fit_gaussian(images, kind=args.gaussian_kind, shrinkage=args.shrinkage,
-                                    rank=args.rank)
+        images, _ = lmdb_images(args.reference_lmdb, args.reference_scale,
+                                args.reference_count, node.input_shape,
+                                name="--reference-lmdb %s" % args.reference_lmdb)
+        kind = {"fit-global": "global", "fit-pixel": "pixel"}.get(args.reference,
+                                                                  args.gaussian_kind)
+        logit = None if logit_bounds is None else (args.reference_scale, logit_bounds)
+        return ref.fit_q(images, kind, shrinkage=args.shrinkage, rank=args.rank, logit=logit,
+                         seed=args.seed)
     except ValueError as err:
         raise UsageError(str(err))
-    return ref.DiagonalGaussian(*ref.fit_reference(images,
-                                                   per_pixel=args.reference == "fit-pixel"))
 
 
 def run(args):

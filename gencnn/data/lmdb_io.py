@@ -153,6 +153,29 @@ def read_lmdb(path, limit=None):
         env.close()
 
 
+def lmdb_images(path, scale=1.0, limit=None, input_shape=None, name=None,
+                reader="the net's input"):
+    """The one reader of an LMDB's images: (images, labels) of its first
+    `limit` entries (default all) in key order, the images float64
+    (n x C x H x W) times `scale`, the labels int64. UserError (one line)
+    if it is empty, or its images differ in shape or (input_shape) are not
+    of that shape; `name` (default "LMDB <path>") names it in that line,
+    `reader` the input the images are for."""
+    name = name or "LMDB %s" % path
+    entries = list(read_lmdb(path, limit))
+    if not entries:
+        raise cli.UserError("%s is empty" % name)
+    shapes = sorted({image.shape for image, _ in entries})
+    if len(shapes) > 1:
+        raise cli.UserError("%s holds images of several shapes: %s"
+                            % (name, ", ".join(map(str, shapes))))
+    if input_shape is not None and shapes[0] != tuple(input_shape):
+        raise cli.UserError("%s images %s do not match %s %s"
+                            % (name, shapes[0], reader, tuple(input_shape)))
+    images = np.array([image for image, _ in entries], dtype=np.float64) * scale
+    return images, np.array([label for _, label in entries], dtype=np.int64)
+
+
 def _parse_datum(path, key, value):
     datum = caffe_pb2.Datum()
     try:

@@ -21,7 +21,8 @@ import warnings
 import numpy as np
 
 from gencnn import caffe_utils, config, files
-from gencnn.visualization import hmc, parallel
+from gencnn.data.lmdb_io import lmdb_images
+from gencnn.sampling import hmc, parallel
 from gencnn.visualization.receptive_field import input_crop, receptive_field
 
 
@@ -43,7 +44,7 @@ def open_node(model, weights, blob, units=None, chains_per_unit=1, position=None
         # (a train_test net's data layers would open their LMDBs, or abort)
         raise ValueError("the net has no Input layer to sample: give a deploy prototxt, "
                          "not a train/test one")
-    probe = hmc.load_net(net_param, weights, 1, input_blob)
+    probe = caffe_utils.load_net(net_param, weights, 1, input_blob)
     hmc.NodeScore(probe, blob, 0)       # the unknown-blob error, if any
     if units is None:                   # every channel of the blob
         units = list(range(probe.blobs[blob].data.shape[1]))
@@ -54,7 +55,7 @@ def open_node(model, weights, blob, units=None, chains_per_unit=1, position=None
     node.units, node.chains_per_unit = list(units), int(chains_per_unit)
     node.num_chains = node.chains_per_unit * len(node.units)
     node.chain_units = np.repeat(node.units, node.chains_per_unit)
-    node.net = hmc.load_net(net_param, weights, node.num_chains, input_blob)
+    node.net = caffe_utils.load_net(net_param, weights, node.num_chains, input_blob)
     node.input_blob = input_blob or node.net.inputs[0]
     node.score = hmc.NodeScore(node.net, blob, node.chain_units, position,
                                node.input_blob)
@@ -106,7 +107,7 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
                 num_snapshots=8, bounds=None, pixel_model="box", workers=1,
                 threads_per_worker=1, first_chain=0):
     """HMC samples of `node` (from open_node) under q = `reference`
-    (gencnn.visualization.reference), `adapt` + `iters` iterations.
+    (gencnn.sampling.reference), `adapt` + `iters` iterations.
 
     full_input=False samples a convolutional node on its receptive field
     when that is exact (the field lies inside the image, q factorizes over
@@ -118,7 +119,7 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
     in u through hmc.LogitScore, and what is returned is in pixels again;
     chain_mean is then x of each chain's mean u).
     workers > 1 splits the chains over that many processes with
-    `threads_per_worker` OpenBLAS threads each (gencnn.visualization.parallel):
+    `threads_per_worker` OpenBLAS threads each (gencnn.sampling.parallel):
     the same chains as workers=1, which runs in this process.
     Chain n of the node is chain first_chain + n of a larger run (its random
     stream; docs/scaling.md: one shard of a run split over machines).
@@ -137,7 +138,7 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
     if crop is not None:
         # Sample only the node's receptive field: a truncated net reshaped to the crop.
         (cy0, cy1, cx0, cx1), position = crop
-        net_param = hmc.truncate_net_param(node.net_param, node.blob)
+        net_param = caffe_utils.truncate_net_param(node.net_param, node.blob)
         sample_shape = (input_shape[0], cy1 - cy0, cx1 - cx0)
         sampled_reference = reference.crop(crop[0])
         node.net = node.score = None     # the whole-input net, freed first (memory)
@@ -210,36 +211,16 @@ def _embed(out, box, reference, input_shape, seed, first_chain):
 
 
 # ---------------------------------------------------------------------------
-# Reference q from an LMDB, comparison with class means, the samples file
+# Comparison with class means, the samples file
 # ---------------------------------------------------------------------------
-
-def lmdb_images(path, count, scale, input_shape):
-    """Up to `count` images of an LMDB, x `scale`, checked against the net's
-    input shape (ValueError otherwise)."""
-    from gencnn.data.lmdb_io import read_lmdb
-    images = np.array([image for image, _ in read_lmdb(path, count)])
-    images = images.astype(np.float64) * scale
-    if images.shape[1:] != tuple(input_shape):
-        raise ValueError("--reference-lmdb images are %s, the net's input is %s"
-                         % (images.shape[1:], tuple(input_shape)))
-    return images
-
 
 def class_means(lmdb_path, scale, count, input_shape):
     """(classes, mean image of each class, flattened) of a labeled LMDB; read
     before sampling, so a bad --compare-lmdb costs no sampling time.
-    ValueError for an empty LMDB or images of another shape."""
-    from gencnn.data.lmdb_io import read_lmdb
-    entries = list(read_lmdb(lmdb_path, count))
-    if not entries:
-        raise ValueError("--compare-lmdb %s is empty" % lmdb_path)
-    images, labels = zip(*entries)
-    if len({image.shape for image in images}) != 1 or \
-            images[0].size != int(np.prod(input_shape)):
-        raise ValueError("--compare-lmdb images (%s) do not match the net's input %s"
-                         % (images[0].shape, tuple(input_shape)))
-    images = np.array(images, dtype=np.float64).reshape(len(labels), -1) * scale
-    labels = np.array(labels)
+    UserError for an empty LMDB or images of another shape."""
+    images, labels = lmdb_images(lmdb_path, scale, count, input_shape,
+                                 name="--compare-lmdb %s" % lmdb_path)
+    images = images.reshape(len(labels), -1)
     classes = np.unique(labels)
     return classes, np.array([images[labels == c].mean(axis=0) for c in classes])
 

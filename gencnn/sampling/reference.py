@@ -18,6 +18,9 @@ moments they match:
   "maximum entropy distribution" with all second moments matched), or its
   top principal components plus an isotropic residual (low rank).
 
+`fit_q` is the one constructor of a q fitted to images (any of the kinds
+above, on the pixels or on the logits of the logit pixel model).
+
 Each gives what the sampler needs: energy(x) = -log q(x) + const per chain,
 its gradient, draws, a whitened distance (to spot diverged chains), and the
 covariance as an operator, cov_power(v, a) = Sigma^a v, for the matching
@@ -265,6 +268,42 @@ class EigenGaussian(CorrelatedGaussian):
 # ---------------------------------------------------------------------------
 
 GAUSSIAN_KINDS = ("full", "lowrank", "diagonal")
+# What fit_q fits: white noise with the images' mean and marginal std
+# (global: one of each; pixel: per pixel; fit_reference), or a Gaussian of
+# fit_gaussian's kinds.
+Q_KINDS = ("global", "pixel") + GAUSSIAN_KINDS
+
+
+def dequantization_seed(seed):
+    """The RandomState seed of q's dequantization noise in a run of `seed`:
+    seed + 1. One rule for every q of the logit pixel model, so that a net
+    learned with it (gencnn/generative_learning.py, fitted_q, seed 0) is
+    sampled by studies/lenet_samples_t1.py and hmc_visualize's lenet-fitted
+    preset (at their default --seed 0) under the q it was trained with."""
+    return int(seed) + 1
+
+
+def fit_q(images, kind="global", shrinkage=1e-3, rank=50, logit=None, seed=0):
+    """The q fitted to `images` (M x input shape, input units): the one
+    constructor of a fitted q.
+
+    kind:  global / pixel: a DiagonalGaussian, fit_reference's mean and
+           marginal std (one of each, or per pixel); full / lowrank /
+           diagonal: fit_gaussian's (with `shrinkage`, `rank`).
+    logit: None, or (quantum, bounds): q of the logit pixel model (a q of
+           u = logit of the box coordinates, hmc.LogitScore), fitted to the
+           logits of the images dequantized in steps of `quantum`, the
+           noise drawn from RandomState(dequantization_seed(seed)).
+    """
+    if kind not in Q_KINDS:
+        raise ValueError("kind must be one of %s, got %r" % (", ".join(Q_KINDS), kind))
+    if logit is not None:
+        quantum, bounds = logit
+        images = dequantized_logits(images, np.random.RandomState(dequantization_seed(seed)),
+                                    quantum, bounds)
+    if kind in ("global", "pixel"):
+        return DiagonalGaussian(*fit_reference(images, per_pixel=kind == "pixel"))
+    return fit_gaussian(images, kind=kind, shrinkage=shrinkage, rank=rank)
 
 
 def dequantized_logits(images, rng, quantum, bounds=(0.0, 1.0)):
@@ -279,16 +318,6 @@ def dequantized_logits(images, rng, quantum, bounds=(0.0, 1.0)):
          - lo) / (hi - lo)
     x = np.clip(x, 1e-7, 1 - 1e-7)
     return np.log(x) - np.log1p(-x)
-
-
-def fit_logit_gaussian(images, quantum, seed=1, bounds=(0.0, 1.0), **fit):
-    """q of the logit pixel model: a Gaussian (fit_gaussian's `fit` options)
-    fitted to the logits of `images` dequantized with RandomState(seed). One
-    seed gives one q: a net learned with it (gencnn/generative_learning.py,
-    fitted_q) is sampled under the same q by studies/lenet_samples_t1.py and
-    hmc_visualize's lenet-fitted preset (seed 1 at their default --seed 0)."""
-    logits = dequantized_logits(images, np.random.RandomState(seed), quantum, bounds)
-    return fit_gaussian(logits, **fit)
 
 
 def fit_gaussian(images, kind="full", shrinkage=1e-3, rank=50):

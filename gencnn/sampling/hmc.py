@@ -10,9 +10,10 @@ so p_y(x) is proportional to exp(-U(x)) with the potential energy
     U(x) = -f_y(x) + |x - mu|^2 / (2 sigma^2).
 
 The paper takes mu = 0 and sigma = 1; section 3.4 also suggests a q fitted to
-the training images (their mean and marginal variance), which `fit_reference`
-computes. x is sampled by HMC (Neal, 2011): draw a momentum phi, run L leapfrog
-steps (eq. 11-13), accept or reject the end point by Metropolis.
+the training images (their mean and marginal variance), which
+reference.fit_q computes. x is sampled by HMC (Neal, 2011): draw a momentum
+phi, run L leapfrog steps (eq. 11-13), accept or reject the end point by
+Metropolis.
 
 The mass convention, made explicit because the paper's numbers depend on it.
 With mass_convention="paper" (the default), `mass` is the paper's m:
@@ -26,7 +27,7 @@ run with mass m and step eps moves x exactly like a unit-mass run with step
 eps * sqrt(inv_mass). The paper's LeNet setting (eps 0.1, m 0.01) is thus an
 effective unit-mass step of 1.0 read literally, or 0.01 read as inverse.
 
-A correlated q (gencnn.visualization.reference.SpectralGaussian, covariance
+A correlated q (gencnn.sampling.reference.SpectralGaussian, covariance
 Sigma) replaces |x - mu|^2 / (2 sigma^2) by (x - mu)^T Sigma^-1 (x - mu) / 2,
 and precondition=True gives HMC the matching mass matrix m Sigma^-1:
 
@@ -51,7 +52,7 @@ All chains share one Caffe net: its input blob holds N chains, and each
 leapfrog step costs one forward (up to the node's layer) and one backward
 (from that layer down to the input) for all chains together. Each chain
 draws from its own random stream (chain_rng), so chains can also be split
-over worker processes (gencnn.visualization.parallel, one net each) or
+over worker processes (gencnn.sampling.parallel, one net each) or
 machines without changing them; `run_chains` is the loop either way.
 """
 import math
@@ -61,10 +62,7 @@ import warnings
 import numpy as np
 
 os.environ.setdefault("GLOG_minloglevel", "2")   # quiet net construction
-from caffe.proto import caffe_pb2  # noqa: E402
-from gencnn import caffe_utils  # noqa: E402
-from gencnn.visualization.reference import (  # noqa: E402,F401 (fit_reference: API)
-    DiagonalGaussian, fit_reference)
+from gencnn.sampling.reference import DiagonalGaussian  # noqa: E402
 
 # |Delta H| above this (or a non-finite H) marks a divergent trajectory.
 DIVERGENCE_THRESHOLD = 1000.0
@@ -75,133 +73,6 @@ FAR_FROM_Q = 1e4
 # Reflections followed within one leapfrog step of one chain (bounds with a
 # full mass matrix); a trajectory needing more is rejected.
 MAX_REFLECTIONS = 200
-
-# Layers whose parameter blobs get a gradient unless lr_mult is 0, with their
-# number of parameter blobs. HMC only needs df/dx, so freezing them lets Caffe
-# skip the weight gradients (and their accumulation across calls): a fifth
-# of a LeNet leapfrog step (bench/hmc_speed.py), once force_backward is off.
-_PARAM_BLOBS = {
-    "Convolution": lambda l: 1 + int(l.convolution_param.bias_term),
-    "Deconvolution": lambda l: 1 + int(l.convolution_param.bias_term),
-    "InnerProduct": lambda l: 1 + int(l.inner_product_param.bias_term),
-    "Scale": lambda l: 1 + int(l.scale_param.bias_term),
-    "Bias": lambda l: 1,
-    "PReLU": lambda l: 1,
-    "Embed": lambda l: 1 + int(l.embed_param.bias_term),
-}
-
-
-# ---------------------------------------------------------------------------
-# The net: load it ready for df/dx
-# ---------------------------------------------------------------------------
-
-# The layer prepare_net_param puts on each input blob of a frozen net.
-INPUT_GRADIENT_LAYER = "gencnn_input_gradient_%s"
-
-
-def prepare_net_param(net_param, freeze_weights=True):
-    """Copy of `net_param` ready for sampling: Caffe computes the gradient
-    with respect to the input, and (freeze_weights) no weight gradient.
-
-    force_backward alone would do the first, but Caffe's Net::Init then turns
-    every parameter's gradient back on, whatever its lr_mult (it calls
-    set_param_propagate_down(i, true) on every layer). So a frozen net gets,
-    instead: lr_mult 0 on every weight; on each input blob an in-place
-    scalar Bias (INPUT_GRADIENT_LAYER, value 0, the one learnable parameter:
-    it makes the layers above need backward) with propagate_down to the
-    input; and loss_weight 1 on the net's outputs (tops no layer reads), so
-    Caffe's loss pass keeps every layer below them in the backward pass.
-    load_net hides the Bias from net.params and keeps it at 0.
-    freeze_weights=False: force_backward, weights as given (what a prototxt
-    with force_backward gets; bench/hmc_speed.py compares the two).
-    """
-    prepared = caffe_pb2.NetParameter()
-    prepared.CopyFrom(net_param)
-    if not freeze_weights:
-        prepared.force_backward = True
-        return prepared
-    prepared.force_backward = False
-    for layer in prepared.layer:
-        count = _PARAM_BLOBS.get(layer.type)
-        if count is None:
-            continue
-        while len(layer.param) < count(layer):
-            layer.param.add()
-        for spec in layer.param:
-            spec.lr_mult = 0
-            spec.decay_mult = 0
-    layers = list(prepared.layer)
-    for i, layer in enumerate(layers):
-        if len(layer.loss_weight) == 0:
-            read_later = set(b for later in layers[i + 1:] for b in later.bottom)
-            layer.loss_weight.extend(0.0 if top in read_later else 1.0 for top in layer.top)
-    anchored = []
-    for layer in layers:
-        anchored.append(layer)
-        for top in layer.top if layer.type == "Input" else ():
-            anchored.append(_input_gradient_layer(top))
-    del prepared.layer[:]
-    prepared.layer.extend([_input_gradient_layer(name) for name in prepared.input] + anchored)
-    return prepared
-
-
-def _input_gradient_layer(blob):
-    layer = caffe_pb2.LayerParameter(name=INPUT_GRADIENT_LAYER % blob, type="Bias",
-                                     bottom=[blob], top=[blob], propagate_down=[True])
-    layer.bias_param.axis, layer.bias_param.num_axes = 0, 0       # a scalar, filled with 0
-    layer.param.add(lr_mult=1, decay_mult=0)
-    return layer
-
-
-def truncate_net_param(net_param, blob):
-    """Copy of `net_param` with only the layers `blob` depends on, up to its
-    last writer: what a node of that blob needs, and a net that can take an
-    input of another size (no InnerProduct above the node to object)."""
-    layers = list(net_param.layer)
-    last = max(i for i, layer in enumerate(layers) if blob in layer.top)
-    needed, keep = {blob}, []
-    for i in range(last, -1, -1):
-        layer = layers[i]
-        if needed & set(layer.top):
-            keep.append(i)
-            needed |= set(layer.bottom)
-    truncated = caffe_pb2.NetParameter()
-    truncated.CopyFrom(net_param)
-    del truncated.layer[:]
-    truncated.layer.extend(layers[i] for i in sorted(keep))
-    return truncated
-
-
-def load_net(model, weights=None, num_chains=1, input_blob=None, freeze_weights=True,
-             input_shape=None):
-    """caffe.Net in TEST phase from a prototxt (path or NetParameter), ready
-    for df/dx with frozen weights (prepare_net_param), the input reshaped to `num_chains`
-    x `input_shape` (default: the prototxt's; another size for a net
-    truncated to a receptive field, `truncate_net_param`).
-
-    The prototxt is rewritten through caffe_pb2/text_format into a temporary
-    file, so the user's file needs neither force_backward nor anything else.
-    """
-    net_param = caffe_utils.read_net(model) if isinstance(model, str) else model
-    if weights is not None and not os.path.isfile(weights):
-        raise ValueError("weights not found: %s" % weights)
-    net = caffe_utils.net_from_param(prepare_net_param(net_param, freeze_weights))
-    for name in list(net.params):
-        if name.startswith(INPUT_GRADIENT_LAYER % ""):
-            net.params.pop(name)[0].data[...] = 0     # not a weight of the user's net
-    if weights is not None:
-        # Checked first: Caffe's own copy aborts the process on a bad file
-        # and leaves layers the file lacks at their random fillers.
-        caffe_utils.load_weights(net, weights)
-    if input_blob is not None and input_blob not in net.inputs:
-        raise ValueError("unknown input blob '%s'; the net's inputs: %s"
-                         % (input_blob, ", ".join(net.inputs)))
-    input_blob = input_blob or net.inputs[0]
-    if input_shape is None:
-        input_shape = net.blobs[input_blob].data.shape[1:]
-    net.blobs[input_blob].reshape(num_chains, *input_shape)
-    net.reshape()
-    return net
 
 
 def visible_blobs(net):
@@ -337,7 +208,7 @@ def chain_rng(seed, chain_id, *substream):
     e.g. 1, names another stream of the same chain, its spawn()[1]). The chain
     draws its initial state, its momenta and its Metropolis uniforms from it
     alone, so its trajectory does not depend on how many chains run, nor on
-    how they are split across processes (gencnn.visualization.parallel).
+    how they are split across processes (gencnn.sampling.parallel).
     (Before issue 15 all chains shared one RandomState(seed): results
     committed before then came from that stream.)"""
     sequence = np.random.SeedSequence(int(seed), spawn_key=(int(chain_id),) + substream)
@@ -392,7 +263,7 @@ class HMCSampler(object):
     sigma, ref_mean: the reference q = N(ref_mean, sigma^2), scalars or
              arrays broadcastable to one chain's input shape; ignored when
              `reference` is given.
-    reference: a q of gencnn.visualization.reference (DiagonalGaussian,
+    reference: a q of gencnn.sampling.reference (DiagonalGaussian,
              SpectralGaussian); default DiagonalGaussian(ref_mean, sigma).
     precondition: False (default): the mass matrix is m I. True: it is
              m Sigma^-1, Sigma the covariance of q: phi ~ N(0, m Sigma^-1),
@@ -512,8 +383,8 @@ class HMCSampler(object):
     def _reflect(self, x, phi, step_size):
         """Reflection with the mass matrix m Sigma^-1 (velocity inv_mass
         Sigma phi): the walls one event at a time, per chain
-        (gencnn.visualization.reflection)."""
-        from gencnn.visualization import reflection
+        (gencnn.sampling.reflection)."""
+        from gencnn.sampling import reflection
         shape, n = x.shape, len(x)
         velocity = self.inv_mass * self.reference.cov_power(phi, 1.0)
         x, phi, events = reflection.reflect(
@@ -644,7 +515,7 @@ class ChainBlock(object):
     """Chains of one HMCSampler held in this process: their state (x, f,
     dU/dx) and the sum of x over the sampling iterations. The loop
     (`run_chains`) drives it, or a pool of them in worker processes
-    (gencnn.visualization.parallel), through `step`, `state` and `finish`."""
+    (gencnn.sampling.parallel), through `step`, `state` and `finish`."""
 
     def __init__(self, sampler, x0):
         self.sampler = sampler

@@ -26,7 +26,8 @@ import traceback
 
 import numpy as np
 
-from gencnn.visualization import hmc
+from gencnn import caffe_utils
+from gencnn.sampling import hmc
 
 # Read by OpenBLAS (and OpenMP builds) when a worker imports numpy and caffe.
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -61,7 +62,7 @@ class ChainSpec(object):
         own streams' initial states."""
         from caffe.proto import caffe_pb2
         net_param = caffe_pb2.NetParameter.FromString(self.net_param)
-        net = hmc.load_net(net_param, self.weights, len(rows), self.input_blob,
+        net = caffe_utils.load_net(net_param, self.weights, len(rows), self.input_blob,
                            input_shape=self.input_shape)
         score = hmc.NodeScore(net, self.blob, self.chain_units[rows], self.position,
                               self.input_blob)
@@ -136,7 +137,7 @@ class WorkerChains(object):
         self.num_chains = spec.num_chains
         self.blocks = split_chains(spec.num_chains, workers)
         env = worker_env(threads)
-        command = [sys.executable, "-c", "from gencnn.visualization.parallel import serve; "
+        command = [sys.executable, "-c", "from gencnn.sampling.parallel import serve; "
                    "serve()"]
         self.workers = []
         try:
