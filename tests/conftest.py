@@ -9,6 +9,11 @@ os.environ.setdefault("GLOG_minloglevel", "2")   # quiet pycaffe net constructio
 # One OpenBLAS thread for the tests and the tools they start: the nets are
 # small, and several threads per process spin against each other when tests
 # run trainings side by side (runs/resumes are also compared bit for bit).
+# Those comparisons across processes (a resumed or copied run against an
+# uninterrupted one) are exact by design: the same Caffe and BLAS, the same
+# batch shapes, one thread. Comparisons across batch sizes or Caffe builds
+# state a measured bound instead (issue 26; bench/float32_batch_rounding.py,
+# bench/allclose_margins.py).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 for sub in ("", "python_layers"):
