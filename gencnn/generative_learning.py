@@ -127,7 +127,7 @@ OPTIONS = (
            "column gets equal pushes up and down); 0: uniform classes"),
 )
 DEFAULTS = {option.name: option.default for option in OPTIONS}
-SCALE = 0.00390625              # pixels -> input units, as the nets' transform_param
+SCALE = protocols.MNIST_SCALE   # pixels -> input units, as the nets' transform_param
 DEPLOY = "prototxt/lenet_deploy.prototxt"
 
 

@@ -18,6 +18,13 @@ import math
 # chosen by the CIFAR-10 study (docs/cifar10.md); `restart` is
 # <net>_gg_dg_restart.prototxt.
 STAGE2_SOLVERS = {"restart": "gg_dg_restart", "aligned": "gg_dg"}   # variant -> solver suffix
+
+# MNIST pixels (0-255) -> LeNet's input units: its transform_param scale, 1/256.
+MNIST_SCALE = 0.00390625
+# The mean and marginal sd of the MNIST training images in those units (the
+# white q fitted to them: hmc_visualize's lenet-digits preset, the sample
+# measures' white-q baseline).
+MNIST_MEAN, MNIST_STD = 0.1306, 0.3075
 STAGE2_LR_SCALE = 0.3       # 0.01 -> 0.003 (paper); 0.001 -> 0.0003 (cifar10_quick)
 
 

@@ -41,11 +41,12 @@ import scipy.linalg
 import scipy.special
 
 from gencnn.cli import UserError
+from gencnn.protocols import MNIST_SCALE  # noqa: F401 (pixels -> LeNet's input units)
+from gencnn.protocols import MNIST_MEAN, MNIST_STD
 
-MNIST_SCALE = 0.00390625         # pixels -> the project's LeNet input units
 # The white q fitted to MNIST that the project has used so far (the training
 # images' mean and marginal sd, tools/hmc_visualize.py's lenet-digits preset).
-WHITE_Q_MEAN, WHITE_Q_STD = 0.1306, 0.3075
+WHITE_Q_MEAN, WHITE_Q_STD = MNIST_MEAN, MNIST_STD
 BACKGROUND_LEVEL = 0.05          # class mean below this: background pixel
 REAL_POOL = 10000                # real digits come from the last this many training images
 # Rows of the distance matrix per chunk: 500 x 60,000 float64 = 240 MB.
