@@ -412,30 +412,13 @@ class GenerativeLearner(object):
             self.clamp = (mean - o["clamp_sigmas"] * std, mean + o["clamp_sigmas"] * std)
         epoch_rows = run_folder.rows_since(tsv_path, state["history"][-1]["iter"]
                                            if state["history"] else 0)
-        with self.folder.progress(self.progress, self.max_iter, solver.iter), \
-                open(tsv_path, "a") as tsv:
-            while solver.iter < self.max_iter:
-                started = time.time()
-                labels, x, sampled = self._synthesize(state, solver.iter, sampler_net)
-                sampling_s = time.time() - started
-                solver.net.blobs["synthesized_data"].data[...] = x
-                solver.net.blobs["synthesized_label"].data[...] = labels
-                solver.step(1)
-                it = solver.iter
-                row = [it] + self._scores(state, solver.net, it) + sampled + \
-                    [sampling_s, time.time() - started]
-                # full precision: a resume computes the epoch means from these
-                tsv.write("\t".join("%.17g" % v for v in row) + "\n")
-                tsv.flush()
-                epoch_rows.append(row)
-                self.folder.advance()
-                at_epoch_end = run_folder.is_epoch_end(it, self.epoch_iters)
-                last = it == self.max_iter
-                if at_epoch_end or last:
-                    state["history"].append(self._epoch_record(test_net, it, epoch_rows, last))
-                    epoch_rows = []
-                if it % o["checkpoint_every"] == 0 or at_epoch_end or last:
-                    self._checkpoint(solver, state)
+        self.state, self.solver = state, solver
+        self.sampler_net, self.test_net = sampler_net, test_net
+        try:
+            with self.folder.progress(self.progress, self.max_iter, solver.iter):
+                self.folder.train(solver, self.max_iter, tsv_path, epoch_rows, self)
+        finally:        # the nets and their data readers go with the run
+            self.solver = self.sampler_net = self.test_net = None
 
         def outputs():
             copy_atomic(self.path(state["checkpoint"]["caffemodel"]),
@@ -448,6 +431,41 @@ class GenerativeLearner(object):
             self.write_outputs(state)
         self.folder.finish(state, outputs)
         return state
+
+    # ------------------------------------------- RunFolder.train's steps
+    @property
+    def checkpoint_every(self):
+        return self.opts["checkpoint_every"]
+
+    def step(self):
+        """Synthesize the batch's M images, step the solver on it; the row:
+        iteration, the scores (_scores), the chains' numbers (_synthesize),
+        seconds sampling and in all."""
+        solver, started = self.solver, time.time()
+        labels, x, sampled = self._synthesize(self.state, solver.iter, self.sampler_net)
+        sampling_s = time.time() - started
+        solver.net.blobs["synthesized_data"].data[...] = x
+        solver.net.blobs["synthesized_label"].data[...] = labels
+        solver.step(1)
+        it = solver.iter
+        return [it] + self._scores(self.state, solver.net, it) + sampled + \
+            [sampling_s, time.time() - started]
+
+    def check(self, row):
+        """(A divergence has stopped the run in step already.)"""
+
+    def is_epoch_end(self, it):
+        return run_folder.is_epoch_end(it, self.epoch_iters)
+
+    def end_epoch(self, it, rows, last):
+        record = self._epoch_record(self.test_net, it, rows, last)
+        self.state["history"].append(record)
+        return record
+
+    def checkpoint(self, it, due, record):
+        if due:
+            self._checkpoint(self.solver, self.state)
+        return False
 
     def _synthesize(self, state, it, sampler_net):
         """The M synthesized images of iteration `it` + 1: chains drawn from

@@ -107,9 +107,9 @@ def main(argv=None):
         args.switch = ("epoch", args.switch_epoch)
     # (the other combinations of options are checked by TwoStageRunner)
     cli.check_writable(args.out)
-    from gencnn import two_stage
+    from gencnn import multi_gpu, two_stage
     import caffe
-    two_stage.check_gpus(args.gpus)
+    multi_gpu.check_gpus(args.gpus)
     if not args.gpus:
         caffe.set_mode_cpu()
     runner = two_stage.TwoStageRunner(
