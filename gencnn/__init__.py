@@ -25,6 +25,7 @@ The importable library behind tools/ (thin command-line front ends):
     sampling/            the HMC sampler (eq. 11-13), the reference q's, chains
                          over worker processes
     visualization/       HMC samples of any node of a net, and their figures
+    reports/             statistics, JSON, Markdown and plots of the runners' results
 
 The eq. 10 loss layer itself lives in python_layers/generative_loss_layer.py,
 where Caffe's Python layer loader finds it (and the synthesis loss beside it).

@@ -26,8 +26,9 @@ import numpy as np
 import caffe
 from caffe.proto import caffe_pb2
 from gencnn import caffe_utils, multi_gpu, protocols, run_folder
+from gencnn.reports import curves
 from gencnn.cli import UserError
-from gencnn.files import copy_atomic, save_figure, write_atomic
+from gencnn.files import copy_atomic, write_atomic
 from gencnn.data.lmdb_io import lmdb_count, lmdb_fingerprint, read_lmdb
 
 
@@ -417,7 +418,7 @@ class TwoStageRunner(object):
         finals = [r for r in state["history"]["stage2"] or state["history"]["stage1"] if r["final"]]
         result["final_test_error_pct"] = finals[-1]["test_error_pct"] if finals else None
         self.folder.write_json("history.json", result)
-        plot_curves({"run": state["history"]}, self.path("curves.png"))
+        curves.two_stage({"run": state["history"]}, self.path("curves.png"))
         self.folder.log("done: final test error %.2f%%" % result["final_test_error_pct"])
 
 
@@ -483,30 +484,3 @@ class _StageSteps(object):
                 self.state.setdefault("kept_weights", {})[str(global_iter)] = kept
                 runner.folder.write_json("state.json", self.state)
         return self.switched
-
-
-def plot_curves(runs, path, title=None):
-    """Test error and train loss per epoch; runs = {label: {"stage1": [...], "stage2": [...]}}."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (ax_err, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
-    for label, history in runs.items():
-        for key, style in (("stage1", "-"), ("stage2", "--")):
-            records = history.get(key) or []
-            if not records:
-                continue
-            epochs = [r["epoch"] for r in records]
-            name = label if key == "stage1" else "%s (stage 2)" % label
-            ax_err.plot(epochs, [r["test_error_pct"] for r in records], style, label=name)
-            ax_loss.plot(epochs, [r["train_loss"] for r in records], style, label=name)
-    ax_err.set(xlabel="epoch", ylabel="test error (%)", yscale="log")
-    ax_loss.set(xlabel="epoch", ylabel="train loss (epoch mean)")
-    ax_err.legend(fontsize=8)
-    ax_err.grid(True, which="both", alpha=0.3)
-    ax_loss.grid(True, alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
