@@ -12,6 +12,7 @@ import pytest
 from gencnn import experiment, netgen, protocols
 from gencnn.config import REPO_ROOT
 from gencnn.data.lmdb_io import read_lmdb
+from gencnn.reports import stats
 from conftest import run_tool as tool
 
 
@@ -140,10 +141,10 @@ def test_arms_run_the_default_and_restart_solvers():
 
 
 def test_welch_and_interval():
-    assert experiment.welch_p([1.0, 1.1, 0.9], [2.0, 2.1, 1.9]) < 0.001
-    assert experiment.welch_p([1.0, 1.2, 0.8], [1.0, 1.2, 0.8]) == pytest.approx(1.0)
-    assert experiment.welch_p([1.0], [2.0, 3.0]) is None
-    mean, sd, half = experiment.mean_sd_ci([1.0, 2.0, 3.0, None])
+    assert stats.welch_p([1.0, 1.1, 0.9], [2.0, 2.1, 1.9]) < 0.001
+    assert stats.welch_p([1.0, 1.2, 0.8], [1.0, 1.2, 0.8]) == pytest.approx(1.0)
+    assert stats.welch_p([1.0], [2.0, 3.0]) is None
+    mean, sd, half = stats.mean_sd_ci([1.0, 2.0, 3.0, None])
     # t(0.975, 2) = 4.303: 4.303 x 1 / sqrt(3)
     assert (mean, sd, half) == pytest.approx((2.0, 1.0, 2.4841), abs=1e-4)
 

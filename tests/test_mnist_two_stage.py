@@ -312,8 +312,8 @@ def test_resume_refuses_changed_options_and_bad_weights(small_solvers, tmp_path)
 def test_gpus_fail_fast_without_cuda(small_solvers, tmp_path):
     """--gpus on a CPU-only Caffe (ours) is one line naming what is missing,
     before anything is written; with a CUDA build, the NCCL check instead."""
-    from gencnn import two_stage
-    cuda, nccl = two_stage.gpu_support()
+    from gencnn import multi_gpu
+    cuda, nccl = multi_gpu.gpu_support()
     out = tmp_path / "gpu"
     if not cuda:
         message = one_line_error(tool("two_stage.py", "--stage1", small_solvers["dg"], "--out",

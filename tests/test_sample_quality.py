@@ -10,6 +10,7 @@ import scipy.linalg
 
 from conftest import REPO, one_line_error, run_tool
 from gencnn import sample_quality as sq
+from gencnn.reports import sample_quality as sq_report
 from gencnn.data.lmdb_io import lmdb_images
 
 LENET = os.path.join(REPO, "prototxt", "lenet_deploy.prototxt")
@@ -38,9 +39,9 @@ def baselines(judged):
 def test_judge_batches_equal_one_plain_pycaffe_forward(judged, short_dg_lenet):
     """Judge runs 500 at a time: 700 images (a batch and a remainder) give
     the ip1 and softmax(ip2) of a single plain caffe.Net forward of all 700,
-    and generative_learning.judge (the §5 report's) agrees."""
+    and reports.generative_learning.judge (the §5 report's) agrees."""
     import caffe
-    from gencnn import generative_learning
+    from gencnn.reports import generative_learning
     judge, reference, _ = judged
     x = reference.train_images[:700]
     labels = reference.train_labels[:700]
@@ -192,11 +193,11 @@ def test_nearest_distances_match_brute_force_across_chunks():
 
 def test_report_differences_find_changed_numbers_and_keys():
     old = {"sets": {"a": {"lenet_fid": 100.0, "n": 10, "q": "white"}}}
-    assert sq.report_differences(old, json.loads(json.dumps(old))) == []
+    assert sq_report.report_differences(old, json.loads(json.dumps(old))) == []
     near = {"sets": {"a": {"lenet_fid": 100.00001, "n": 10, "q": "white"}}}
-    assert sq.report_differences(old, near) == []                  # 1e-7 relative
+    assert sq_report.report_differences(old, near) == []                  # 1e-7 relative
     far = {"sets": {"a": {"lenet_fid": 100.001, "n": 10, "q": "fitted", "x": 1}}}
-    assert sq.report_differences(old, far) == ["sets.a.lenet_fid: 100.0 vs 100.001",
+    assert sq_report.report_differences(old, far) == ["sets.a.lenet_fid: 100.0 vs 100.001",
                                                "sets.a.q: 'white' vs 'fitted'",
                                                "sets.a.x: absent vs present"]
 
@@ -316,14 +317,14 @@ def test_committed_report_is_recomputed_from_its_committed_files(path, full_mnis
     difference allowed)."""
     monkeypatch.chdir(REPO)
     report = json.load(open(path))
-    settings = sq.report_settings(report)
+    settings = sq_report.report_settings(report)
     for name, sample_path in settings["sets"] + ([settings["q_alone"]]
                                                  if settings["q_alone"] else []):
         assert os.path.isfile(sample_path), "%s: %s is not committed" % (name, sample_path)
     assert os.path.isfile(settings["judge_weights"])
     settings.update(train_lmdb=str(full_mnist / "mnist_train_lmdb"),
                     test_lmdb=str(full_mnist / "mnist_test_lmdb"))
-    new = json.loads(json.dumps(sq.make_report(log=lambda message: None, **settings)))
+    new = json.loads(json.dumps(sq_report.make_report(log=lambda message: None, **settings)))
     for key in ("train_lmdb", "test_lmdb"):
         new["judge"][key] = report["judge"][key]
-    assert sq.report_differences(report, new) == []
+    assert sq_report.report_differences(report, new) == []

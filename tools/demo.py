@@ -120,7 +120,7 @@ def main(argv=None):
          "--judge-test-error", str(JUDGE_TEST_ERROR),
          "--set", "demo_dg_fitted_q_T1=" + os.path.join(hmc_dir, "samples.npz"),
          "--out", quality])
-    from gencnn import sample_quality
+    from gencnn.reports import sample_quality
     report = json.load(open(quality))
 
     # 5. Summary.

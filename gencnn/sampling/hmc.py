@@ -70,6 +70,9 @@ DIVERGENCE_THRESHOLD = 1000.0
 # pixel has diverged (q's density there is exp(-5e7)); it is not evaluated.
 FAR_FROM_Q = 1e4
 
+# The default leapfrog step size: the paper's LeNet setting (section 4.2).
+STEP_SIZE = 0.1
+
 # Reflections followed within one leapfrog step of one chain (bounds with a
 # full mass matrix); a trajectory needing more is rejected.
 MAX_REFLECTIONS = 200
@@ -286,7 +289,7 @@ class HMCSampler(object):
              (gencnn/generative_learning.py draws them from a buffer).
     """
 
-    def __init__(self, score, step_size=0.1, leapfrog_steps=50, mass=0.01,
+    def __init__(self, score, step_size=STEP_SIZE, leapfrog_steps=50, mass=0.01,
                  mass_convention="paper", sigma=1.0, ref_mean=0.0, seed=0,
                  temperature=1.0, warn=warnings.warn, reference=None, precondition=False,
                  bounds=None, chain_ids=None, rng=None):

@@ -103,7 +103,7 @@ class NodeSamples(object):
     fraction of final samples the net scores highest at their own unit)."""
 
 
-def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0.01,
+def sample_node(node, reference, iters, step_size=hmc.STEP_SIZE, leapfrog_steps=50, mass=0.01,
                 mass_convention="paper", temperature=1.0, adapt=0, target_accept=0.7,
                 precondition=False, full_input=False, seed=0, warn=None, callback=None,
                 num_snapshots=8, bounds=None, pixel_model="box", workers=1,
