@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""HMC generative visualization speed against the machine's floor (issue 15), CPU.
+"""HMC generative visualization speed against the machine's floor, CPU.
 
 The floor of a leapfrog step is its FLOPs at the float32 GEMM rate numpy
 reaches on this machine with the same number of threads:

@@ -21,7 +21,7 @@ The importable library behind tools/ (thin command-line front ends):
     generative_learning  learning p_y(x) from synthesized images (paper section 5)
     evaluation           5-crop / centre-crop ImageNet evaluation
     sample_quality       measures of sample sets (judge, IS, LeNet-FID, ...) and
-                         their baselines (issue 14)
+                         their baselines
     sampling/            the HMC sampler (eq. 11-13), the reference q's, chains
                          over worker processes
     visualization/       HMC samples of any node of a net, and their figures

@@ -172,8 +172,8 @@ def net_from_param(net_param, phase=None):
 
 # Layers whose parameter blobs get a gradient unless lr_mult is 0, with their
 # number of parameter blobs. HMC only needs df/dx, so freezing them lets Caffe
-# skip the weight gradients (and their accumulation across calls): a fifth
-# of a LeNet leapfrog step (bench/hmc_speed.py), once force_backward is off.
+# skip the weight gradients (and their accumulation across calls), once
+# force_backward is off (what it saves: docs/measurements.md).
 _PARAM_BLOBS = {
     "Convolution": lambda l: 1 + int(l.convolution_param.bias_term),
     "Deconvolution": lambda l: 1 + int(l.convolution_param.bias_term),

@@ -271,7 +271,7 @@ class Runner(object):
             self.finished_seeds() or list(spec.default_seeds)
         if any(seed < 0 for seed in self.seeds):
             raise UserError("seeds must be >= 0, got %s" % self.seeds)
-        self.work_dir = os.path.abspath(work_dir or os.path.join(repo, "results", "runs",
+        self.work_dir = os.path.abspath(work_dir or os.path.join(repo, "scratch", "runs",
                                                                  spec.name))
         self._log = log or (lambda msg: print(msg, flush=True))
 

@@ -101,8 +101,7 @@ OPTIONS = (
            "white q: clamp the chains to mu +- this many sigma of q (0 = off; fitted_q "
            "needs none: its images are sigmoid(u))"),
     # The synthesis gradient's norm is far above clip_gradients, so the
-    # clipped step gives a DG loss of weight 10 a small share: test error
-    # 5.05 % after the epoch, against 3.0 % at weight 100 (docs/visualization.md).
+    # clipped step gives a small DG weight a small share (docs/measurements.md).
     Option("dg_weight", protocols.SYNTHESIS_DEFAULTS["dg_weight"], float, ">=0",
            "loss_weight of SoftmaxWithLoss on the observed half (0 = no DG)"),
     Option("alpha", protocols.SYNTHESIS_DEFAULTS["alpha"], float, ">=0",
@@ -292,7 +291,7 @@ class GenerativeLearner(object):
         o = self.opts
         pixels = int(np.prod(shape))
         # float32 chains, and per image in a net about 25 values per pixel
-        # (LeNet's blobs and their diffs; measured 2 x 19,500 for 784 pixels).
+        # (LeNet's blobs and their diffs; docs/measurements.md).
         need = 4 * pixels * (10 * o["buffer_size"] + 25 * (2 * o["synthesized"] + self.batch))
         available = config.available_memory()
         if available is not None and need > available:

@@ -160,7 +160,7 @@ LENET_PROTOCOL = Protocol(
     net="prototxt/lenet_train_test_%s.prototxt", test_iter=100,
     test_note="100 x 100 = the whole 10,000-image test set",
     test_interval=938, weight_decay=0.0005, display=100, snapshot=5000,
-    stage2_snapshot=5000, snapshot_dir="results/mnist/snapshots")
+    stage2_snapshot=5000, snapshot_dir="scratch/snapshots/mnist")
 
 # CIFAR-10 (our CPU-sized stand-in for the paper's ImageNet protocol,
 # docs/cifar10.md): Caffe's cifar10_quick reference schedule, 10 epochs of
@@ -177,7 +177,7 @@ CIFAR10_PROTOCOL = Protocol(
     test_note="100 x 100 = the whole 10,000-image test set",
     test_interval=500, weight_decay=0.004, display=100, snapshot=643, dg_snapshot=500,
     stage2_test_interval=357,     # 1,785 = 5 x 357: the last test falls on max_iter
-    stage2_snapshot=500, snapshot_dir="results/cifar10/snapshots")
+    stage2_snapshot=500, snapshot_dir="scratch/snapshots/cifar10")
 CIFAR10_MAX_ITER = CIFAR10_PROTOCOL.max_iter          # 5,000
 CIFAR10_SWITCH_ITER = CIFAR10_PROTOCOL.switch_iter    # 3,215
 
@@ -203,7 +203,7 @@ def _imagenet_protocol(key, title):
         test_note="1000 x 50 = the 50,000 val images",
         test_interval=5005, weight_decay=0.0005, display=20,
         snapshot=IMAGENET_SWITCH_ITER // 2, dg_snapshot=10000, stage2_snapshot=10000,
-        snapshot_dir="results/imagenet/snapshots",
+        snapshot_dir="scratch/snapshots/imagenet",
         note="lr x0.1 every %d iterations: BVLC's step of 100,000 in 450,000 iterations\n"
              "scaled to 70 epochs (100,000 x 350,320 / 450,000); four decays, ending at 1e-6."
              % IMAGENET_STEPSIZE,

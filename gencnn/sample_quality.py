@@ -1,4 +1,4 @@
-"""Sample measures, as the field uses them (issue 14 A): how much a set of
+"""Sample measures, as the field uses them: how much a set of
 samples with target classes looks like MNIST digits of those classes.
 
     judge = Judge(model, weights)                 # an independent LeNet (pycaffe)

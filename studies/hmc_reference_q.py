@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""White-noise q against a fitted-spectrum q for SqueezeNet nodes (issue 10 B).
+"""White-noise q against a fitted-spectrum q for SqueezeNet nodes.
 
 The q are fitted to the same photos (default ../shared/data/imagenet_stubs,
 16 photos; resized to 256, centre 227 x 227, minus the mean 104/117/123):

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Samples of a LeNet's class nodes at the paper's T = 1 with a data-fitted q
-(issue 14 C): p_y(x) = exp(f_y(x)) q(x) / Z_y, q a Gaussian fitted to the
+(the paper's model with a data-fitted q): p_y(x) = exp(f_y(x)) q(x) / Z_y, q a Gaussian fitted to the
 first --q-images MNIST training images, HMC in q's whitened coordinates
 (mass matrix Sigma^-1). By default q is a Gaussian on logit(x) fitted to
 dequantized images, so every sample is a valid image (--pixels). Writes an .npz for tools/sample_quality.py: "x"

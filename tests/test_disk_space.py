@@ -1,4 +1,4 @@
-"""A full disk (issue 17): Caffe aborts (rc 134, no cleanup) when a snapshot
+"""A full disk: Caffe aborts (rc 134, no cleanup) when a snapshot
 cannot be written, so the tools check the free space themselves: a run whose
 checkpoints and outputs cannot fit is refused in one line before training or
 sampling, and a disk that fills up mid-run stops it in one line at the next

@@ -150,7 +150,7 @@ def test_welch_and_interval():
 
 
 def test_a_broken_run_is_redone_and_a_report_covers_the_finished_runs(study_repo):
-    """Issue 17: a committed history.json that is empty ({}) does not count
+    """A committed history.json that is empty ({}) does not count
     as done, and a run killed before its first checkpoint (state.json, no
     checkpoint) starts afresh instead of failing 'nothing to resume'. A
     runner given no seeds reports the seeds whose runs exist; negative seeds

@@ -348,7 +348,7 @@ def test_bad_input_is_one_line(subset, tmp_path, args, message):
 
 
 def test_bad_starts_are_one_line_and_leave_no_run(subset, tmp_path):
-    """Issue 17: checked before anything is written (weights of another net,
+    """Checked before anything is written (weights of another net,
     the training LMDB as test set, under one iteration, data of another
     shape, more memory than there is); a resume with another seed or
     training LMDB than the run's is refused."""

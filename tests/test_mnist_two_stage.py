@@ -204,7 +204,7 @@ def test_bad_input_fails_before_training(small_solvers, tmp_path, subset):
     caffe_utils.write_solver_variant(str(small_solvers["dg"]), str(no_data_solver),
                                      net=str(no_data))
     cases["missing lmdb"] = ["--stage1", no_data_solver]
-    # issue 17: colour images for LeNet (Caffe aborted after an epoch), and
+    # colour images for LeNet (Caffe aborted after an epoch), and
     # weights to keep past the end (ignored)
     from gencnn.data.lmdb_io import write_lmdb
     colour = str(tmp_path / "colour_lmdb")
@@ -358,7 +358,7 @@ def test_stage2_schedule_follows_the_switch_taken(small_solvers, tmp_path):
     assert used.gamma == caffe_utils.read_solver(str(small_solvers["gg"])).gamma
 
 
-# ------------------------------------------------- issue 17: runs that cannot be corrupted
+# ------------------------------------------------------- runs that cannot be corrupted
 def _killed_after_checkpoint(args, out, iteration):
     """Start two_stage with `args` in `out` and kill -9 it once its
     per-iteration log reaches `iteration`."""

@@ -58,7 +58,7 @@ def test_judge_batches_equal_one_plain_pycaffe_forward(judged, short_dg_lenet):
 
 
 def test_fid_ranks_real_digits_first_and_every_fake_far_behind(baselines):
-    """The measure's reason to exist (issue 14): at n = 500 against the 500
+    """The measure's reason to exist: at n = 500 against the 500
     test digits, real training digits score far below white q, the class
     template and the template + noise: each fake at least 2x real digits' FID.
     (This 8-epoch judge of 2,000 digits, 5.8 % test error, measured real 47,

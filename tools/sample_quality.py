@@ -1,7 +1,6 @@
 #!/usr/bin/env python
 """Measure sets of samples against MNIST, with baselines at the same n
-(gencnn/sample_quality.py, the report gencnn/reports/sample_quality.py;
-issue 14's "Report format").
+(gencnn/sample_quality.py, the report gencnn/reports/sample_quality.py).
 
   python tools/sample_quality.py \\
       --judge-weights results/sample_quality/judge_dg_seed99.caffemodel \\

@@ -15,7 +15,7 @@ from gencnn.sample_quality import (BASELINE_SEED_OFFSETS, MNIST_SCALE, REAL, REA
 def make_report(judge_model, judge_weights, train_lmdb, test_lmdb, sets, q_alone=None, seed=0,
                 judge_test_error=None, scale=MNIST_SCALE, white_mean=WHITE_Q_MEAN,
                 white_std=WHITE_Q_STD, real_pool=REAL_POOL, log=print):
-    """results/sample_quality.json's content (issue 14's "Report format"):
+    """results/sample_quality.json's content (its format: docs/visualization_results.md):
     {"judge", "sets", "baselines"}. sets: [(name, samples .npz path)], at
     least one; the baselines are drawn like the first set (its n and class
     counts). q_alone: (name, .npz path of q draws, "x" only needed) or None.

@@ -1,4 +1,4 @@
-"""HMC chains of one node split over worker processes (issue 15).
+"""HMC chains of one node split over worker processes.
 
 Chains are independent given the step size, and each draws from its own
 random stream (hmc.chain_rng(seed, chain id)), so a run split over workers
