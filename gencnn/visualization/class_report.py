@@ -118,6 +118,7 @@ def measure_report(samples_dir, model, weights, blob, photos_dir):
     photos_x, photos_y = photo_set(photos_dir, input_shape)
     photos = class_measures.measure(judge, photos_x, photos_y, mean)
     photos["diversity_across_classes"] = class_measures.diversity(judge.features(photos_x))
+    photos["diversity_maps_across_classes"] = class_measures.diversity(judge.maps(photos_x))
     fake_x, fake_y = q_draws(stored["y"], input_shape)
     report["references"] = {"photos": photos,
                             "q_draws": class_measures.measure(judge, fake_x, fake_y, mean)}
