@@ -200,6 +200,12 @@ CASES = [
      "--set must be NAME=PATH, got 'a'"),
     ("sample_quality.py", ["--judge-weights", "{good}", "--set", "a=b", "--out", "{file}/q.json"],
      "is a file"),
+    # imagenet_classes.py: refused before any set is sampled
+    ("imagenet_classes.py", ["--weights", "{root}/none.caffemodel"], "weights not found"),
+    ("imagenet_classes.py", ["--weights", "{text_weights}"], "does not parse"),
+    ("imagenet_classes.py", ["--only", "nope"], "--only must be one of"),
+    ("imagenet_classes.py", ["--jobs", "0"], "--jobs must be a positive integer"),
+    ("imagenet_classes.py", ["--samples-dir", "{file}"], "exists and is not a folder"),
     # generative_learning_report.py
     ("generative_learning_report.py", ["--runs", "{root}/nope", "--judge-weights", "{good}",
                                        "--out", "{root}/r.json"], "has no history.json"),

@@ -106,3 +106,77 @@ def test_committed_report_recomputes_from_the_committed_samples(squeezenet):
         elif not isinstance(a, float):
             assert a == b, path
     close(json.loads(json.dumps(recomputed, sort_keys=True)), json.loads(committed_text))
+
+
+def run_visualize(args):
+    import subprocess
+    import sys
+    env = dict(os.environ, GLOG_minloglevel="2", OPENBLAS_NUM_THREADS="1")
+    return subprocess.run([sys.executable, os.path.join(config.REPO_ROOT, "tools",
+                                                        "hmc_visualize.py")] + args,
+                          capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize("name, preset", [("langevin_T0.001", "auto"),
+                                          ("activation_maximization", "imagenet-am")])
+def test_hmc_visualize_presets_are_the_studys_settings(squeezenet, tmp_path, name, preset):
+    """--blob pool_final --unit N on an ImageNet net (--preset auto: the
+    imagenet preset) samples exactly what tools/imagenet_classes.py's
+    recommended set does, chain for chain; --preset imagenet-am its baseline."""
+    from gencnn.visualization import class_samples
+    out = str(tmp_path / "run")
+    done = run_visualize(["--model", squeezenet["model"], "--weights", squeezenet["weights"],
+                          "--blob", "pool_final", "--unit", "9", "--num-chains", "2",
+                          "--iters", "2", "--workers", "2", "--preset", preset, "--out", out])
+    assert done.returncode == 0, done.stderr[-2000:]
+    with np.load(os.path.join(out, "samples.npz")) as stored:
+        cli_samples = stored["x"]
+    result, _ = class_samples.sample_set(squeezenet["model"], squeezenet["weights"],
+                                         "pool_final", class_samples.SETTINGS[name],
+                                         classes=(9,), chains=2, steps=2)
+    assert np.array_equal(cli_samples, result.out["samples"].astype(cli_samples.dtype))
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["box"] == "image" and summary["transforms"] == "shift:16"
+    pixels = cli_samples + np.array([104.0, 117.0, 123.0]).reshape(1, 3, 1, 1)
+    assert pixels.min() >= -1e-3 and pixels.max() <= 255 + 1e-3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sampler", "hmc", "--bounds", "none"], "random transforms make the score stochastic"),
+    (["--sampler", "hmc", "--transforms", "none"], "--bounds image folds Langevin steps"),
+    (["--adapt", "5"], "--adapt needs a Metropolis test"),
+    (["--transforms", "rotate:3"], "--transforms: transforms must look like"),
+    (["--preset", "imagenet-am", "--decay", "1.5"], "--decay must be below 1"),
+])
+def test_hmc_visualize_bad_sampler_options_are_one_line(squeezenet, tmp_path, args, message):
+    done = run_visualize(["--model", squeezenet["model"], "--weights", squeezenet["weights"],
+                          "--blob", "pool_final", "--num-chains", "1", "--iters", "1",
+                          "--out", str(tmp_path / "run")] + args)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], \
+        done.stderr
+    assert not os.path.exists(str(tmp_path / "run"))
+
+
+def test_hmc_visualize_enumerated_transforms_with_hmc_on_lenet(tmp_path):
+    """The exact form through the tool: HMC with S enumerated (9 shifts),
+    LeNet with random weights is enough to run it end to end."""
+    import caffe
+    model = os.path.join(config.REPO_ROOT, "prototxt", "lenet_deploy.prototxt")
+    weights = str(tmp_path / "lenet.caffemodel")
+    caffe.Net(model, caffe.TEST).save(weights)
+    out = str(tmp_path / "run")
+    done = run_visualize(["--model", model, "--weights", weights, "--blob", "ip2",
+                          "--unit", "3", "--num-chains", "2", "--iters", "3", "--workers", "1",
+                          "--transforms", "shift:2,grid:2", "--transform-mode", "enumerate",
+                          "--preset", "lenet-fitted", "--reference", "fixed", "--bounds",
+                          "none", "--adapt", "0", "--out", out])
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["sampler"] == "hmc" and summary["transform_mode"] == "enumerate"
+    assert summary["transforms"] == "shift:2,grid:2"
+    assert summary["evaluations"] == 1 + 3 * 10      # one batch (2 x 9 rows) per leapfrog step
+    assert summary["acceptance_rate"] > 0

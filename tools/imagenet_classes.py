@@ -58,6 +58,12 @@ def check(args):
                             % (", ".join(SETTINGS), args.only))
     cli.check_writable(args.samples_dir)
     cli.check_writable(os.path.dirname(os.path.abspath(args.report)))
+    if args.only is None:       # (each --only process is started after this check)
+        from gencnn import caffe_utils
+        try:
+            caffe_utils.load_net(args.model, args.weights, 1)   # weights that fit the net
+        except ValueError as err:
+            raise cli.UserError(str(err))
 
 
 def sample_all(args):

@@ -18,6 +18,7 @@ import os
 from gencnn import cli, config, protocols
 from gencnn.sampling import hmc
 from gencnn.sampling.reference import GAUSSIAN_KINDS
+from gencnn.visualization import class_samples
 
 UsageError = cli.UserError
 
@@ -42,7 +43,26 @@ class Preset(collections.namedtuple("Preset", "name help values")):
 # What every preset starts from.
 COMMON = dict(mass_convention="paper", sigma=1.0, ref_mean=0.0, temperature=1.0, adapt=0,
               show="final", reference="fixed", bounds=None, pixel_model="box",
-              target_accept=0.7)
+              target_accept=0.7, sampler="hmc", transforms="none", transform_mode="random",
+              blur=1.0, decay=1e-3, blur_every=10, blur_sigma=0.5, mass_matrix="auto")
+
+
+def class_sample_preset(setting):
+    """A preset's values from a setting of gencnn/visualization/class_samples.py
+    (the ImageNet class samples are made by tools/imagenet_classes.py from
+    those settings: one source for both)."""
+    values = dict(COMMON, iters=class_samples.STEPS, step_size=setting["step_size"],
+                  leapfrog_steps=1, mass=1.0, mass_convention="inverse",
+                  sigma=setting["sigma"], temperature=setting["temperature"],
+                  reference={"blur": "blur", "white": "fixed"}[setting["q"]],
+                  bounds=setting["box"], sampler=setting["sampler"],
+                  transforms=setting["transforms"], transform_mode=setting["transform_mode"],
+                  mass_matrix="q" if setting["precondition"] else "identity",
+                  display="imagenet")
+    for key in ("blur", "decay", "blur_every", "blur_sigma"):
+        if key in setting:
+            values[key] = setting[key]
+    return values
 # docs/visualization_results.md has the experiment behind lenet-digits. Its
 # reference q is --reference fit-global's answer for the MNIST training images
 # (protocols.MNIST_MEAN, MNIST_STD), fixed here so the preset needs no LMDB.
@@ -71,17 +91,31 @@ PRESETS = collections.OrderedDict((preset.name, preset) for preset in (
                 mass_convention="inverse", reference="fit-gaussian", bounds="0,1",
                 pixel_model="logit", adapt=50, target_accept=0.65, display="lenet")),
     Preset("alexnet",
-           "the paper's AlexNet setting: step 1, 25 leapfrog steps, mass 0.3, sigma 1; "
-           "100 iterations for a convolutional node, 500 for a fully connected one.",
+           "the paper's AlexNet setting read literally: step 1, 25 leapfrog steps, mass "
+           "0.3, sigma 1, T 1; 100 iterations for a convolutional node, 500 for a fully "
+           "connected one (samples of an ImageNet class are q's noise).",
            dict(COMMON, iters=None, step_size=1.0, leapfrog_steps=25, mass=0.3,
                 display="imagenet")),
+    Preset("imagenet",
+           "class samples a person recognises (docs/visualization_results.md): the "
+           "paper's model at T = 1e-3 with the score averaged over random shifts of up to "
+           "16 px and q white noise of sd 64 blurred by 1 px (--reference blur), pixels "
+           "kept in 0..255 (--bounds image), unadjusted Langevin steps of 0.2 in q's "
+           "whitened coordinates, 150 steps from a draw of q.",
+           class_sample_preset(class_samples.SETTINGS[class_samples.RECOMMENDED])),
+    Preset("imagenet-am",
+           "the field's recipe, for comparison: activation maximisation with jitter "
+           "(random shifts of up to 16 px), L2 decay 1e-3, a 0.5 px blur every 10 "
+           "steps, normalised gradient steps of 1.5, clipped to 0..255, from N(0, 10^2); "
+           "150 steps (no density, no temperature).",
+           class_sample_preset(class_samples.SETTINGS["activation_maximization"])),
 ))
-AUTO_HELP = "(default) alexnet for 3-channel inputs, lenet otherwise."
+AUTO_HELP = "(default) imagenet for 3-channel inputs, lenet otherwise."
 
 
 def auto_preset(channels):
     """The preset of --preset auto for a net with `channels` input channels."""
-    return "alexnet" if channels == 3 else "lenet"
+    return "imagenet" if channels == 3 else "lenet"
 
 
 def presets_help(width=14):
@@ -149,16 +183,44 @@ OPTIONS = (
              "(default: the preset's, 1)"),
     _setting("ref_mean", None, cli.finite_float,
              "mean of the reference q in input units (default: the preset's, 0)"),
+    _setting("sampler", None, str,
+             "hmc: HMC with Metropolis (exact); langevin: unadjusted Langevin steps of "
+             "--step-size, no Metropolis test (approximate; for a stochastic score); "
+             "activation-maximization: the field's regularised gradient ascent (--decay, "
+             "--blur-every, --blur-sigma), no density (default: the preset's; hmc, "
+             "imagenet langevin)", ["hmc", "langevin", "activation-maximization"]),
+    _setting("transforms", None, str,
+             "the score averaged over transforms of the input: shift:J (integer shifts "
+             "up to J px)[,grid:G (shifts on a grid of G px)][,flip][,scale:0.9/1/1.1], or "
+             "none (default: the preset's; none, imagenet shift:16)"),
+    _setting("transform_mode", None, str,
+             "random: one random transform per chain and gradient (a stochastic score: "
+             "--sampler langevin); enumerate: every transform of the set each step, one "
+             "batch (an exact energy: HMC stays exact, at |S| times the cost) "
+             "(default: the preset's, random)", ["random", "enumerate"]),
+    _setting("blur", None, cli.positive_float,
+             "--reference blur: q is white noise of --sigma blurred by a Gaussian of this "
+             "many pixels (default: the preset's, 1)"),
+    _setting("decay", None, cli.nonneg_float,
+             "activation-maximization: L2 decay per step (default: the preset's, 0.001)"),
+    _setting("blur_every", None, cli.nonneg_int,
+             "activation-maximization: blur every this many steps, 0 never (default: the "
+             "preset's, 10)"),
+    _setting("blur_sigma", None, cli.nonneg_float,
+             "activation-maximization: that blur's Gaussian sigma in pixels (default: the "
+             "preset's, 0.5)"),
     _setting("reference", None, str,
-             "fixed: q from --ref-mean/--sigma; fit-global: one mean and marginal std "
+             "fixed: q from --ref-mean/--sigma; blur: white noise of --sigma blurred by "
+             "--blur px (a smooth stationary q, sampled on the whole input); "
+             "fit-global: one mean and marginal std "
              "fitted to --reference-lmdb; fit-pixel: mean image and per-pixel std; "
              "fit-gaussian: a Gaussian with the images' covariance (--gaussian-kind, "
              "--shrinkage); "
              "fit-spectrum: a stationary Gaussian, its power spectrum per colour "
              "channel fitted to the photos of --reference-images (samples the "
              "whole input: such a q does not factorize over pixels) "
-             "(default: the preset's, fixed; lenet-fitted: fit-gaussian)",
-             ["fixed", "fit-global", "fit-pixel", "fit-gaussian", "fit-spectrum"]),
+             "(default: the preset's, fixed; lenet-fitted: fit-gaussian; imagenet: blur)",
+             ["fixed", "blur", "fit-global", "fit-pixel", "fit-gaussian", "fit-spectrum"]),
     _setting("gaussian_kind", "full", str,
              "fit-gaussian: full covariance; lowrank: the top --rank principal components "
              "+ an isotropic residual; diagonal: per-pixel variances (default %(default)s)",
@@ -170,8 +232,10 @@ OPTIONS = (
              "fit-gaussian lowrank: principal components kept (default %(default)s)"),
     _setting("bounds", None, str,
              "lo,hi: restrict p_y to the box lo <= x <= hi in input units (valid pixels: "
-             "0,1 for LeNet), HMC trajectories reflecting off its walls; none: no box "
-             "(default: the preset's; none, lenet-fitted 0,1)"),
+             "0,1 for LeNet), HMC trajectories reflecting off its walls; image: pixels "
+             "0..255 minus --display-mean per channel, each Langevin step folded back "
+             "into them (--sampler langevin or activation-maximization); none: no box "
+             "(default: the preset's; none, lenet-fitted 0,1, imagenet image)"),
     _setting("pixel_model", None, str,
              "how --bounds enters the model: box: q truncated to the box, trajectories "
              "reflecting off its walls; logit: q a Gaussian on u = logit of the box "
@@ -195,10 +259,10 @@ OPTIONS = (
     _setting("image_scale", 1.0, cli.positive_float,
              "pixel -> input units for --reference-images (default %%(default)s; "
              "%s for LeNet)" % protocols.MNIST_SCALE),
-    _setting("mass_matrix", "auto", str,
+    _setting("mass_matrix", None, str,
              "identity: m I; q: m Sigma^-1, Sigma q's covariance (momenta drawn and "
-             "positions moved in q's whitened basis); auto: q for fit-spectrum and "
-             "fit-gaussian, identity otherwise (default %(default)s)",
+             "positions moved in q's whitened basis); auto: q for fit-spectrum, "
+             "fit-gaussian and blur, identity otherwise (default: the preset's, auto)",
              ["auto", "identity", "q"]),
     _setting("reference_lmdb", os.path.join(config.data_dir(), "mnist", "mnist_train_lmdb"),
              str, "LMDB of training images for --reference fit-* (default %(default)s)"),
@@ -251,7 +315,9 @@ OPTIONS = (
 # The options a preset fills in when they are left out (its q and box:
 # resolve).
 PRESET_OPTIONS = ("iters", "step_size", "leapfrog_steps", "mass", "mass_convention", "sigma",
-                  "ref_mean", "temperature", "adapt", "show", "display", "target_accept")
+                  "ref_mean", "temperature", "adapt", "show", "display", "target_accept",
+                  "sampler", "transforms", "transform_mode", "blur", "decay", "blur_every",
+                  "blur_sigma", "mass_matrix")
 
 
 def add_options(parser):
@@ -301,17 +367,26 @@ def resolve(args):
         raise UsageError("--display-mean must be comma-separated numbers")
     if not all(math.isfinite(v) for v in display_mean):
         raise UsageError("--display-mean must be finite numbers, got '%s'" % args.display_mean)
-    # The preset's q and box, when the preset is named (auto's presets: none).
-    preset = PRESETS[args.preset].values if args.preset in PRESETS else COMMON
+    if not os.path.isfile(args.model):
+        raise UsageError("prototxt not found: %s" % args.model)
+    if args.preset == "auto":           # by the input's channels, read from the prototxt
+        from gencnn import caffe_utils
+        try:
+            shape = caffe_utils.net_input_shape(caffe_utils.read_net(args.model))
+        except ValueError as err:
+            raise UsageError(str(err))
+        args.preset = auto_preset(shape[1] if shape and len(shape) > 1 else 1)
+    # The preset's q and box.
+    preset = PRESETS[args.preset].values
     args.reference = args.reference or preset["reference"]
     bounds = parse_bounds(args.bounds if args.bounds is not None else preset["bounds"])
     args.pixel_model = args.pixel_model or preset["pixel_model"]
+    if bounds == "image" and args.pixel_model == "logit":
+        raise UsageError("--bounds image is a box for Langevin steps: --pixel-model box")
     if bounds is not None and args.pixel_model == "logit" and \
             args.reference not in ("fit-global", "fit-pixel", "fit-gaussian"):
         raise UsageError("--pixel-model logit needs q fitted to images on the logit scale: "
                          "--reference fit-gaussian, fit-pixel or fit-global")
-    if not os.path.isfile(args.model):
-        raise UsageError("prototxt not found: %s" % args.model)
     weights = args.weights or default_weights()
     if not os.path.isfile(weights):
         if args.weights is None:
@@ -325,7 +400,7 @@ def resolve(args):
             raise UsageError("--reference fit-spectrum needs --reference-images DIR")
         if not os.path.isdir(args.reference_images):
             raise UsageError("--reference-images %s is not a folder" % args.reference_images)
-    elif args.reference != "fixed" and not os.path.isdir(args.reference_lmdb):
+    elif args.reference not in ("fixed", "blur") and not os.path.isdir(args.reference_lmdb):
         raise UsageError("--reference %s needs the LMDB %s (not found)"
                          % (args.reference, args.reference_lmdb))
     out_dir = args.out or os.path.join(config.REPO_ROOT, "results", "hmc",
@@ -335,9 +410,12 @@ def resolve(args):
 
 
 def parse_bounds(text):
-    """(lo, hi) from 'lo,hi'; None for None or 'none'."""
+    """(lo, hi) from 'lo,hi'; None for None or 'none'; "image" for image
+    (the per-channel pixel box, made once the net's channels are known)."""
     if text is None or text.strip() == "none":
         return None
+    if text.strip() == "image":
+        return "image"
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
@@ -370,6 +448,13 @@ def reference_q(args, node, settings, display_mean, logit_bounds=None):
     from gencnn.sampling import reference as ref
     if args.reference == "fixed":
         return ref.DiagonalGaussian(settings["ref_mean"], settings["sigma"])
+    if args.reference == "blur":
+        from gencnn.sampling.separable import blur_gaussian
+        if len(node.input_shape) != 3:
+            raise UsageError("--reference blur needs an image input (C x H x W), the net's "
+                             "is %s" % (node.input_shape,))
+        return blur_gaussian(node.input_shape, settings["sigma"], settings["blur"],
+                             settings["ref_mean"])
     try:
         if args.reference == "fit-spectrum":
             if len(node.input_shape) != 3:
@@ -391,3 +476,41 @@ def reference_q(args, node, settings, display_mean, logit_bounds=None):
         raise UsageError(str(err))
 
 
+
+
+def sampler_arguments(settings, bounds, display_mean, channels):
+    """sample_node's sampler, sampler_options, transforms, transform_mode and
+    bounds for the resolved `settings`; the per-channel box of
+    --bounds image becomes the Langevin sampler's own box."""
+    from gencnn.sampling.langevin import image_box
+    from gencnn.sampling.transforms import TransformSet
+    kind = settings["sampler"]
+    try:
+        transforms = TransformSet.parse(settings["transforms"])
+    except ValueError as err:
+        raise UsageError("--transforms: %s" % err)
+    if kind != "hmc" and settings["adapt"]:
+        raise UsageError("--adapt needs a Metropolis test: --sampler %s takes a fixed "
+                         "--step-size (--adapt 0)" % kind)
+    if kind == "hmc" and transforms is not None and settings["transform_mode"] == "random" \
+            and not transforms.is_identity:
+        raise UsageError("random transforms make the score stochastic, which HMC's "
+                         "Metropolis test cannot use: --transform-mode enumerate, or "
+                         "--sampler langevin")
+    options = {}
+    if bounds == "image":
+        if kind == "hmc":
+            raise UsageError("--bounds image folds Langevin steps into the pixel box: "
+                             "--sampler langevin (HMC takes --bounds lo,hi)")
+        options["box"] = image_box(display_mean, channels)
+        bounds = None
+    elif bounds is not None and kind != "hmc":
+        raise UsageError("--sampler %s takes --bounds image or none" % kind)
+    if kind == "activation-maximization":
+        if not settings["decay"] < 1:
+            raise UsageError("--decay must be below 1, got %g" % settings["decay"])
+        options.update(decay=settings["decay"], blur_every=settings["blur_every"],
+                       blur_sigma=settings["blur_sigma"])
+    return dict(sampler=kind, sampler_options=options,
+                transforms=None if transforms.is_identity else transforms,
+                transform_mode=settings["transform_mode"], bounds=bounds)

@@ -32,11 +32,14 @@ def run(args):
     if settings["display"] == "imagenet" and len(display_mean) < node.channels:
         raise UsageError("--display-mean needs one value per input channel (%d), got %d"
                          % (node.channels, len(display_mean)))
+    sampling_kind = options.sampler_arguments(settings, bounds, display_mean, node.channels)
+    bounds = sampling_kind.pop("bounds")
     logit = bounds is not None and args.pixel_model == "logit"
     q = options.reference_q(args, node, settings, display_mean, bounds if logit else None)
-    mass_matrix = args.mass_matrix
+    mass_matrix = settings["mass_matrix"]
     if mass_matrix == "auto":
-        mass_matrix = "q" if args.reference in ("fit-spectrum", "fit-gaussian") else "identity"
+        mass_matrix = "q" if args.reference in ("fit-spectrum", "fit-gaussian", "blur") \
+            else "identity"
     precondition = mass_matrix == "q"
 
     warnings_shown = [0]
@@ -55,7 +58,9 @@ def run(args):
     files.check_disk(out_dir, 8 * int(np.prod(input_shape)) * node.num_chains +
                      48 * node.num_chains * (adapt + iters) + (16 << 20),
                      "the samples and figures")
-    bar = tqdm(total=adapt + iters, desc="HMC %s unit %s" % (args.blob, args.unit),
+    bar = tqdm(total=adapt + iters, desc="%s %s unit %s" % (
+        {"hmc": "HMC", "langevin": "Langevin"}.get(settings["sampler"], "act. max."),
+        args.blob, args.unit),
                file=sys.stderr, unit="it", dynamic_ncols=True)
 
     def progress(it, out):
@@ -71,7 +76,8 @@ def run(args):
                          precondition=precondition, bounds=bounds,
                          pixel_model=args.pixel_model if bounds else None,
                          seed=args.seed, warn=warn, callback=progress,
-                         workers=args.workers, first_chain=args.chain_offset)
+                         workers=args.workers, first_chain=args.chain_offset,
+                         **sampling_kind)
     bar.close()
     out, sampler, crop, wall = result.out, result.sampler, result.crop, result.wall
     chain_units = node.chain_units
@@ -95,6 +101,11 @@ def run(args):
         "reference_images": args.reference_images if args.reference == "fit-spectrum" else None,
         "spectrum": ({"colour": args.spectrum_colour, "window": args.spectrum_window}
                      if args.reference == "fit-spectrum" else None),
+        "sampler": sampling_kind["sampler"],
+        "transforms": settings["transforms"] if sampling_kind["transforms"] else None,
+        "transform_mode": settings["transform_mode"] if sampling_kind["transforms"] else None,
+        "blur": settings["blur"] if args.reference == "blur" else None,
+        "box": "image" if "box" in sampling_kind["sampler_options"] else None,
         "mass_matrix": mass_matrix, "bounds": list(bounds) if bounds else None,
         "pixel_model": args.pixel_model if bounds else None,
         "gaussian": ({"kind": args.gaussian_kind, "shrinkage": args.shrinkage,
