@@ -75,7 +75,7 @@ class Stage(object):
         self.data_period = run_folder.data_period(self.train_size, self.batch_size)
         if not self.param.test_iter:
             raise UserError("%s has no test_iter: cannot test each epoch" % solver_path)
-        # The whole test set every time (README): test_iter batches cover
+        # The whole test set every time (docs/training.md): test_iter batches cover
         # test_iter x batch images, which need not be the test LMDB's count.
         self.test_iters, self.test_note = self.param.test_iter[0], None
         test = [layer for layer in self.net.layer if layer.type == "Data" and any(

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import REPO
 from gencnn import files
@@ -90,6 +91,7 @@ def test_a_killed_writers_temporary_is_removed_a_live_ones_kept(tmp_path):
     assert not os.path.exists(stale) and os.path.isdir(live)
 
 
+@pytest.mark.slow
 def test_two_get_mnist_runs_into_one_out(shared_dir, tmp_path):
     """That case end to end: both runs succeed, the LMDBs are whole."""
     out = str(tmp_path / "mnist")

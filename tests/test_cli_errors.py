@@ -237,6 +237,7 @@ def test_every_tool_has_a_case():
     assert set(TOOLS) - ELSEWHERE == covered
 
 
+@pytest.mark.slow
 def test_good_inputs_still_pass(bad, tmp_path):
     """The checks refuse only what is wrong: good weights and a good
     --compare-lmdb (now read before sampling) still give a run."""

@@ -51,6 +51,7 @@ def study_repo(tmp_path_factory, shared_dir):
     return root, spec
 
 
+@pytest.mark.slow
 def test_runner_runs_every_arm_and_reports(study_repo):
     root, spec = study_repo
     runner = experiment.Runner(spec, [1, 2], work_dir=str(root / "work"), jobs=2,
@@ -99,6 +100,7 @@ def test_runner_runs_every_arm_and_reports(study_repo):
     assert open(str(root / "tiny.png"), "rb").read(4) == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_fresh_clone_reruns_gg_to_the_switch_and_reproduces_it(study_repo):
     """Without the work folder (a fresh clone keeps only the committed
     histories), a missing GG+DG arm needs GG's switch weights: GG is re-run up
@@ -149,6 +151,7 @@ def test_welch_and_interval():
     assert (mean, sd, half) == pytest.approx((2.0, 1.0, 2.4841), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_a_broken_run_is_redone_and_a_report_covers_the_finished_runs(study_repo):
     """A committed history.json that is empty ({}) does not count
     as done, and a run killed before its first checkpoint (state.json, no

@@ -222,6 +222,7 @@ def tool_inputs(subset, tmp_path_factory):
     return root, sample_set, q
 
 
+@pytest.mark.slow
 def test_tool_writes_the_report_and_recomputes_it(subset, short_dg_lenet, tool_inputs, tmp_path):
     root, sample_set, q = tool_inputs
     out = tmp_path / "report.json"
@@ -309,6 +310,7 @@ def full_mnist(tmp_path_factory, shared_dir):
 
 
 @pytest.mark.parametrize("path", COMMITTED_REPORTS)
+@pytest.mark.slow
 def test_committed_report_is_recomputed_from_its_committed_files(path, full_mnist,
                                                                  monkeypatch):
     """The judge and sampled nets' caffemodels and the sample sets are
