@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""HMC generative visualization speed against the machine's floor (issue 15), CPU.
+"""HMC generative visualization speed against the machine's floor, CPU.
 
 The floor of a leapfrog step is its FLOPs at the float32 GEMM rate numpy
 reaches on this machine with the same number of threads:
@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import _init_paths  # noqa: F401,E402
 import numpy as np  # noqa: E402
 
-from gencnn import caffe_utils, config  # noqa: E402
+from gencnn import caffe_utils, config, protocols  # noqa: E402
 from gencnn.sampling import hmc, parallel  # noqa: E402
 
 LENET = os.path.join(config.REPO_ROOT, "prototxt", "lenet_deploy.prototxt")
@@ -118,7 +118,8 @@ def full_q_line(args, weights, gemm, cores):
     if not os.path.isdir(args.mnist_lmdb):
         print("full-covariance q skipped: %s not found" % args.mnist_lmdb)
         return
-    q = reference.fit_q(lmdb_images(args.mnist_lmdb, 1 / 256.0, 10000, (1, 28, 28))[0], "full")
+    images, _ = lmdb_images(args.mnist_lmdb, protocols.MNIST_SCALE, 10000, (1, 28, 28))
+    q = reference.fit_q(images, "full")
     chains = args.q_chains
     net = caffe_utils.load_net(LENET, weights, 1)
     net_flops = leapfrog_flops(net, "ip2")

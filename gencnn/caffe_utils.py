@@ -59,6 +59,21 @@ def read_net(path):
 # Weights: checked before Caffe sees them
 # ---------------------------------------------------------------------------
 
+def net_input_shape(net_param):
+    """The first input's shape (with the batch axis) as a deploy
+    NetParameter declares it, without building the net: an Input layer's
+    shape, or the old-style input_shape / input_dim fields; None if neither."""
+    if net_param.input:
+        if net_param.input_shape:
+            return tuple(net_param.input_shape[0].dim)
+        if net_param.input_dim:
+            return tuple(net_param.input_dim[:4])
+    for layer in net_param.layer:
+        if layer.type == "Input" and layer.input_param.shape:
+            return tuple(layer.input_param.shape[0].dim)
+    return None
+
+
 def check_weights(net, caffemodel_path):
     """Raise UserError (one line) unless `caffemodel_path` holds weights of
     the right shapes for every layer of `net` that has learned parameters.
@@ -157,8 +172,8 @@ def net_from_param(net_param, phase=None):
 
 # Layers whose parameter blobs get a gradient unless lr_mult is 0, with their
 # number of parameter blobs. HMC only needs df/dx, so freezing them lets Caffe
-# skip the weight gradients (and their accumulation across calls): a fifth
-# of a LeNet leapfrog step (bench/hmc_speed.py), once force_backward is off.
+# skip the weight gradients (and their accumulation across calls), once
+# force_backward is off (what it saves: docs/measurements.md).
 _PARAM_BLOBS = {
     "Convolution": lambda l: 1 + int(l.convolution_param.bias_term),
     "Deconvolution": lambda l: 1 + int(l.convolution_param.bias_term),

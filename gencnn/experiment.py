@@ -29,7 +29,6 @@ trains on its own shuffled copy of the training LMDB (data order varies too).
 """
 import collections
 import json
-import math
 import os
 import sys
 import time
@@ -38,7 +37,8 @@ import numpy as np
 
 from gencnn import config, protocols, run_folder
 from gencnn.cli import UserError
-from gencnn.files import copy_atomic, save_figure, write_atomic
+from gencnn.files import copy_atomic, write_atomic
+from gencnn.reports import study as study_report
 
 # arm key -> (solver suffix, needs GG's switch weights), in the order a seed's
 # runs are planned (GG first: GG+DG starts from its switch weights). The arm
@@ -48,8 +48,6 @@ ARMS = collections.OrderedDict([
     ("gg", ("gg", False)), ("dg", ("dg", False))] +
     [("gg_dg_" + variant, (protocols.STAGE2_SOLVERS[variant], True))
      for variant in ("restart", "aligned")])
-COLORS = {"dg": "tab:blue", "gg": "tab:orange", "gg_dg_restart": "tab:green",
-          "gg_dg_aligned": "tab:red"}
 
 
 class StudySpec(object):
@@ -129,44 +127,6 @@ def study(name):
     if name not in STUDIES:
         raise UserError("unknown study %r (known: %s)" % (name, ", ".join(STUDIES)))
     return STUDIES[name]
-
-
-# ------------------------------------------------------------------- stats
-def mean_sd_ci(values):
-    """(mean, sd, half-width of the 95% t interval) of the finished values."""
-    from scipy import stats
-    done = np.asarray([v for v in values if v is not None], np.float64)
-    if done.size == 0:
-        return None, None, None
-    if done.size == 1:
-        return float(done[0]), None, None
-    sd = float(done.std(ddof=1))
-    half = float(stats.t.ppf(0.975, done.size - 1) * sd / math.sqrt(done.size))
-    return float(done.mean()), sd, half
-
-
-def welch_p(a, b):
-    """Two-sided p of Welch's t-test (unequal variances), None below 2 + 2 runs."""
-    from scipy import stats
-    a = [v for v in a if v is not None]
-    b = [v for v in b if v is not None]
-    if len(a) < 2 or len(b) < 2:
-        return None
-    if np.std(a) == 0 and np.std(b) == 0:
-        return 1.0 if np.mean(a) == np.mean(b) else 0.0
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-
-
-def wall_seconds(log_path, max_gap=600):
-    """Seconds a run spent, from its two_stage.log time stamps; gaps longer
-    than `max_gap` (the run was down between sessions) are not counted."""
-    stamps = []
-    for line in open(log_path):
-        try:
-            stamps.append(time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")))
-        except ValueError:
-            continue
-    return float(sum(d for d in np.diff(stamps) if d <= max_gap)) if stamps else None
 
 
 # -------------------------------------------------------------------- runs
@@ -311,7 +271,7 @@ class Runner(object):
             self.finished_seeds() or list(spec.default_seeds)
         if any(seed < 0 for seed in self.seeds):
             raise UserError("seeds must be >= 0, got %s" % self.seeds)
-        self.work_dir = os.path.abspath(work_dir or os.path.join(repo, "results", "runs",
+        self.work_dir = os.path.abspath(work_dir or os.path.join(repo, "scratch", "runs",
                                                                  spec.name))
         self._log = log or (lambda msg: print(msg, flush=True))
 
@@ -441,123 +401,10 @@ class Runner(object):
                                   ("epochs_compared", "max_abs_diff_pct", "identical")}
         return out
 
-    def summary(self):
-        histories = self.histories()
-        labels = self.spec.labels
-        errors, walls = {}, {}
-        for arm, label in labels.items():
-            runs = histories.get(arm, {})
-            errors[label] = [round(runs[s]["final_test_error_pct"], 4) if s in runs else None
-                             for s in self.seeds]
-            walls[label] = []
-            for s in self.seeds:
-                log = os.path.join(self.repo, self.spec.runs_dir, "%s_seed%d" % (arm, s),
-                                   "two_stage.log")
-                walls[label].append(wall_seconds(log) if s in runs and os.path.exists(log)
-                                    else None)
-        stats = {}
-        for label, values in errors.items():
-            mean, sd, half = mean_sd_ci(values)
-            stats[label] = {"mean": mean, "sd": sd, "ci95": None if half is None else
-                            [mean - half, mean + half], "n": sum(v is not None for v in values)}
-        pvalues = {"%s vs %s" % (a, b): welch_p(errors[a], errors[b])
-                   for a, b in self.spec.comparisons}
-        ess = {str(s): h.get("ess_at_switch") for s, h in histories.get("gg", {}).items()}
-        complete = all(v is not None for vs in errors.values() for v in vs)
-        return {"errors": errors, "walls": walls, "stats": stats, "welch_p": pvalues,
-                "ess_at_switch": ess, "complete": complete, "histories": histories,
-                "reproduction": self.reproduction()}
-
     def report(self):
-        """Write the study's JSON, Markdown and curves from the finished runs."""
-        data = self.summary()
-        spec, repo = self.spec, self.repo
-        protocol = spec.protocol
-        meta = {"seeds": self.seeds, "welch_p": data["welch_p"], "complete": data["complete"],
-                "summary": data["stats"], "ess_at_switch": data["ess_at_switch"],
-                "switch_iter": protocol.switch_iter, "switch_epoch": protocol.switch_epoch,
-                "max_iter": protocol.max_iter,
-                "solvers": {spec.labels[a]: spec.solver_path(a) for a in spec.arms},
-                "command": "python tools/run_study.py %s --seeds %s" % (
-                    spec.name, ",".join(map(str, self.seeds)))}
-        if data["reproduction"]:
-            meta["gg_rerun_to_switch"] = data["reproduction"]
-        if spec.layout == "flat":
-            out = dict(data["errors"], wall_s=data["walls"], **meta)
-        else:
-            out = dict(arms=data["errors"], wall_s=data["walls"], **meta)
-        write_atomic(os.path.join(repo, spec.json_path), json.dumps(out, indent=1) + "\n")
-        write_atomic(os.path.join(repo, spec.md_path), self.markdown(data, meta))
-        if data["histories"]:
-            plot_study(data["histories"], spec, os.path.join(repo, spec.png_path))
-        return out
-
-    def markdown(self, data, meta):
-        spec = self.spec
-        paper = spec.protocol.paper
-        fmt = lambda v: "—" if v is None else "%.2f" % v   # noqa: E731
-        lines = ["# %s" % spec.title, "",
-                 "Generated by `%s`%s." % (meta["command"], "" if data["complete"] else
-                                          " (**incomplete: — = not finished yet**)"), "",
-                 "| arm | paper | mean ± sd | 95%% interval | per seed (%s) | wall s per run |"
-                 % ", ".join(map(str, self.seeds)), "|---|---|---|---|---|---|"]
-        for label, values in data["errors"].items():
-            st = data["stats"][label]
-            walls = [w for w in data["walls"][label] if w is not None]
-            if st["mean"] is None:
-                cell = "—"
-            elif st["sd"] is None:
-                cell = "%.2f (1 run)" % st["mean"]
-            else:
-                cell = "%.2f ± %.2f" % (st["mean"], st["sd"])
-            lines.append("| %s | %s | %s | %s | %s | %s |" % (
-                label, fmt(paper.get(label)), cell,
-                "—" if st["ci95"] is None else "%.2f – %.2f" % tuple(st["ci95"]),
-                ", ".join(fmt(v) for v in values), "%.0f" % np.mean(walls) if walls else "—"))
-        lines += ["", "Welch's t-test (two-sided, unequal variances) on the per-seed errors:", ""]
-        for pair, p in data["welch_p"].items():
-            lines.append("- %s: p = %s" % (pair, "— (fewer than 2 runs each)" if p is None
-                                           else "%.3g" % p))
-        ess = {s: v for s, v in data["ess_at_switch"].items() if v is not None}
-        if ess:
-            lines += ["", "GG's effective sample size (fraction of the batch, section 3.2) over "
-                      "the 100 training iterations before the switch, by seed: %s." % ", ".join(
-                          "%s: %.3f" % kv for kv in sorted(ess.items()))]
-        for seed, rep in sorted(data["reproduction"].items()):
-            lines.append("" if seed != sorted(data["reproduction"])[0] else "")
-            lines.append("GG seed %s re-run to the switch (its weights were not kept): %d "
-                         "per-epoch test errors compared with the committed run, %s." % (
-                             seed, rep["epochs_compared"], "identical" if rep["identical"]
-                             else "max difference %.2f points" % rep["max_abs_diff_pct"]))
-        lines += ["", spec.notes, "",
-                  "Curves: `%s`; per-run histories and logs: `%s/`." % (
-                      os.path.basename(spec.png_path),
-                      os.path.relpath(spec.runs_dir, os.path.dirname(spec.md_path)))]
-        return "\n".join(lines) + "\n"
+        """Write the study's JSON, Markdown and curves from the finished runs
+        (gencnn/reports/study.py)."""
+        return study_report.write_report(self.spec, self.seeds, self.repo, self.histories(),
+                                         self.reproduction())
 
 
-def plot_study(histories, spec, path):
-    """Test error per epoch, one colour per arm, one line per seed; GG's ESS."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (ax_err, ax_ess) = plt.subplots(1, 2, figsize=(11, 4))
-    for arm, runs in histories.items():
-        for i, (seed, history) in enumerate(sorted(runs.items())):
-            records = history["stages"]["stage1"] + history["stages"].get("stage2", [])
-            ax_err.plot([r["epoch"] for r in records], [r["test_error_pct"] for r in records],
-                        color=COLORS[arm], alpha=0.7, label=None if i else spec.labels[arm])
-            if arm == "gg":
-                ax_ess.plot([r["epoch"] for r in records],
-                            [r["train_ess"] for r in records], color=COLORS[arm], alpha=0.7)
-    ax_err.axvline(spec.protocol.switch_epoch, color="gray", linestyle=":", linewidth=1)
-    ax_err.set(xlabel="epoch", ylabel="test error (%)", yscale="log",
-               title="%s, one line per seed" % spec.protocol.title)
-    ax_err.legend(fontsize=8)
-    ax_err.grid(True, which="both", alpha=0.3)
-    ax_ess.set(xlabel="epoch", ylabel="ESS / batch (epoch mean)",
-               title="GG: effective sample size of the importance weights")
-    ax_ess.grid(True, alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)

@@ -38,9 +38,10 @@ import numpy as np
 
 import caffe
 from gencnn import caffe_utils, config, netgen, protocols, run_folder
+from gencnn.reports import curves
 from gencnn.sampling import hmc, reference
 from gencnn.cli import UserError
-from gencnn.files import atomic_output, copy_atomic, save_figure, write_atomic
+from gencnn.files import atomic_output, copy_atomic, write_atomic
 from gencnn.data.lmdb_io import lmdb_count, lmdb_fingerprint, lmdb_images, read_lmdb
 
 class Option(collections.namedtuple("Option", "name default type range help")):
@@ -100,8 +101,7 @@ OPTIONS = (
            "white q: clamp the chains to mu +- this many sigma of q (0 = off; fitted_q "
            "needs none: its images are sigmoid(u))"),
     # The synthesis gradient's norm is far above clip_gradients, so the
-    # clipped step gives a DG loss of weight 10 a small share: test error
-    # 5.05 % after the epoch, against 3.0 % at weight 100 (docs/visualization.md).
+    # clipped step gives a small DG weight a small share (docs/measurements.md).
     Option("dg_weight", protocols.SYNTHESIS_DEFAULTS["dg_weight"], float, ">=0",
            "loss_weight of SoftmaxWithLoss on the observed half (0 = no DG)"),
     Option("alpha", protocols.SYNTHESIS_DEFAULTS["alpha"], float, ">=0",
@@ -127,7 +127,7 @@ OPTIONS = (
            "column gets equal pushes up and down); 0: uniform classes"),
 )
 DEFAULTS = {option.name: option.default for option in OPTIONS}
-SCALE = 0.00390625              # pixels -> input units, as the nets' transform_param
+SCALE = protocols.MNIST_SCALE   # pixels -> input units, as the nets' transform_param
 DEPLOY = "prototxt/lenet_deploy.prototxt"
 
 
@@ -291,7 +291,7 @@ class GenerativeLearner(object):
         o = self.opts
         pixels = int(np.prod(shape))
         # float32 chains, and per image in a net about 25 values per pixel
-        # (LeNet's blobs and their diffs; measured 2 x 19,500 for 784 pixels).
+        # (LeNet's blobs and their diffs; docs/measurements.md).
         need = 4 * pixels * (10 * o["buffer_size"] + 25 * (2 * o["synthesized"] + self.batch))
         available = config.available_memory()
         if available is not None and need > available:
@@ -412,30 +412,13 @@ class GenerativeLearner(object):
             self.clamp = (mean - o["clamp_sigmas"] * std, mean + o["clamp_sigmas"] * std)
         epoch_rows = run_folder.rows_since(tsv_path, state["history"][-1]["iter"]
                                            if state["history"] else 0)
-        with self.folder.progress(self.progress, self.max_iter, solver.iter), \
-                open(tsv_path, "a") as tsv:
-            while solver.iter < self.max_iter:
-                started = time.time()
-                labels, x, sampled = self._synthesize(state, solver.iter, sampler_net)
-                sampling_s = time.time() - started
-                solver.net.blobs["synthesized_data"].data[...] = x
-                solver.net.blobs["synthesized_label"].data[...] = labels
-                solver.step(1)
-                it = solver.iter
-                row = [it] + self._scores(state, solver.net, it) + sampled + \
-                    [sampling_s, time.time() - started]
-                # full precision: a resume computes the epoch means from these
-                tsv.write("\t".join("%.17g" % v for v in row) + "\n")
-                tsv.flush()
-                epoch_rows.append(row)
-                self.folder.advance()
-                at_epoch_end = run_folder.is_epoch_end(it, self.epoch_iters)
-                last = it == self.max_iter
-                if at_epoch_end or last:
-                    state["history"].append(self._epoch_record(test_net, it, epoch_rows, last))
-                    epoch_rows = []
-                if it % o["checkpoint_every"] == 0 or at_epoch_end or last:
-                    self._checkpoint(solver, state)
+        self.state, self.solver = state, solver
+        self.sampler_net, self.test_net = sampler_net, test_net
+        try:
+            with self.folder.progress(self.progress, self.max_iter, solver.iter):
+                self.folder.train(solver, self.max_iter, tsv_path, epoch_rows, self)
+        finally:        # the nets and their data readers go with the run
+            self.solver = self.sampler_net = self.test_net = None
 
         def outputs():
             copy_atomic(self.path(state["checkpoint"]["caffemodel"]),
@@ -448,6 +431,41 @@ class GenerativeLearner(object):
             self.write_outputs(state)
         self.folder.finish(state, outputs)
         return state
+
+    # ------------------------------------------- RunFolder.train's steps
+    @property
+    def checkpoint_every(self):
+        return self.opts["checkpoint_every"]
+
+    def step(self):
+        """Synthesize the batch's M images, step the solver on it; the row:
+        iteration, the scores (_scores), the chains' numbers (_synthesize),
+        seconds sampling and in all."""
+        solver, started = self.solver, time.time()
+        labels, x, sampled = self._synthesize(self.state, solver.iter, self.sampler_net)
+        sampling_s = time.time() - started
+        solver.net.blobs["synthesized_data"].data[...] = x
+        solver.net.blobs["synthesized_label"].data[...] = labels
+        solver.step(1)
+        it = solver.iter
+        return [it] + self._scores(self.state, solver.net, it) + sampled + \
+            [sampling_s, time.time() - started]
+
+    def check(self, row):
+        """(A divergence has stopped the run in step already.)"""
+
+    def is_epoch_end(self, it):
+        return run_folder.is_epoch_end(it, self.epoch_iters)
+
+    def end_epoch(self, it, rows, last):
+        record = self._epoch_record(self.test_net, it, rows, last)
+        self.state["history"].append(record)
+        return record
+
+    def checkpoint(self, it, due, record):
+        if due:
+            self._checkpoint(self.solver, self.state)
+        return False
 
     def _synthesize(self, state, it, sampler_net):
         """The M synthesized images of iteration `it` + 1: chains drawn from
@@ -552,7 +570,8 @@ class GenerativeLearner(object):
         result = {"config": state["config"], "q": state["q"], "epochs": state["history"],
                   "final_test_error_pct": finals[-1]["test_error_pct"] if finals else None}
         self.folder.write_json("history.json", result)
-        plot_curves(self.path("iterations.tsv"), state["history"], self.path("curves.png"))
+        curves.generative_learning(self.path("iterations.tsv"), state["history"],
+                                   self.path("curves.png"))
         self.folder.log("done: final test error %.2f%%" % result["final_test_error_pct"])
 
 
@@ -565,98 +584,3 @@ def _rng_state(rng):
 def _rng_from(state):
     name, keys, pos, has_gauss, gauss = state
     return (name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss)
-
-
-def plot_curves(tsv_path, history, path):
-    """Energy gap, acceptance and step size per iteration; test error per epoch."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    rows = np.array(run_folder.rows_since(tsv_path, 0)).reshape(-1, 12)
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
-
-    def smooth(v, w=25):
-        if len(v) < w:
-            return v
-        return np.convolve(v, np.ones(w) / w, mode="valid")
-    if len(rows):
-        it = rows[:, 0]
-        for col, label in ((4, "f_y data"), (5, "f_y samples"), (3, "gap")):
-            v = smooth(rows[:, col])
-            axes[0].plot(it[len(it) - len(v):], v, label=label)
-        axes[0].set(xlabel="iteration", ylabel="score (25-it mean)")
-        axes[0].legend(fontsize=8)
-        v = smooth(rows[:, 6])
-        axes[1].plot(it[len(it) - len(v):], v)
-        axes[1].set(xlabel="iteration", ylabel="chain acceptance", ylim=(0, 1))
-        axes[2].semilogy(it, rows[:, 7])
-        axes[2].set(xlabel="iteration", ylabel="HMC step size")
-    if history:
-        axes[3].plot([r["epoch"] for r in history], [r["test_error_pct"] for r in history], "o-")
-    axes[3].set(xlabel="epoch", ylabel="test error (%)")
-    for ax in axes:
-        ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-
-
-# ------------------------------------------------------------------ judge
-def judge(samples, units, model, weights):
-    """Fraction of `samples` (N x 1 x 28 x 28, input units) that a separately
-    trained classifier (deploy prototxt + caffemodel) assigns to `units`."""
-    from gencnn import sample_quality
-    probs = sample_quality.Judge(model, weights).probs(samples)
-    return sample_quality.judge_accuracy(probs, units)
-
-
-def summarize(runs, hmc_name, judge_model, judge_weights, speed=None):
-    """results/generative_learning.json's content from training runs (their
-    history.json) and the T = 1 HMC samples tools/hmc_visualize.py wrote in
-    <run>/<hmc_name> (summary.json with --compare-lmdb, samples.npz), judged
-    by a separately trained classifier. `speed`: bench output with
-    s_per_iter of DG and of this training, or None."""
-    seeds, errors, per_seed = [], [], []
-    for run in runs:
-        history = json.load(open(os.path.join(run, "history.json")))
-        seeds.append(history["config"]["seed"])
-        errors.append(history["final_test_error_pct"])
-        folder = os.path.join(run, hmc_name)
-        summary = json.load(open(os.path.join(folder, "summary.json")))
-        if "compare_final" not in summary:
-            raise UserError("%s has no compare_final: run hmc_visualize with --compare-lmdb"
-                            % folder)
-        if summary["temperature"] != 1.0:
-            raise UserError("%s was sampled at T = %g, not 1" % (folder, summary["temperature"]))
-        samples = np.load(os.path.join(folder, "samples.npz"))
-        per_seed.append({
-            "seed": history["config"]["seed"], "run": run,
-            "test_error_pct": history["final_test_error_pct"],
-            "closest_class_mean_is_unit": summary["compare_final"]["closest_class_mean_is_unit"],
-            "corr_with_own_class_mean": summary["compare_final"]["corr_with_own_class_mean"],
-            "chain_mean_closest_class_mean_is_unit":
-                summary["compare_mean"]["closest_class_mean_is_unit"],
-            "judge_correct": judge(samples["x"], samples["y"], judge_model,
-                                   judge_weights),
-            "own_net_predicts_unit": summary["predicted_as_unit_fraction"],
-            "acceptance_rate": summary["acceptance_rate"],
-            "divergences": summary["divergences"],
-            "hmc": {k: summary[k] for k in ("iters", "adapt", "leapfrog_steps", "final_step_size",
-                                            "num_chains", "sigma", "ref_mean")},
-            "train_s_per_iter": float(np.mean([r["s_per_iter"] for r in history["epochs"]])),
-        })
-    mean = lambda key: float(np.mean([s[key] for s in per_seed]))  # noqa: E731
-    result = {
-        "seeds": seeds, "test_error_pct": errors,
-        "samples_T1": {"temperature": 1.0,
-                       "closest_class_mean_is_unit": mean("closest_class_mean_is_unit"),
-                       "corr_with_own_class_mean": mean("corr_with_own_class_mean"),
-                       "judge_correct": mean("judge_correct"),
-                       "acceptance_rate": mean("acceptance_rate")},
-        "cost_ratio_vs_dg": (speed["generative_s_per_iter"] / speed["dg_s_per_iter"]
-                             if speed else None),
-        "per_seed": per_seed, "judge": {"model": judge_model, "weights": judge_weights},
-        "speed": speed,
-        "note": "samples_T1 values are means over the seeds; per_seed has each one.",
-    }
-    return result

@@ -10,6 +10,8 @@ no Caffe import.
 import collections
 import math
 
+from gencnn.cli import UserError
+
 # The two readings of the paper's "stage 2 starts with a base learning rate of
 # 0.003" (section 4.1). `restart`: the stage-1 solver with base_lr x0.3, its
 # schedule counted from the switch. `aligned`: base_lr x0.3, then the same
@@ -18,6 +20,13 @@ import math
 # chosen by the CIFAR-10 study (docs/cifar10.md); `restart` is
 # <net>_gg_dg_restart.prototxt.
 STAGE2_SOLVERS = {"restart": "gg_dg_restart", "aligned": "gg_dg"}   # variant -> solver suffix
+
+# MNIST pixels (0-255) -> LeNet's input units: its transform_param scale, 1/256.
+MNIST_SCALE = 0.00390625
+# The mean and marginal sd of the MNIST training images in those units (the
+# white q fitted to them: hmc_visualize's lenet-digits preset, the sample
+# measures' white-q baseline).
+MNIST_MEAN, MNIST_STD = 0.1306, 0.3075
 STAGE2_LR_SCALE = 0.3       # 0.01 -> 0.003 (paper); 0.001 -> 0.0003 (cifar10_quick)
 
 
@@ -51,6 +60,56 @@ def aligned_schedule(schedule, switch_iter, max_iter):
         raise ValueError("no aligned form for lr_policy %r" % policy)
     return {"lr_policy": "multistep", "gamma": schedule["gamma"],
             "stepvalue": [b - switch_iter for b in bounds if switch_iter < b < max_iter]}
+
+
+# ---------------------------------------------------------------------------
+# Stage 2's lr schedule as a run takes it (gencnn/two_stage.py)
+# ---------------------------------------------------------------------------
+
+def schedule_of(param):
+    """The lr schedule fields of SolverParameter `param`, as netgen writes them."""
+    schedule = {"lr_policy": param.lr_policy}
+    for key in ("gamma", "power", "stepsize"):
+        if param.HasField(key):
+            schedule[key] = getattr(param, key)
+    if param.stepvalue:
+        schedule["stepvalue"] = list(param.stepvalue)
+    return schedule
+
+
+def same_schedule(a, b):
+    """Equal lr schedules, floats to float32 precision (the proto's)."""
+    if a["lr_policy"] != b["lr_policy"]:
+        return False
+    keys = {"inv": ("gamma", "power"), "step": ("gamma", "stepsize"),
+            "multistep": ("gamma", "stepvalue"), "exp": ("gamma",),
+            "poly": ("power",), "sigmoid": ("gamma", "stepsize")}.get(a["lr_policy"], ())
+    for key in keys:
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, float) or isinstance(y, float):
+            if x is None or y is None or not math.isclose(x, y, rel_tol=1e-6):
+                return False
+        elif (x or None) != (y or None):
+            return False
+    return True
+
+
+def aligned_stage2(stage1_param, stage2_param, switch_iter, total_iters):
+    """The lr schedule stage 2 must run with for a switch at `switch_iter`:
+    {} when its solver's is right as written. A stage-2 schedule equal to
+    stage 1's is the `restart` reading (kept); any other is the `aligned`
+    reading, stage 1's schedule continued from the switch
+    (protocols.aligned_schedule), so a solver written for the protocol's switch
+    is re-derived for the switch this run takes."""
+    first, second = schedule_of(stage1_param), schedule_of(stage2_param)
+    if same_schedule(first, second):
+        return {}
+    try:
+        wanted = aligned_schedule(first, switch_iter, total_iters)
+    except ValueError:
+        raise UserError("cannot align stage 2's lr schedule to stage 1's lr_policy %r: give "
+                        "stage 2 stage 1's schedule (the restart reading)" % first["lr_policy"])
+    return {} if same_schedule(wanted, second) else wanted
 
 
 class Protocol(object):
@@ -101,7 +160,7 @@ LENET_PROTOCOL = Protocol(
     net="prototxt/lenet_train_test_%s.prototxt", test_iter=100,
     test_note="100 x 100 = the whole 10,000-image test set",
     test_interval=938, weight_decay=0.0005, display=100, snapshot=5000,
-    stage2_snapshot=5000, snapshot_dir="results/mnist/snapshots")
+    stage2_snapshot=5000, snapshot_dir="scratch/snapshots/mnist")
 
 # CIFAR-10 (our CPU-sized stand-in for the paper's ImageNet protocol,
 # docs/cifar10.md): Caffe's cifar10_quick reference schedule, 10 epochs of
@@ -118,7 +177,7 @@ CIFAR10_PROTOCOL = Protocol(
     test_note="100 x 100 = the whole 10,000-image test set",
     test_interval=500, weight_decay=0.004, display=100, snapshot=643, dg_snapshot=500,
     stage2_test_interval=357,     # 1,785 = 5 x 357: the last test falls on max_iter
-    stage2_snapshot=500, snapshot_dir="results/cifar10/snapshots")
+    stage2_snapshot=500, snapshot_dir="scratch/snapshots/cifar10")
 CIFAR10_MAX_ITER = CIFAR10_PROTOCOL.max_iter          # 5,000
 CIFAR10_SWITCH_ITER = CIFAR10_PROTOCOL.switch_iter    # 3,215
 
@@ -144,7 +203,7 @@ def _imagenet_protocol(key, title):
         test_note="1000 x 50 = the 50,000 val images",
         test_interval=5005, weight_decay=0.0005, display=20,
         snapshot=IMAGENET_SWITCH_ITER // 2, dg_snapshot=10000, stage2_snapshot=10000,
-        snapshot_dir="results/imagenet/snapshots",
+        snapshot_dir="scratch/snapshots/imagenet",
         note="lr x0.1 every %d iterations: BVLC's step of 100,000 in 450,000 iterations\n"
              "scaled to 70 epochs (100,000 x 350,320 / 450,000); four decays, ending at 1e-6."
              % IMAGENET_STEPSIZE,

@@ -337,6 +337,45 @@ class RunFolder(object):
                 f.write(saved.SerializeToString())
             solver.restore(str(tmp))
 
+    # ------------------------------------------------------ the loop
+    def train(self, solver, until, tsv_path, rows, trainer):
+        """The step loop of both trainers (gencnn/two_stage.py's stages,
+        gencnn/generative_learning.py), as py-faster-rcnn's
+        SolverWrapper.train_model: until solver.iter reaches `until`,
+
+        - trainer.step(): one step of the solver; the iteration's row of
+          numbers (its iteration first), appended to `tsv_path` at full
+          precision (a resume computes the epoch means from the rows) and
+          flushed, so what is logged has happened, even after a kill -9;
+        - trainer.check(row): after the row is written (a divergence stops
+          the run here);
+        - the progress bar advances;
+        - at an epoch end (trainer.is_epoch_end(it)) or the last iteration,
+          trainer.end_epoch(it, rows, last) tests and records the epoch from
+          its rows (`rows`: those of the epoch so far, from the TSV on a
+          resume);
+        - trainer.checkpoint(it, due, record), `due` every
+          trainer.checkpoint_every iterations, at each epoch end and at the
+          last; True stops the loop there (two_stage's ESS switch).
+        """
+        with open(tsv_path, "a") as tsv:
+            while solver.iter < until:
+                row = trainer.step()
+                tsv.write("\t".join("%.17g" % v for v in row) + "\n")
+                tsv.flush()
+                trainer.check(row)
+                rows.append(row)
+                self.advance()
+                it = solver.iter
+                at_epoch_end, last = trainer.is_epoch_end(it), it == until
+                record = None
+                if at_epoch_end or last:
+                    record = trainer.end_epoch(it, rows, last)
+                    rows = []
+                due = it % trainer.checkpoint_every == 0 or at_epoch_end or last
+                if trainer.checkpoint(it, due, record):
+                    break
+
     # ----------------------------------------------------------- end
     def finish(self, state, write_outputs):
         """`write_outputs()` (history.json, curves, final weights), then mark

@@ -1,4 +1,4 @@
-"""Sample measures, as the field uses them (issue 14 A): how much a set of
+"""Sample measures, as the field uses them: how much a set of
 samples with target classes looks like MNIST digits of those classes.
 
     judge = Judge(model, weights)                 # an independent LeNet (pycaffe)
@@ -41,11 +41,12 @@ import scipy.linalg
 import scipy.special
 
 from gencnn.cli import UserError
+from gencnn.protocols import MNIST_SCALE  # noqa: F401 (pixels -> LeNet's input units)
+from gencnn.protocols import MNIST_MEAN, MNIST_STD
 
-MNIST_SCALE = 0.00390625         # pixels -> the project's LeNet input units
 # The white q fitted to MNIST that the project has used so far (the training
 # images' mean and marginal sd, tools/hmc_visualize.py's lenet-digits preset).
-WHITE_Q_MEAN, WHITE_Q_STD = 0.1306, 0.3075
+WHITE_Q_MEAN, WHITE_Q_STD = MNIST_MEAN, MNIST_STD
 BACKGROUND_LEVEL = 0.05          # class mean below this: background pixel
 REAL_POOL = 10000                # real digits come from the last this many training images
 # Rows of the distance matrix per chunk: 500 x 60,000 float64 = 240 MB.
@@ -334,7 +335,7 @@ def class_template_noise(class_means, y, rng, std=WHITE_Q_STD):
 
 # Each baseline draws from its own generator, RandomState(seed + offset), so
 # adding or dropping one leaves the others' draws unchanged.
-_SEED_OFFSETS = {REAL: 0, WHITE: 1, TEMPLATE: 2, TEMPLATE_NOISE: 3}
+BASELINE_SEED_OFFSETS = {REAL: 0, WHITE: 1, TEMPLATE: 2, TEMPLATE_NOISE: 3}
 
 
 def baseline_sets(reference, y, seed, white_mean=WHITE_Q_MEAN, white_std=WHITE_Q_STD,
@@ -345,7 +346,7 @@ def baseline_sets(reference, y, seed, white_mean=WHITE_Q_MEAN, white_std=WHITE_Q
     (the caller's q, whatever builds it)."""
     n = len(y)
     shape = (n,) + reference.train_images.shape[1:]
-    rng = lambda name: np.random.RandomState(seed + _SEED_OFFSETS[name])  # noqa: E731
+    rng = lambda name: np.random.RandomState(seed + BASELINE_SEED_OFFSETS[name])  # noqa: E731
     sets = collections.OrderedDict()
     sets[REAL] = (real_training_digits(reference.train_images, reference.train_labels, y,
                                        rng(REAL), real_pool),
@@ -369,7 +370,7 @@ def baseline_sets(reference, y, seed, white_mean=WHITE_Q_MEAN, white_std=WHITE_Q
 # Sample files, the report, and its recomputation
 # ---------------------------------------------------------------------------
 
-def _npz_arrays(path, what):
+def npz_arrays(path, what):
     """{name: array} of an .npz (no pickles); one UserError naming `what`."""
     import zipfile
     if not os.path.isfile(path):
@@ -381,7 +382,7 @@ def _npz_arrays(path, what):
         raise UserError("%s: %s is not a readable .npz (%s)" % (what, path, err))
 
 
-def _image_array(arrays, key, input_shape, what, role):
+def image_array(arrays, key, input_shape, what, role):
     """arrays[key] as float64, checked: n x input_shape finite numbers."""
     if key not in arrays:
         raise UserError('%s: no "%s" (%s)' % (what, key, role))
@@ -400,8 +401,8 @@ def read_sample_set(path, input_shape, num_classes, what):
     classes of the judge, optional "chain_mean" like x, optional "meta" a
     JSON object string. Every fault is one UserError naming `what`."""
     import json
-    arrays = _npz_arrays(path, what)
-    x = _image_array(arrays, "x", input_shape, what, "the samples")
+    arrays = npz_arrays(path, what)
+    x = image_array(arrays, "x", input_shape, what, "the samples")
     if "y" not in arrays:
         raise UserError('%s: no "y" (the target classes)' % what)
     y = arrays["y"]
@@ -416,7 +417,7 @@ def read_sample_set(path, input_shape, num_classes, what):
                         % (what, y[bad][0], num_classes - 1))
     chain_mean = None
     if "chain_mean" in arrays:
-        chain_mean = _image_array(arrays, "chain_mean", input_shape, what, "")
+        chain_mean = image_array(arrays, "chain_mean", input_shape, what, "")
         if len(chain_mean) != len(x):
             raise UserError('%s: "chain_mean" holds %d images, "x" %d'
                             % (what, len(chain_mean), len(x)))
@@ -432,195 +433,3 @@ def read_sample_set(path, input_shape, num_classes, what):
         if clash:
             raise UserError('%s: "meta" key %s is a measure of the report' % (what, clash[0]))
     return {"x": x, "y": y.astype(np.int64), "chain_mean": chain_mean, "meta": meta}
-
-
-def make_report(judge_model, judge_weights, train_lmdb, test_lmdb, sets, q_alone=None, seed=0,
-                judge_test_error=None, scale=MNIST_SCALE, white_mean=WHITE_Q_MEAN,
-                white_std=WHITE_Q_STD, real_pool=REAL_POOL, log=print):
-    """results/sample_quality.json's content (issue 14's "Report format"):
-    {"judge", "sets", "baselines"}. sets: [(name, samples .npz path)], at
-    least one; the baselines are drawn like the first set (its n and class
-    counts). q_alone: (name, .npz path of q draws, "x" only needed) or None.
-    judge_test_error: the judge's stated test error (%), or None to use the
-    one measured on test_lmdb. Every input is checked before any work."""
-    if not sets:
-        raise UserError("no sample set given")
-    names = [name for name, _ in sets]
-    if len(set(names)) != len(names):
-        raise UserError("set name %s given twice" % next(n for n in names if names.count(n) > 1))
-    if q_alone is not None and q_alone[0] in _SEED_OFFSETS:
-        raise UserError("the q-alone baseline cannot be called %r (a baseline of its own)"
-                        % q_alone[0])
-    for path, what in ((judge_model, "judge model"), (judge_weights, "judge weights"),
-                       (train_lmdb, "training LMDB"), (test_lmdb, "test LMDB")):
-        if not os.path.exists(path):
-            raise UserError("%s %s not found" % (what, path))
-    judge = Judge(judge_model, judge_weights)
-    loaded = collections.OrderedDict(
-        (name, read_sample_set(path, judge.input_shape, judge.num_classes, "set %s" % name))
-        for name, path in sets)
-    q_draws = None
-    if q_alone is not None:
-        what = "q alone %s" % q_alone[0]
-        q_set = _image_array(_npz_arrays(q_alone[1], what), "x", judge.input_shape, what,
-                             "the draws of q")
-        q_draws = (q_alone[0], q_set)
-        like = loaded[names[0]]
-        if len(q_set) < len(like["y"]):
-            raise UserError("q alone %s: %d draws of q, %d needed (set %s's n)"
-                            % (q_alone[0], len(q_set), len(like["y"]), names[0]))
-
-    log("reading %s and %s, judging the test digits" % (train_lmdb, test_lmdb))
-    reference = load_reference(judge, train_lmdb, test_lmdb, scale)
-    for name, data in loaded.items():
-        check_labels(data["y"], reference, "set %s" % name)
-
-    judge_entry = collections.OrderedDict([
-        ("model", judge_model), ("weights", judge_weights),
-        ("test_error_pct", reference.test_error_pct if judge_test_error is None
-         else float(judge_test_error)),
-        ("test_error_source", "test LMDB" if judge_test_error is None else "given"),
-        ("test_lmdb_error_pct", reference.test_error_pct),
-        ("features", "%s as the net leaves it (LeNet: after relu1, which works in place)"
-         % judge.feature_blob),
-        ("train_lmdb", train_lmdb), ("test_lmdb", test_lmdb), ("scale", scale),
-        ("train_n", int(len(reference.train_images))), ("test_n", int(reference.test_n)),
-        ("test_nearest_train_median", reference.test_median)])
-    report = collections.OrderedDict([("judge", judge_entry),
-                                      ("sets", collections.OrderedDict()),
-                                      ("baselines", collections.OrderedDict())])
-    for (name, path), data in zip(sets, loaded.values()):
-        log("measuring set %s (n = %d)" % (name, len(data["y"])))
-        entry = collections.OrderedDict(
-            [("net", None), ("q", None), ("temperature", None)])
-        entry.update(data["meta"])
-        entry["samples"] = path
-        entry.update(measure_set(judge, reference, data["x"], data["y"], data["chain_mean"]))
-        report["sets"][name] = entry
-
-    like_name = names[0]
-    for name, (x, description) in baseline_sets(reference, loaded[like_name]["y"], seed,
-                                                white_mean, white_std, real_pool,
-                                                q_draws).items():
-        log("measuring baseline %s" % name)
-        entry = collections.OrderedDict([("source", description), ("like", like_name),
-                                         ("seed", seed)])
-        if name == WHITE:
-            entry.update([("mean", white_mean), ("std", white_std)])
-        elif name == TEMPLATE_NOISE:
-            entry["std"] = white_std
-        elif name == REAL:
-            entry["pool"] = real_pool
-        elif q_alone is not None and name == q_alone[0]:
-            entry["samples"] = q_alone[1]
-        entry.update(measure_set(judge, reference, x, loaded[like_name]["y"]))
-        report["baselines"][name] = entry
-    return report
-
-
-def report_settings(report):
-    """make_report's arguments that reproduce `report`."""
-    judge = report["judge"]
-    baselines = report["baselines"]
-    settings = {"judge_model": judge["model"], "judge_weights": judge["weights"],
-                "train_lmdb": judge["train_lmdb"], "test_lmdb": judge["test_lmdb"],
-                "scale": judge["scale"],
-                "judge_test_error": (judge["test_error_pct"]
-                                     if judge["test_error_source"] == "given" else None),
-                "sets": [(name, entry["samples"]) for name, entry in report["sets"].items()],
-                "seed": baselines[WHITE]["seed"], "white_mean": baselines[WHITE]["mean"],
-                "white_std": baselines[WHITE]["std"], "real_pool": baselines[REAL]["pool"],
-                "q_alone": None}
-    for name, entry in baselines.items():
-        if name not in _SEED_OFFSETS:
-            settings["q_alone"] = (name, entry["samples"])
-    return settings
-
-
-def report_differences(old, new, rtol=1e-6, where=""):
-    """["where: old vs new"] for every number of `old` that `new` does not
-    reproduce within rtol (relative; 1e-12 absolute near 0), and every key
-    or other value that differs."""
-    import math
-    if isinstance(old, dict) and isinstance(new, dict):
-        found = []
-        for key in list(old) + [k for k in new if k not in old]:
-            path = "%s.%s" % (where, key) if where else key
-            if key not in old or key not in new:
-                found.append("%s: %s vs %s" % (path, "present" if key in old else "absent",
-                                                "present" if key in new else "absent"))
-            else:
-                found.extend(report_differences(old[key], new[key], rtol, path))
-        return found
-    numbers = (int, float)
-    if isinstance(old, numbers) and isinstance(new, numbers) \
-            and not isinstance(old, bool) and not isinstance(new, bool):
-        if math.isclose(old, new, rel_tol=rtol, abs_tol=1e-12):
-            return []
-    elif old == new:
-        return []
-    return ["%s: %r vs %r" % (where, old, new)]
-
-
-def recompute_check(path, rtol=1e-6, log=print):
-    """Recompute the report at `path` from the files it names; UserError
-    naming the first difference beyond rtol. Returns the recomputed report."""
-    import json
-    try:
-        with open(path) as f:
-            report = json.load(f)
-    except ValueError as err:
-        raise UserError("%s is not JSON: %s" % (path, err))
-    try:
-        settings = report_settings(report)
-    except (KeyError, TypeError) as err:
-        raise UserError("%s is not a sample quality report (no %s)" % (path, err))
-    new = json.loads(json.dumps(make_report(log=log, **settings)))
-    differences = report_differences(report, new, rtol)
-    if differences:
-        raise UserError("%s is not reproduced (%d values differ), first %s"
-                        % (path, len(differences), differences[0]))
-    return new
-
-
-TABLE_COLUMNS = (("n", "n", "%d"), ("judge_accuracy", "judged %", "%.1f"),
-                 ("inception_score", "IS", "%.2f"), ("lenet_fid", "LeNet-FID", "%.1f"),
-                 ("pixels_out_of_range", "out of [0, 1] %", "%.1f"),
-                 ("within_class_corr", "within-class corr", "%.2f"),
-                 ("nearest_train_distance_ratio", "nearest-train ratio", "%.2f"))
-_PERCENT = {"judge_accuracy", "pixels_out_of_range"}
-
-
-HEADLINE_N = 1000     # FID's small-n bias: headline numbers need at least this n
-
-
-def report_notes(report):
-    """Lines a reader of the table must see: sets below HEADLINE_N, and sets
-    whose class counts differ from the ones the baselines were drawn like."""
-    notes = []
-    like = next(iter(report["baselines"].values()))["like"]
-    counts = {name: entry.get("class_counts") for name, entry in report["sets"].items()}
-    for name, entry in report["sets"].items():
-        if entry["n"] < HEADLINE_N:
-            notes.append("note: set %s has n = %d < %d: its FID is biased upwards, not a "
-                         "headline number" % (name, entry["n"], HEADLINE_N))
-        if counts[name] != counts[like]:
-            notes.append("note: set %s has other class counts than %s, which the baselines "
-                         "are drawn like: compare it with them with care" % (name, like))
-    return notes
-
-
-def markdown_table(report):
-    """The measures of every set and baseline as a markdown table."""
-    lines = ["| set | " + " | ".join(title for _, title, _ in TABLE_COLUMNS) + " |",
-             "|---|" + "---|" * len(TABLE_COLUMNS)]
-    for group in ("sets", "baselines"):
-        for name, entry in report[group].items():
-            cells = []
-            for key, _, fmt in TABLE_COLUMNS:
-                value = entry.get(key)
-                cells.append("—" if value is None else
-                             fmt % (100 * value if key in _PERCENT else value))
-            label = name if group == "sets" else "%s (baseline)" % name
-            lines.append("| %s | %s |" % (label, " | ".join(cells)))
-    return "\n".join(lines)

@@ -25,71 +25,11 @@ import numpy as np
 
 import caffe
 from caffe.proto import caffe_pb2
-from gencnn import caffe_utils, protocols, run_folder
+from gencnn import caffe_utils, multi_gpu, protocols, run_folder
+from gencnn.reports import curves
 from gencnn.cli import UserError
-from gencnn.files import copy_atomic, save_figure, write_atomic
+from gencnn.files import copy_atomic, write_atomic
 from gencnn.data.lmdb_io import lmdb_count, lmdb_fingerprint, read_lmdb
-
-
-def gpu_support():
-    """(CUDA, NCCL) of the pycaffe in use: a CPU-only build (ours) has neither.
-    CUDA shows as the CUDA runtime or cuBLAS mapped into this process once
-    caffe is imported; NCCL as caffe.NCCL.new_uid, which BVLC's _caffe.cpp
-    defines only when built with USE_NCCL."""
-    try:
-        with open("/proc/self/maps") as f:
-            maps = f.read()
-    except OSError:
-        maps = ""
-    cuda = "libcudart" in maps or "libcublas" in maps
-    nccl = hasattr(caffe, "NCCL") and hasattr(caffe.NCCL, "new_uid")
-    return cuda, nccl
-
-
-def check_gpus(gpus):
-    """Fail fast, in one line, when this Caffe cannot train on `gpus`."""
-    if not gpus:
-        return
-    cuda, nccl = gpu_support()
-    where = os.path.dirname(os.path.dirname(os.path.abspath(caffe.__file__)))
-    if not cuda:
-        raise UserError("training on a GPU needs a Caffe built with CUDA; the one in use "
-                        "(%s) is CPU-only: see docs/scaling.md" % where)
-    if len(gpus) > 1 and not nccl:
-        raise UserError("training on %d GPUs needs a Caffe built with NCCL (USE_NCCL := 1); "
-                        "the one in use (%s) has none: see docs/scaling.md" % (len(gpus), where))
-
-
-def set_device(gpus, rank):
-    caffe.set_mode_gpu()
-    caffe.set_device(gpus[rank])
-    if len(gpus) > 1:
-        caffe.set_solver_count(len(gpus))
-        caffe.set_solver_rank(rank)
-        caffe.set_multiprocess(True)
-
-
-def join_nccl(solver, uid):
-    """Join the NCCL clique `uid`: take rank 0's weights, then all-reduce the
-    gradients every iteration (per layer when layer_wise_reduce is set)."""
-    nccl = caffe.NCCL(solver, uid)
-    nccl.bcast()
-    solver.add_callback(nccl)
-    if solver.param.layer_wise_reduce:
-        solver.net.after_backward(nccl)
-    return nccl
-
-
-def _gpu_worker(solver_file, gpus, rank, uid, stage_iters, out_dir, checkpoint):
-    """Rank > 0 of a multi-GPU stage (a separate process): step in lockstep,
-    from the run folder's `checkpoint` when resuming."""
-    set_device(gpus, rank)
-    solver = caffe.get_solver(solver_file)
-    if checkpoint:
-        run_folder.RunFolder(out_dir, "two_stage.log").restore(solver, checkpoint)
-    nccl = join_nccl(solver, uid)   # referenced until the steps are done
-    solver.step(stage_iters - solver.iter)
-    del nccl
 
 
 def kept_weights(run_dir, iteration):
@@ -100,52 +40,6 @@ def kept_weights(run_dir, iteration):
     name = (state or {}).get("kept_weights", {}).get(str(iteration))
     path = os.path.join(run_dir, name) if name else None
     return path if path and os.path.exists(path) else None
-
-
-def schedule_of(param):
-    """The lr schedule fields of SolverParameter `param`, as netgen writes them."""
-    schedule = {"lr_policy": param.lr_policy}
-    for key in ("gamma", "power", "stepsize"):
-        if param.HasField(key):
-            schedule[key] = getattr(param, key)
-    if param.stepvalue:
-        schedule["stepvalue"] = list(param.stepvalue)
-    return schedule
-
-
-def same_schedule(a, b):
-    """Equal lr schedules, floats to float32 precision (the proto's)."""
-    if a["lr_policy"] != b["lr_policy"]:
-        return False
-    keys = {"inv": ("gamma", "power"), "step": ("gamma", "stepsize"),
-            "multistep": ("gamma", "stepvalue"), "exp": ("gamma",),
-            "poly": ("power",), "sigmoid": ("gamma", "stepsize")}.get(a["lr_policy"], ())
-    for key in keys:
-        x, y = a.get(key), b.get(key)
-        if isinstance(x, float) or isinstance(y, float):
-            if x is None or y is None or not math.isclose(x, y, rel_tol=1e-6):
-                return False
-        elif (x or None) != (y or None):
-            return False
-    return True
-
-
-def aligned_stage2(stage1_param, stage2_param, switch_iter, total_iters):
-    """The lr schedule stage 2 must run with for a switch at `switch_iter`:
-    {} when its solver's is right as written. A stage-2 schedule equal to
-    stage 1's is the `restart` reading (kept); any other is the `aligned`
-    reading, stage 1's schedule continued from the switch
-    (protocols.aligned_schedule), so a solver written for the protocol's switch
-    is re-derived for the switch this run takes."""
-    first, second = schedule_of(stage1_param), schedule_of(stage2_param)
-    if same_schedule(first, second):
-        return {}
-    try:
-        wanted = protocols.aligned_schedule(first, switch_iter, total_iters)
-    except ValueError:
-        raise UserError("cannot align stage 2's lr schedule to stage 1's lr_policy %r: give "
-                        "stage 2 stage 1's schedule (the restart reading)" % first["lr_policy"])
-    return {} if same_schedule(wanted, second) else wanted
 
 
 class Stage(object):
@@ -181,7 +75,7 @@ class Stage(object):
         self.data_period = run_folder.data_period(self.train_size, self.batch_size)
         if not self.param.test_iter:
             raise UserError("%s has no test_iter: cannot test each epoch" % solver_path)
-        # The whole test set every time (README): test_iter batches cover
+        # The whole test set every time (docs/training.md): test_iter batches cover
         # test_iter x batch images, which need not be the test LMDB's count.
         self.test_iters, self.test_note = self.param.test_iter[0], None
         test = [layer for layer in self.net.layer if layer.type == "Data" and any(
@@ -323,7 +217,7 @@ class TwoStageRunner(object):
         if second.batch_size != first.batch_size or second.source != first.source:
             raise UserError("stage 2 must train on the same data as stage 1")
         if self.switch_at is not None:      # an ESS switch is checked when it happens
-            aligned_stage2(first.param, second.param, self.switch_at, self.total_iters)
+            protocols.aligned_stage2(first.param, second.param, self.switch_at, self.total_iters)
 
     def validate(self):
         """What would otherwise fail only after the run folder is written: the
@@ -374,7 +268,7 @@ class TwoStageRunner(object):
         solver_file = self.path("stage%d_solver.prototxt" % stage.index)
         write_atomic(solver_file, str(param))
         if self.gpus:
-            set_device(self.gpus, 0)
+            multi_gpu.set_device(self.gpus, 0)
         return caffe.get_solver(solver_file)
 
     def _test(self, solver, stage):
@@ -429,14 +323,15 @@ class TwoStageRunner(object):
         return self.total_iters - state["switch_iter"]
 
     def _run_stage(self, stage, state):
-        """Like py-faster-rcnn's SolverWrapper.train_model: step, log, test at
-        each epoch end, checkpoint; a resume continues from the checkpoint."""
+        """One stage in the run folder's step loop (RunFolder.train: step,
+        log, test at each epoch end, checkpoint); a resume continues from the
+        checkpoint."""
         offset = 0 if stage.index == 1 else state["switch_iter"]
         # For an ESS switch stage 1 may run to the end; the switch cuts it short.
         stage_iters = self._stage_iters(stage, state)
         schedule = None
         if stage.index == 2:
-            schedule = aligned_stage2(self.stages[0].param, stage.param, offset,
+            schedule = protocols.aligned_stage2(self.stages[0].param, stage.param, offset,
                                       self.total_iters)
         solver = self._make_solver(stage, stage_iters, schedule)
         iters_log = self.path("iterations_stage%d.tsv" % stage.index)
@@ -467,59 +362,16 @@ class TwoStageRunner(object):
         self.folder.reserve(solver, 3 + (1.0 + len(self.keep)) /
                             run_folder.CHECKPOINT_FLOATS_PER_WEIGHT,
                             60 * (stage_iters - solver.iter))
-        workers = self._start_workers(solver, stage, stage_iters, restore) \
-            if len(self.gpus) > 1 else []
+        workers = []
+        if len(self.gpus) > 1:
+            # Caffe keeps only a raw pointer to the NCCL object: held while stepping.
+            workers, self._nccl = multi_gpu.start_workers(
+                solver, self.path("stage%d_solver.prototxt" % stage.index), self.gpus,
+                stage_iters, self.out_dir, restore)
         history = state["history"]["stage%d" % stage.index]
         rows = run_folder.rows_since(iters_log, history[-1]["stage_iter"] if history else 0)
-        epoch_losses, epoch_ess = [r[1] for r in rows], [r[2] for r in rows]
-        has_ess = "ess" in solver.net.outputs
-        with open(iters_log, "a") as tsv:
-            while solver.iter < stage_iters:
-                solver.step(1)
-                it = solver.iter
-                loss = float(solver.net.blobs["loss"].data.ravel()[0])
-                ess = float(solver.net.blobs["ess"].data.ravel()[0]) if has_ess else float("nan")
-                # full precision: a resume computes the epoch means from these
-                tsv.write("%d\t%.17g\t%.17g\n" % (it, loss, ess))
-                tsv.flush()   # what is logged has happened, even after a kill -9
-                if not math.isfinite(loss):
-                    raise self.folder.diverged(state, offset + it, "train loss %s" % loss,
-                                               "try a smaller base_lr")
-                epoch_losses.append(loss)
-                epoch_ess.append(ess)
-                global_iter = offset + it
-                self.folder.advance()
-                epoch = self.start_epoch + global_iter / self.epoch_iters
-                at_epoch_end = run_folder.is_epoch_end(global_iter, self.epoch_iters,
-                                                       self.start_epoch)
-                last = it == stage_iters
-                switched = False
-                if at_epoch_end or last:
-                    record = self._epoch_record(solver, stage, global_iter, epoch,
-                                                epoch_losses, epoch_ess, last)
-                    history.append(record)
-                    epoch_losses, epoch_ess = [], []
-                    if stage.index == 1 and self.switch_ess is not None \
-                            and record["train_ess"] < self.switch_ess and not last:
-                        switched = True
-                        state["switch_reason"] = "ess %.4f < %g at epoch %g" % (
-                            record["train_ess"], self.switch_ess, round(epoch, 3))
-                        # Saved with the checkpoint below, so a resume ends
-                        # stage 1 here too instead of training on past it.
-                        state["switch_iter"] = global_iter
-                state["global_iter"] = global_iter
-                kept = self.keep.get(global_iter)
-                if it % self.checkpoint_every == 0 or at_epoch_end or last or switched \
-                        or kept is not None:
-                    model = self.folder.checkpoint(
-                        solver, state, "stage%d" % stage.index, stage=stage.index,
-                        keep=kept is not None or last or switched)
-                    if kept is not None:
-                        copy_atomic(model, self.path(kept))
-                        state.setdefault("kept_weights", {})[str(global_iter)] = kept
-                        self.folder.write_json("state.json", state)
-                if switched:
-                    break
+        self.folder.train(solver, stage_iters, iters_log, rows,
+                          _StageSteps(self, stage, solver, state, offset, stage_iters))
         for worker in workers:
             worker.join()
             if worker.exitcode != 0:
@@ -537,26 +389,6 @@ class TwoStageRunner(object):
             self.folder.log("switch at iteration %d (%s)"
                             % (state["switch_iter"], state["switch_reason"]))
         del solver  # release the data reader before another solver opens the LMDB
-
-    def _start_workers(self, solver, stage, stage_iters, restore):
-        """Several GPUs, as BVLC's python/train.py: one process per GPU, joined
-        by NCCL (gradients summed, then averaged, every iteration). This
-        process is rank 0 and does all testing and checkpointing; ranks 1.. only
-        step, starting from rank 0's weights (NCCL broadcasts them)."""
-        import multiprocessing
-        uid = caffe.NCCL.new_uid()
-        context = multiprocessing.get_context("spawn")   # no CUDA state across a fork
-        workers = []
-        for rank in range(1, len(self.gpus)):
-            worker = context.Process(
-                target=_gpu_worker, name="rank%d" % rank,
-                args=(self.path("stage%d_solver.prototxt" % stage.index), self.gpus, rank, uid,
-                      stage_iters, self.out_dir, restore))
-            worker.start()
-            workers.append(worker)
-        # Caffe keeps only a raw pointer to the NCCL object: hold it while stepping.
-        self._nccl = join_nccl(solver, uid)
-        return workers
 
     def _epoch_record(self, solver, stage, global_iter, epoch, losses, ess, last):
         results = self._test(solver, stage)
@@ -586,32 +418,69 @@ class TwoStageRunner(object):
         finals = [r for r in state["history"]["stage2"] or state["history"]["stage1"] if r["final"]]
         result["final_test_error_pct"] = finals[-1]["test_error_pct"] if finals else None
         self.folder.write_json("history.json", result)
-        plot_curves({"run": state["history"]}, self.path("curves.png"))
+        curves.two_stage({"run": state["history"]}, self.path("curves.png"))
         self.folder.log("done: final test error %.2f%%" % result["final_test_error_pct"])
 
 
-def plot_curves(runs, path, title=None):
-    """Test error and train loss per epoch; runs = {label: {"stage1": [...], "stage2": [...]}}."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (ax_err, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
-    for label, history in runs.items():
-        for key, style in (("stage1", "-"), ("stage2", "--")):
-            records = history.get(key) or []
-            if not records:
-                continue
-            epochs = [r["epoch"] for r in records]
-            name = label if key == "stage1" else "%s (stage 2)" % label
-            ax_err.plot(epochs, [r["test_error_pct"] for r in records], style, label=name)
-            ax_loss.plot(epochs, [r["train_loss"] for r in records], style, label=name)
-    ax_err.set(xlabel="epoch", ylabel="test error (%)", yscale="log")
-    ax_loss.set(xlabel="epoch", ylabel="train loss (epoch mean)")
-    ax_err.legend(fontsize=8)
-    ax_err.grid(True, which="both", alpha=0.3)
-    ax_loss.grid(True, alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
+class _StageSteps(object):
+    """What one stage of a TwoStageRunner gives RunFolder.train: a solver
+    step and its row (iteration, train loss, ESS), the loss check, epochs
+    counted globally from the run's start epoch, the epoch records (and an
+    ESS switch), checkpoints (and the kept epochs' weights)."""
+
+    def __init__(self, runner, stage, solver, state, offset, stage_iters):
+        self.runner, self.stage, self.solver, self.state = runner, stage, solver, state
+        self.offset, self.stage_iters = offset, stage_iters
+        self.checkpoint_every = runner.checkpoint_every
+        self.history = state["history"]["stage%d" % stage.index]
+        self.has_ess = "ess" in solver.net.outputs
+        self.switched = False
+
+    def step(self):
+        self.solver.step(1)
+        blobs = self.solver.net.blobs
+        loss = float(blobs["loss"].data.ravel()[0])
+        ess = float(blobs["ess"].data.ravel()[0]) if self.has_ess else float("nan")
+        return [self.solver.iter, loss, ess]
+
+    def check(self, row):
+        it, loss = row[0], row[1]
+        if not math.isfinite(loss):
+            raise self.runner.folder.diverged(self.state, self.offset + it, "train loss %s" % loss,
+                                              "try a smaller base_lr")
+
+    def is_epoch_end(self, it):
+        return run_folder.is_epoch_end(self.offset + it, self.runner.epoch_iters,
+                                       self.runner.start_epoch)
+
+    def end_epoch(self, it, rows, last):
+        runner, global_iter = self.runner, self.offset + it
+        epoch = runner.start_epoch + global_iter / runner.epoch_iters
+        record = runner._epoch_record(self.solver, self.stage, global_iter, epoch,
+                                      [r[1] for r in rows], [r[2] for r in rows], last)
+        self.history.append(record)
+        if self.stage.index == 1 and runner.switch_ess is not None \
+                and record["train_ess"] < runner.switch_ess and not last:
+            self.switched = True
+            self.state["switch_reason"] = "ess %.4f < %g at epoch %g" % (
+                record["train_ess"], runner.switch_ess, round(epoch, 3))
+            # Saved with the checkpoint below, so a resume ends stage 1
+            # here too instead of training on past it.
+            self.state["switch_iter"] = global_iter
+        return record
+
+    def checkpoint(self, it, due, record):
+        """Checkpoint when due, at the switch or at a kept epoch; True at the
+        switch (the stage ends there)."""
+        runner, global_iter = self.runner, self.offset + it
+        self.state["global_iter"] = global_iter
+        kept = runner.keep.get(global_iter)
+        if due or self.switched or kept is not None:
+            model = runner.folder.checkpoint(
+                self.solver, self.state, "stage%d" % self.stage.index, stage=self.stage.index,
+                keep=kept is not None or it == self.stage_iters or self.switched)
+            if kept is not None:
+                copy_atomic(model, runner.path(kept))
+                self.state.setdefault("kept_weights", {})[str(global_iter)] = kept
+                runner.folder.write_json("state.json", self.state)
+        return self.switched

@@ -35,6 +35,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import _init_paths  # noqa: F401,E402
 import numpy as np  # noqa: E402
 
+from gencnn import protocols  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 NETS = {
@@ -42,7 +44,7 @@ NETS = {
     "lenet": ("prototxt/lenet_train_test_gg.prototxt",
               "prototxt/lenet_train_test_dg.prototxt",
               "solvers/lenet_gg.prototxt",
-              "data/mnist/mnist_test_lmdb", (1, 28, 28), 0.00390625, None),
+              "data/mnist/mnist_test_lmdb", (1, 28, 28), protocols.MNIST_SCALE, None),
     "cifar10_quick": ("prototxt/cifar10_quick_train_test_gg.prototxt",
                       "prototxt/cifar10_quick_train_test_dg.prototxt",
                       "solvers/cifar10_quick_gg.prototxt",

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Samples of a LeNet's class nodes at the paper's T = 1 with a data-fitted q
-(issue 14 C): p_y(x) = exp(f_y(x)) q(x) / Z_y, q a Gaussian fitted to the
+(the paper's model with a data-fitted q): p_y(x) = exp(f_y(x)) q(x) / Z_y, q a Gaussian fitted to the
 first --q-images MNIST training images, HMC in q's whitened coordinates
 (mass matrix Sigma^-1). By default q is a Gaussian on logit(x) fitted to
 dequantized images, so every sample is a valid image (--pixels). Writes an .npz for tools/sample_quality.py: "x"
@@ -27,12 +27,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import _init_paths  # noqa: F401,E402
 import numpy as np  # noqa: E402
 
-from gencnn import caffe_utils, cli, config, files  # noqa: E402
+from gencnn import caffe_utils, cli, config, files, protocols  # noqa: E402
 from gencnn.data.lmdb_io import lmdb_images  # noqa: E402
 from gencnn.sampling import hmc, reference  # noqa: E402
 
 LENET = os.path.join("prototxt", "lenet_deploy.prototxt")
-SCALE = 0.00390625
+SCALE = protocols.MNIST_SCALE
 SHAPE = (1, 28, 28)
 
 
@@ -189,7 +189,7 @@ def main(argv=None):
     if logit:
         score = hmc.LogitScore(score)
     bounds = (0.0, 1.0) if args.pixels == "box" else None
-    sampler = hmc.HMCSampler(score, step_size=0.1, leapfrog_steps=args.leapfrog_steps,
+    sampler = hmc.HMCSampler(score, step_size=hmc.STEP_SIZE, leapfrog_steps=args.leapfrog_steps,
                              mass=1.0, mass_convention="inverse", reference=q,
                              precondition=True, bounds=bounds, seed=args.seed,
                              warn=lambda message: None)

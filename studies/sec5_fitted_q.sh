@@ -1,5 +1,5 @@
 #!/bin/bash
-# Section 5 learning with the fitted q (issue 14 D), one seed:
+# Section 5 learning with the fitted q, one seed:
 #   studies/sec5_fitted_q.sh SEED [DG_WEIGHT [CHAINS_PER_DIGIT [LEAPFROG_STEPS]]]
 # fine-tunes the 25-epoch DG LeNet of that seed (results/sample_quality/nets/
 # dg_seed$SEED.caffemodel) by half an epoch of generative learning under the
@@ -14,7 +14,7 @@ seed=$1; weight=${2:-100}; per_digit=${3:-100}; leapfrog=${4:-5}
 # iteration (1 = Metropolis-adjusted Langevin, the white-q runs' setting)
 name="sec5_w${weight}_seed${seed}"
 if [ "$leapfrog" != 1 ]; then name="sec5_L${leapfrog}_w${weight}_seed${seed}"; fi
-run="results/runs/sec5/$name"
+run="scratch/runs/sec5/$name"
 samples=results/sample_quality/samples
 nets=results/sample_quality/nets
 suffix=""

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Issue 14 D over seeds: each arm's test error and T = 1 sample measures as
+"""Section 5 learning with the fitted q over seeds: each arm's test error and T = 1 sample measures as
 mean +- sd over its seeds, and Welch's t-test between arms, from a
 tools/sample_quality.py report and the nets' histories.
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """The DG-weight trade curve of section 5 learning with the fitted q, in the
-sample measures of tools/sample_quality.py (issue 14 D).
+sample measures of tools/sample_quality.py (section 5 with the fitted q).
 
 Reads a sample_quality report holding, for each DG weight W, the sets
 "sec5_[Lk_]wW_seedS" (T = 1 samples of the learned net from q) and

@@ -24,6 +24,12 @@ for sub in ("", "python_layers"):
 from gencnn import caffe_utils, config  # noqa: E402
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: a test of a minute or so on 2 cores (trainings, the committed "
+        "reports recomputed, the demo, the set-up sandbox); make test-fast skips them")
+
+
 @pytest.fixture(scope="session")
 def shared_dir():
     path = config.shared_dir()

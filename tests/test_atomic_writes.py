@@ -1,13 +1,14 @@
-"""Outputs written under a temporary name of their own (issue 9, A.8): two
+"""Outputs written under a temporary name of their own: two
 writers of one output both finish, and the output is one writer's complete
 copy. Each test makes the two writers overlap for certain with a barrier
-(the race the issue hit by chance: two get_mnist.py runs into one --out)."""
+(the race once hit by chance: two get_mnist.py runs into one --out)."""
 import multiprocessing
 import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import REPO
 from gencnn import files
@@ -90,8 +91,9 @@ def test_a_killed_writers_temporary_is_removed_a_live_ones_kept(tmp_path):
     assert not os.path.exists(stale) and os.path.isdir(live)
 
 
+@pytest.mark.slow
 def test_two_get_mnist_runs_into_one_out(shared_dir, tmp_path):
-    """The issue's case end to end: both runs succeed, the LMDBs are whole."""
+    """That case end to end: both runs succeed, the LMDBs are whole."""
     out = str(tmp_path / "mnist")
     cmd = [sys.executable, os.path.join(REPO, "tools", "get_mnist.py"), "--from",
            os.path.join(shared_dir, "data", "mnist"), "--out", out,

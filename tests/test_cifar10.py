@@ -74,7 +74,7 @@ def test_cifar10_data_writes_labelled_shuffled_lmdbs(cifar_data):
 
 
 def test_cifar10_data_rejects_an_incomplete_set(archive, tmp_path):
-    """Issue 17: the archive's extracted folder with one class's training
+    """The archive's extracted folder with one class's training
     images gone is refused in one line (it became an unbalanced LMDB)."""
     folder = tmp_path / "extracted"
     with tarfile.open(str(archive / "cifar10-jpeg.tar.gz")) as tar:

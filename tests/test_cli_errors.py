@@ -1,4 +1,4 @@
-"""One error convention for every tool (issue 9, A.1, A.6, A.9, A.10): bad
+"""One error convention for every tool: bad
 input gives exactly one stderr line `error: ...`, exit status 2, no
 traceback, and nothing written: no Caffe abort on a bad caffemodel, no
 sampling before a bad --out or --compare-lmdb is found, no silently accepted
@@ -20,8 +20,9 @@ from gencnn.data.lmdb_io import write_lmdb
 LENET = os.path.join(REPO, "prototxt", "lenet_deploy.prototxt")
 TOOLS = sorted(name for name in os.listdir(os.path.join(REPO, "tools"))
                if name.endswith(".py") and not name.startswith("_"))
-# Tools being rewritten elsewhere (issue 9 A.2-A.5, B): their cases belong
-# to that change; listed so that a new tool without a case fails below.
+# Tools whose bad-input cases live in their own test file
+# (tests/test_generative_learning.py); listed so that a new tool without a
+# case fails below.
 ELSEWHERE = {"generative_learning.py"}
 
 
@@ -35,7 +36,7 @@ def bad(tmp_path_factory):
     caffe.Net(LENET, caffe.TEST).save(good)
     data = open(good, "rb").read()
     paths["good"] = good
-    paths["text_weights"] = str(root / "text.caffemodel")        # the issue's `echo hi`
+    paths["text_weights"] = str(root / "text.caffemodel")        # a text file, `echo hi`
     (root / "text.caffemodel").write_text("hi\n")
     paths["empty_weights"] = str(root / "empty.caffemodel")      # parses as nothing
     (root / "empty.caffemodel").write_bytes(b"")
@@ -134,7 +135,7 @@ CASES = [
      "layer ip1: blob 0 has shape 400x800, the net expects 500x800"),
     ("evaluate.py", evaluate("--weights", "{missing_layer}"), "layer conv2 missing"),
     ("evaluate.py", evaluate("--batch", "0"), "--batch must be a positive integer"),
-    # issue 17: a label the net has no class for (it counted as an error)
+    # a label the net has no class for (it counted as an error)
     ("evaluate.py", evaluate("--images", "{list_label12}"), "has label 12; the net's ip2 has "
                                                             "10 classes (0 to 9)"),
     ("evaluate.py", evaluate("--input-scale", "nan"), "--input-scale must be a positive"),
@@ -164,10 +165,10 @@ CASES = [
     ("demo.py", ["--gg-epochs", "0", "--out", "{root}/demo"],
      "--gg-epochs must be a positive integer"),
     ("demo.py", ["--out", "{file}"], "exists and is not a folder"),
-    # two_stage.py (its other checks: issue 9 A.1-A.5, in that rewrite)
+    # two_stage.py (its other checks: tests/test_mnist_two_stage.py)
     ("two_stage.py", ["--stage1", "{root}/none.prototxt", "--stage2", "{root}/none2",
                       "--switch-epoch", "1", "--out", "{root}/run"], "does not exist"),
-    # two_stage.py: numbers checked by their types (issue 17: these were tracebacks)
+    # two_stage.py: numbers checked by their types (these were tracebacks)
     ("two_stage.py", ["--stage1", "{root}/none.prototxt", "--out", "{root}/run", "--seed",
                       "99999999999999999999"], "--seed must be an integer in [0, 2^32)"),
     ("two_stage.py", ["--stage1", "{root}/none.prototxt", "--out", "{root}/run",
@@ -199,6 +200,12 @@ CASES = [
      "--set must be NAME=PATH, got 'a'"),
     ("sample_quality.py", ["--judge-weights", "{good}", "--set", "a=b", "--out", "{file}/q.json"],
      "is a file"),
+    # imagenet_classes.py: refused before any set is sampled
+    ("imagenet_classes.py", ["--weights", "{root}/none.caffemodel"], "weights not found"),
+    ("imagenet_classes.py", ["--weights", "{text_weights}"], "does not parse"),
+    ("imagenet_classes.py", ["--only", "nope"], "--only must be one of"),
+    ("imagenet_classes.py", ["--jobs", "0"], "--jobs must be a positive integer"),
+    ("imagenet_classes.py", ["--samples-dir", "{file}"], "exists and is not a folder"),
     # generative_learning_report.py
     ("generative_learning_report.py", ["--runs", "{root}/nope", "--judge-weights", "{good}",
                                        "--out", "{root}/r.json"], "has no history.json"),
@@ -230,6 +237,7 @@ def test_every_tool_has_a_case():
     assert set(TOOLS) - ELSEWHERE == covered
 
 
+@pytest.mark.slow
 def test_good_inputs_still_pass(bad, tmp_path):
     """The checks refuse only what is wrong: good weights and a good
     --compare-lmdb (now read before sampling) still give a run."""
@@ -277,7 +285,7 @@ def test_check_weights_reads_legacy_models_as_caffe_does(bad, tmp_path):
 
 
 def test_without_the_environment_every_tool_says_so_in_one_line(tmp_path):
-    """Issue 17: a tool run without `. ./env.sh` (no venv, no pycaffe) gives
+    """A tool run without `. ./env.sh` (no venv, no pycaffe) gives
     one line naming what to do, not a ModuleNotFoundError traceback."""
     bare = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else None

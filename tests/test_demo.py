@@ -11,6 +11,7 @@ from conftest import REPO
 from gencnn import caffe_utils
 
 
+@pytest.mark.slow
 def test_demo_end_to_end(tmp_path, shared_dir):
     out = tmp_path / "demo"
     proc = subprocess.run(

@@ -1,4 +1,4 @@
-"""A full disk (issue 17): Caffe aborts (rc 134, no cleanup) when a snapshot
+"""A full disk: Caffe aborts (rc 134, no cleanup) when a snapshot
 cannot be written, so the tools check the free space themselves: a run whose
 checkpoints and outputs cannot fit is refused in one line before training or
 sampling, and a disk that fills up mid-run stops it in one line at the next
@@ -61,6 +61,7 @@ def test_check_disk_compares_the_need_with_the_free_space(tmp_path, monkeypatch)
         files.check_disk(str(tmp_path), 11 << 20, "a run")
 
 
+@pytest.mark.slow
 def test_two_stage_refuses_a_run_the_disk_cannot_hold(small_solvers, tmp_path):
     """LeNet's 431,080 weights: a checkpoint is ~5 MiB; 2 MiB free is too
     little. Nothing is trained or snapshotted, and the folder is not blocked."""
@@ -77,6 +78,7 @@ def test_two_stage_refuses_a_run_the_disk_cannot_hold(small_solvers, tmp_path):
     assert json.load(open(str(out / "state.json")))["done"]
 
 
+@pytest.mark.slow
 def test_a_disk_that_fills_mid_run_stops_it_with_the_checkpoint_kept(small_solvers, tmp_path):
     """The space runs out after the first checkpoint (iteration 20): the run
     stops in one line at the next (the epoch's end, iteration 32 of the
@@ -103,6 +105,7 @@ def test_a_disk_that_fills_mid_run_stops_it_with_the_checkpoint_kept(small_solve
         open(str(straight / "stage1_final.caffemodel"), "rb").read()
 
 
+@pytest.mark.slow
 def test_generative_learning_refuses_a_run_the_disk_cannot_hold(subset, tmp_path):
     out = tmp_path / "run"
     args = ["--out", out, "--train-lmdb", subset / "mnist_train_lmdb", "--test-lmdb",

@@ -12,6 +12,7 @@ import pytest
 from gencnn import experiment, netgen, protocols
 from gencnn.config import REPO_ROOT
 from gencnn.data.lmdb_io import read_lmdb
+from gencnn.reports import stats
 from conftest import run_tool as tool
 
 
@@ -50,6 +51,7 @@ def study_repo(tmp_path_factory, shared_dir):
     return root, spec
 
 
+@pytest.mark.slow
 def test_runner_runs_every_arm_and_reports(study_repo):
     root, spec = study_repo
     runner = experiment.Runner(spec, [1, 2], work_dir=str(root / "work"), jobs=2,
@@ -98,6 +100,7 @@ def test_runner_runs_every_arm_and_reports(study_repo):
     assert open(str(root / "tiny.png"), "rb").read(4) == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_fresh_clone_reruns_gg_to_the_switch_and_reproduces_it(study_repo):
     """Without the work folder (a fresh clone keeps only the committed
     histories), a missing GG+DG arm needs GG's switch weights: GG is re-run up
@@ -140,16 +143,17 @@ def test_arms_run_the_default_and_restart_solvers():
 
 
 def test_welch_and_interval():
-    assert experiment.welch_p([1.0, 1.1, 0.9], [2.0, 2.1, 1.9]) < 0.001
-    assert experiment.welch_p([1.0, 1.2, 0.8], [1.0, 1.2, 0.8]) == pytest.approx(1.0)
-    assert experiment.welch_p([1.0], [2.0, 3.0]) is None
-    mean, sd, half = experiment.mean_sd_ci([1.0, 2.0, 3.0, None])
+    assert stats.welch_p([1.0, 1.1, 0.9], [2.0, 2.1, 1.9]) < 0.001
+    assert stats.welch_p([1.0, 1.2, 0.8], [1.0, 1.2, 0.8]) == pytest.approx(1.0)
+    assert stats.welch_p([1.0], [2.0, 3.0]) is None
+    mean, sd, half = stats.mean_sd_ci([1.0, 2.0, 3.0, None])
     # t(0.975, 2) = 4.303: 4.303 x 1 / sqrt(3)
     assert (mean, sd, half) == pytest.approx((2.0, 1.0, 2.4841), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_a_broken_run_is_redone_and_a_report_covers_the_finished_runs(study_repo):
-    """Issue 17: a committed history.json that is empty ({}) does not count
+    """A committed history.json that is empty ({}) does not count
     as done, and a run killed before its first checkpoint (state.json, no
     checkpoint) starts afresh instead of failing 'nothing to resume'. A
     runner given no seeds reports the seeds whose runs exist; negative seeds

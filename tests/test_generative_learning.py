@@ -280,6 +280,7 @@ def kill_after_checkpoint(args, iteration):
     return json.load(open(out / "state.json"))
 
 
+@pytest.mark.slow
 def test_tool_trains_logs_and_resumes_bit_identically(subset, tmp_path):
     straight = tmp_path / "straight"
     tool(*small_args(subset, straight, "--epochs", 1, "--seed", 3, "--checkpoint-every", 5))
@@ -347,8 +348,9 @@ def test_bad_input_is_one_line(subset, tmp_path, args, message):
     assert message in line, line
 
 
+@pytest.mark.slow
 def test_bad_starts_are_one_line_and_leave_no_run(subset, tmp_path):
-    """Issue 17: checked before anything is written (weights of another net,
+    """Checked before anything is written (weights of another net,
     the training LMDB as test set, under one iteration, data of another
     shape, more memory than there is); a resume with another seed or
     training LMDB than the run's is refused."""
@@ -393,6 +395,7 @@ def test_bad_starts_are_one_line_and_leave_no_run(subset, tmp_path):
 
 
 
+@pytest.mark.slow
 def test_fitted_q_chains_live_on_the_logit_scale(subset, short_dg_lenet, tmp_path):
     """fitted_q 1: q a full-covariance Gaussian on logit(x) (the q the T = 1
     samples are drawn under), chains on u = logit(x), images sigmoid(u).

@@ -219,6 +219,7 @@ def sample_tilted_correlated_gaussian(tmp_path, q, chains, seeds, scale, unit):
 
 
 @pytest.mark.parametrize("basis", [None, ROTATION])
+@pytest.mark.slow
 def test_preconditioned_hmc_samples_a_correlated_gaussian_target(tmp_path, basis):
     """q = N(mu, Sigma) with Sigma diagonal in the 2-D Fourier basis (50x
     between frequencies), the mass matrix m Sigma^-1: the samples of
@@ -593,6 +594,7 @@ def test_cli_says_where_the_alexnet_weights_go(tmp_path):
     assert len(lines) == 1 and expected in lines[0] and "download" in lines[0]
 
 
+@pytest.mark.slow
 def test_cli_small_run_writes_its_outputs(tmp_path, lenet_weights):
     out = tmp_path / "run"
     proc = run_tool(["--model", LENET, "--weights", lenet_weights, "--blob", "conv2",
@@ -626,6 +628,7 @@ def test_cli_small_run_writes_its_outputs(tmp_path, lenet_weights):
     assert grid.shape[:2] == (2 * 72 + 2, 3 * 72 + 2)
 
 
+@pytest.mark.slow
 def test_cli_unit_all_takes_every_channel(tmp_path, lenet_weights):
     out = tmp_path / "all"
     proc = run_tool(["--model", LENET, "--weights", lenet_weights, "--blob", "ip2",
@@ -660,6 +663,7 @@ def test_load_images_resizes_crops_and_subtracts_the_mean(photo_folder):
         np.array([100.0, 110, 120]).reshape(1, 3, 1, 1), images.shape))
 
 
+@pytest.mark.slow
 def test_cli_fit_spectrum_samples_the_whole_input(tmp_path, lenet_weights, photo_folder):
     out = tmp_path / "spectrum"
     proc = run_tool(["--model", LENET, "--weights", lenet_weights, "--blob", "conv2",

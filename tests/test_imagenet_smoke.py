@@ -139,6 +139,7 @@ def check_log(log, base_lr, outputs):
 
 
 @pytest.mark.parametrize("key", ["alexnet", "zf"])
+@pytest.mark.slow
 def test_every_solver_runs_two_iterations(key, ilsvrc, tmp_path):
     tmp = str(tmp_path)
     _, log = run_caffe(["train", "-solver", smoke_copy(key, "dg", ilsvrc, tmp, False)], cwd=REPO)
@@ -203,6 +204,7 @@ def test_five_crops_are_centre_and_corners():
     assert evaluation.crop_offsets(256, 227) == [(14, 14), (0, 0), (0, 29), (29, 0), (29, 29)]
 
 
+@pytest.mark.slow
 def test_squeezenet_on_the_stub_photos(shared_dir, tmp_path):
     stubs = os.path.join(shared_dir, "data", "imagenet_stubs")
     model = os.path.join(shared_dir, "models", "squeezenet_v1.0")

@@ -85,6 +85,7 @@ def final_error(out):
     return history(out)["final_test_error_pct"]
 
 
+@pytest.mark.slow
 def test_dg_gg_and_gg_dg_learn(small_solvers, tmp_path):
     """A few hundred iterations of each: loss falls, accuracy far above chance."""
     runs = {"dg": ["--stage1", small_solvers["dg"]],
@@ -117,6 +118,7 @@ def test_dg_gg_and_gg_dg_learn(small_solvers, tmp_path):
     assert scratch > 2.0 and abs(first_loss - scratch) > 0.3
 
 
+@pytest.mark.slow
 def test_ess_switch(small_solvers, tmp_path):
     out = tmp_path / "ess"
     tool("two_stage.py", "--stage1", small_solvers["gg"], "--stage2", small_solvers["gg_dg"],
@@ -141,6 +143,7 @@ def _kill_when(proc, tsv, iteration, timeout=300):
     raise AssertionError("run did not reach iteration %d" % iteration)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted_run(small_solvers, tmp_path):
     args = ["--stage1", small_solvers["gg"], "--stage2", small_solvers["gg_dg"],
             "--switch-epoch", 3, "--seed", 2, "--checkpoint-every", 10, "--no-progress"]
@@ -178,6 +181,7 @@ def test_resume_after_kill_matches_uninterrupted_run(small_solvers, tmp_path):
     assert history(out)["stages"] == history(tmp_path / "whole")["stages"]
 
 
+@pytest.mark.slow
 def test_bad_input_fails_before_training(small_solvers, tmp_path, subset):
     out = tmp_path / "never"
     cases = {
@@ -204,7 +208,7 @@ def test_bad_input_fails_before_training(small_solvers, tmp_path, subset):
     caffe_utils.write_solver_variant(str(small_solvers["dg"]), str(no_data_solver),
                                      net=str(no_data))
     cases["missing lmdb"] = ["--stage1", no_data_solver]
-    # issue 17: colour images for LeNet (Caffe aborted after an epoch), and
+    # colour images for LeNet (Caffe aborted after an epoch), and
     # weights to keep past the end (ignored)
     from gencnn.data.lmdb_io import write_lmdb
     colour = str(tmp_path / "colour_lmdb")
@@ -222,6 +226,7 @@ def test_bad_input_fails_before_training(small_solvers, tmp_path, subset):
         assert not out.exists(), name
 
 
+@pytest.mark.slow
 def test_ess_switch_survives_a_crash_at_the_switch(small_solvers, tmp_path):
     """A run stopped right after its ESS switch checkpoint (before
     stage1_final.caffemodel is written) switches at the same iteration when
@@ -244,6 +249,7 @@ def test_ess_switch_survives_a_crash_at_the_switch(small_solvers, tmp_path):
     assert resumed["final_test_error_pct"] == whole["final_test_error_pct"]
 
 
+@pytest.mark.slow
 def test_resuming_a_copied_run_leaves_the_original_alone(small_solvers, tmp_path):
     args = ["--stage1", small_solvers["dg"], "--seed", 1, "--checkpoint-every", 10,
             "--no-progress"]
@@ -261,6 +267,7 @@ def test_resuming_a_copied_run_leaves_the_original_alone(small_solvers, tmp_path
     assert history(copy)["stages"]["stage1"][-1]["iter"] == 250
 
 
+@pytest.mark.slow
 def test_a_failed_start_does_not_block_its_folder(small_solvers, tmp_path):
     """Caffe aborts before the first iteration (an unknown Python layer
     module): the folder holds no run, so a plain rerun starts afresh."""
@@ -279,6 +286,7 @@ def test_a_failed_start_does_not_block_its_folder(small_solvers, tmp_path):
     assert history(out)["stages"]["stage1"][-1]["iter"] == 20
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_options_and_bad_weights(small_solvers, tmp_path):
     out = tmp_path / "run"
     args = ["--stage1", small_solvers["dg"], "--seed", 1, "--stop-epoch", 1, "--no-progress"]
@@ -312,8 +320,8 @@ def test_resume_refuses_changed_options_and_bad_weights(small_solvers, tmp_path)
 def test_gpus_fail_fast_without_cuda(small_solvers, tmp_path):
     """--gpus on a CPU-only Caffe (ours) is one line naming what is missing,
     before anything is written; with a CUDA build, the NCCL check instead."""
-    from gencnn import two_stage
-    cuda, nccl = two_stage.gpu_support()
+    from gencnn import multi_gpu
+    cuda, nccl = multi_gpu.gpu_support()
     out = tmp_path / "gpu"
     if not cuda:
         message = one_line_error(tool("two_stage.py", "--stage1", small_solvers["dg"], "--out",
@@ -328,6 +336,7 @@ def test_gpus_fail_fast_without_cuda(small_solvers, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_stage2_schedule_follows_the_switch_taken(small_solvers, tmp_path):
     """The default (aligned) stage-2 solver is written for the protocol's
     switch (iteration 15,000); a run switching at iteration 94 derives its lr
@@ -358,7 +367,7 @@ def test_stage2_schedule_follows_the_switch_taken(small_solvers, tmp_path):
     assert used.gamma == caffe_utils.read_solver(str(small_solvers["gg"])).gamma
 
 
-# ------------------------------------------------- issue 17: runs that cannot be corrupted
+# ------------------------------------------------------- runs that cannot be corrupted
 def _killed_after_checkpoint(args, out, iteration):
     """Start two_stage with `args` in `out` and kill -9 it once its
     per-iteration log reaches `iteration`."""
@@ -376,6 +385,7 @@ def _same_weights(a, b):
                for x, y in zip(one.params[name], two.params[name]))
 
 
+@pytest.mark.slow
 def test_a_copied_run_resumes_from_its_own_weights(small_solvers, tmp_path):
     """Caffe's .solverstate names its .caffemodel by absolute path: a copy
     must resume from its own, whether the original is deleted or reused."""
@@ -406,6 +416,7 @@ def test_a_copied_run_resumes_from_its_own_weights(small_solvers, tmp_path):
         assert final_error(tmp_path / copy) == final_error(tmp_path / "whole")
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_inputs_and_a_second_runner(small_solvers, tmp_path, subset):
     """A resume checks the solver, net and LMDBs by content (a path spelled
     differently is the same file); a second runner on a folder in use is
@@ -451,6 +462,7 @@ def test_resume_refuses_other_inputs_and_a_second_runner(small_solvers, tmp_path
     assert "training LMDB" in message, message
 
 
+@pytest.mark.slow
 def test_outputs_are_complete_before_the_run_is_done(small_solvers, tmp_path):
     """A run that dies writing history.json is not `done`: a resume writes
     its outputs (on main it said 'already finished' with no history)."""
@@ -484,6 +496,7 @@ def test_a_diverging_run_stops_at_the_first_nan(small_solvers, tmp_path):
     assert losses[-1] == "nan" and "nan" not in losses[:-1], losses
 
 
+@pytest.mark.slow
 def test_the_whole_test_set_is_tested(small_solvers, tmp_path):
     """test_iter 1 covers 100 of the subset's 500 test images: two_stage
     tests all 500 and says so; the errors equal a test_iter 5 run's."""

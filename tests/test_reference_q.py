@@ -113,6 +113,7 @@ def box_target_moments(mean, cov, count, seed):
     return inside.mean(axis=0), np.cov(inside, rowvar=False), len(inside)
 
 
+@pytest.mark.slow
 def test_box_with_full_mass_matrix_is_exact(tmp_path):
     """A correlated 4-pixel q, mass matrix m Sigma^-1, box [0, 1]: the
     reflecting sampler's means and covariances match rejection sampling of
@@ -228,6 +229,7 @@ from test_hmc import lenet_weights, run_tool, LENET  # noqa: E402,F401 (fixture)
 
 
 @pytest.mark.parametrize("pixel_model", ["logit", "box"])
+@pytest.mark.slow
 def test_cli_fitted_q_gives_valid_images(tmp_path, lenet_weights, subset, pixel_model):
     """--preset lenet-fitted: q a full-covariance Gaussian fitted to the
     LMDB's images, T = 1, every pixel of every sample in [0, 1], the

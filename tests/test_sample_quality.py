@@ -10,6 +10,7 @@ import scipy.linalg
 
 from conftest import REPO, one_line_error, run_tool
 from gencnn import sample_quality as sq
+from gencnn.reports import sample_quality as sq_report
 from gencnn.data.lmdb_io import lmdb_images
 
 LENET = os.path.join(REPO, "prototxt", "lenet_deploy.prototxt")
@@ -39,9 +40,9 @@ def test_judge_batches_equal_one_plain_pycaffe_forward(judged, short_dg_lenet):
     """Judge runs 500 at a time: 700 images (a batch and a remainder) give
     exactly the ip1 and softmax(ip2) of plain caffe.Net forwards of the same
     batches, to float32 rounding those of a single forward of all 700, and
-    generative_learning.judge (the §5 report's) agrees."""
+    reports.generative_learning.judge (the §5 report's) agrees."""
     import caffe
-    from gencnn import generative_learning
+    from gencnn.reports import generative_learning
     judge, reference, _ = judged
     x = reference.train_images[:700]
     labels = reference.train_labels[:700]
@@ -81,7 +82,7 @@ def test_judge_batches_equal_one_plain_pycaffe_forward(judged, short_dg_lenet):
 
 
 def test_fid_ranks_real_digits_first_and_every_fake_far_behind(baselines):
-    """The measure's reason to exist (issue 14): at n = 500 against the 500
+    """The measure's reason to exist: at n = 500 against the 500
     test digits, real training digits score far below white q, the class
     template and the template + noise: each fake at least 2x real digits' FID.
     (This 8-epoch judge of 2,000 digits, 5.8 % test error, measured real 47,
@@ -216,11 +217,11 @@ def test_nearest_distances_match_brute_force_across_chunks():
 
 def test_report_differences_find_changed_numbers_and_keys():
     old = {"sets": {"a": {"lenet_fid": 100.0, "n": 10, "q": "white"}}}
-    assert sq.report_differences(old, json.loads(json.dumps(old))) == []
+    assert sq_report.report_differences(old, json.loads(json.dumps(old))) == []
     near = {"sets": {"a": {"lenet_fid": 100.00001, "n": 10, "q": "white"}}}
-    assert sq.report_differences(old, near) == []                  # 1e-7 relative
+    assert sq_report.report_differences(old, near) == []                  # 1e-7 relative
     far = {"sets": {"a": {"lenet_fid": 100.001, "n": 10, "q": "fitted", "x": 1}}}
-    assert sq.report_differences(old, far) == ["sets.a.lenet_fid: 100.0 vs 100.001",
+    assert sq_report.report_differences(old, far) == ["sets.a.lenet_fid: 100.0 vs 100.001",
                                                "sets.a.q: 'white' vs 'fitted'",
                                                "sets.a.x: absent vs present"]
 
@@ -245,6 +246,7 @@ def tool_inputs(subset, tmp_path_factory):
     return root, sample_set, q
 
 
+@pytest.mark.slow
 def test_tool_writes_the_report_and_recomputes_it(subset, short_dg_lenet, tool_inputs, tmp_path):
     root, sample_set, q = tool_inputs
     out = tmp_path / "report.json"
@@ -332,6 +334,7 @@ def full_mnist(tmp_path_factory, shared_dir):
 
 
 @pytest.mark.parametrize("path", COMMITTED_REPORTS)
+@pytest.mark.slow
 def test_committed_report_is_recomputed_from_its_committed_files(path, full_mnist,
                                                                  monkeypatch):
     """The judge and sampled nets' caffemodels and the sample sets are
@@ -347,14 +350,14 @@ def test_committed_report_is_recomputed_from_its_committed_files(path, full_mnis
     of the tolerance (issue 26)."""
     monkeypatch.chdir(REPO)
     report = json.load(open(path))
-    settings = sq.report_settings(report)
+    settings = sq_report.report_settings(report)
     for name, sample_path in settings["sets"] + ([settings["q_alone"]]
                                                  if settings["q_alone"] else []):
         assert os.path.isfile(sample_path), "%s: %s is not committed" % (name, sample_path)
     assert os.path.isfile(settings["judge_weights"])
     settings.update(train_lmdb=str(full_mnist / "mnist_train_lmdb"),
                     test_lmdb=str(full_mnist / "mnist_test_lmdb"))
-    new = json.loads(json.dumps(sq.make_report(log=lambda message: None, **settings)))
+    new = json.loads(json.dumps(sq_report.make_report(log=lambda message: None, **settings)))
     for key in ("train_lmdb", "test_lmdb"):
         new["judge"][key] = report["judge"][key]
-    assert sq.report_differences(report, new) == []
+    assert sq_report.report_differences(report, new) == []

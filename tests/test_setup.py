@@ -185,6 +185,7 @@ def own_caffe(tmp_path):
     return root
 
 
+@pytest.mark.slow
 def test_own_caffe_is_sticky(sandbox, own_caffe):
     cache, prefix = our_build()
     env = clean_env(GENCNN_CACHE=cache)

@@ -9,7 +9,7 @@ optionally verifies it against a SHA256SUMS file, and writes
     OUT/mean.binaryproto     mean image (Caffe's compute_image_mean)
 
 the paths prototxt/cifar10_quick_*.prototxt read, and creates
-results/cifar10/snapshots/, where solvers/cifar10_quick_*.prototxt snapshot
+scratch/snapshots/cifar10/, where solvers/cifar10_quick_*.prototxt snapshot
 (Caffe refuses to start without that folder). Each output is written
 under a temporary name and renamed when complete.
 
@@ -26,7 +26,7 @@ from gencnn import caffe_utils, cli, config
 from gencnn.data import cifar10
 from gencnn.data.lmdb_io import write_lmdb
 
-SNAPSHOTS = os.path.join(config.REPO_ROOT, "results", "cifar10", "snapshots")
+SNAPSHOTS = os.path.join(config.REPO_ROOT, "scratch", "snapshots", "cifar10")
 
 
 def main(argv=None):

@@ -7,7 +7,7 @@ length -> test errors next to the paper's -> HMC samples of the DG net's ip2
 units at the paper's T = 1 with q fitted to MNIST (the paper's section 4.2
 visualizes a LeNet trained by DG), as a PNG grid -> their quality measured
 by an independent judge LeNet beside real digits and trivial fakes at the
-same n -> results/demo/summary.md.
+same n -> scratch/demo/summary.md.
 The paper's schedule is 25 epochs (16 GG + 9 DG); the demo runs
 --gg-epochs + --dg-epochs (default 2 + 1); about 8 minutes on 2 idle cores.
 """
@@ -31,7 +31,7 @@ def start(args):
     print("+ " + " ".join(args), flush=True)
     # One OpenBLAS thread unless the user says otherwise: LeNet's matrices are
     # small, and on a busy 2-core machine more threads spin against each other
-    # (measured: 2.3 s instead of 25 ms per iteration with other jobs running).
+    # (docs/measurements.md).
     env = dict(os.environ)
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     return subprocess.Popen([sys.executable] + args, cwd=config.REPO_ROOT, env=env)
@@ -48,7 +48,7 @@ def run(*steps):
 def main(argv=None):
     parser = cli.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=os.path.join(config.REPO_ROOT, "results", "demo"),
+    parser.add_argument("--out", default=os.path.join(config.REPO_ROOT, "scratch", "demo"),
                         help="output directory (default: %(default)s)")
     parser.add_argument("--gg-epochs", type=cli.positive_int, default=2,
                         help="GG epochs (default %(default)s)")
@@ -120,7 +120,7 @@ def main(argv=None):
          "--judge-test-error", str(JUDGE_TEST_ERROR),
          "--set", "demo_dg_fitted_q_T1=" + os.path.join(hmc_dir, "samples.npz"),
          "--out", quality])
-    from gencnn import sample_quality
+    from gencnn.reports import sample_quality
     report = json.load(open(quality))
 
     # 5. Summary.

@@ -26,8 +26,8 @@ def main(argv=None):
     if not args.check:
         cli.check_writable(args.out)
     stale = []
-    files = netgen.all_files()
-    for rel, generated in files.items():
+    generated_files = netgen.all_files()
+    for rel, generated in generated_files.items():
         text = generated.text
         path = os.path.join(args.out, rel)
         current = open(path).read() if os.path.exists(path) else None
@@ -41,11 +41,11 @@ def main(argv=None):
     # Files netgen no longer writes (a renamed solver, say) are left in place:
     # said here, and removing them is up to the user (git rm).
     orphans = []
-    for folder in sorted({os.path.dirname(rel) for rel in files}):     # prototxt, solvers
+    for folder in sorted({os.path.dirname(rel) for rel in generated_files}):   # prototxt, solvers
         here = os.path.join(args.out, folder)
         names = sorted(os.listdir(here)) if os.path.isdir(here) else []
         orphans += [folder + "/" + name for name in names
-                    if name.endswith(".prototxt") and folder + "/" + name not in files]
+                    if name.endswith(".prototxt") and folder + "/" + name not in generated_files]
     if orphans:
         print("not written by gencnn/netgen.py (remove them: git rm): %s"
               % ", ".join(orphans), file=sys.stderr)

@@ -7,9 +7,9 @@
   python tools/generative_learning.py --out results/generative_learning/dgw100_seed1 --seed 1 \
       --weights results/generative_learning/dg_init_seed1/stage1_final.caffemodel
 
-  # the same under the fitted q of the T = 1 samples (issue 14 D; half an
+  # the same under the fitted q of the T = 1 samples (half an
   # epoch from Table 1's 25-epoch DG LeNet, studies/sec5_fitted_q.sh)
-  python tools/generative_learning.py --out results/runs/sec5/sec5_w100_seed1 --seed 1 \
+  python tools/generative_learning.py --out scratch/runs/sec5/sec5_w100_seed1 --seed 1 \
       --weights results/sample_quality/nets/dg_seed1.caffemodel --fitted-q 1 \
       --reference-count 20000 --epochs 0.5 --step-size 0.3 --max-step 2
 

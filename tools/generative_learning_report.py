@@ -51,7 +51,7 @@ def main(argv=None):
     cli.check_writable(args.out, folder=False)
     import caffe
     caffe.set_mode_cpu()
-    from gencnn import generative_learning
+    from gencnn.reports import generative_learning
     result = generative_learning.summarize(args.runs, args.hmc_name, args.judge_model,
                                            args.judge_weights, speed)
     files.write_atomic(args.out, json.dumps(result, indent=1, sort_keys=True) + "\n")

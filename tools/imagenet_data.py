@@ -7,7 +7,7 @@ ZF nets read:
     OUT/imagenet_mean.binaryproto    compute_image_mean of the train LMDB
     OUT/train.txt, OUT/val.txt       the image lists used
 
-and creates results/imagenet/snapshots/, where solvers/alexnet_*.prototxt and
+and creates scratch/snapshots/imagenet/, where solvers/alexnet_*.prototxt and
 zf_*.prototxt snapshot (Caffe refuses to start without that folder), so
 `caffe train -solver solvers/alexnet_gg.prototxt` runs from the repository
 root as soon as this has finished.
@@ -31,7 +31,7 @@ import _init_paths  # noqa: F401
 from gencnn import caffe_utils, cli, config
 from gencnn.data import imagenet
 
-SNAPSHOTS = os.path.join(config.REPO_ROOT, "results", "imagenet", "snapshots")
+SNAPSHOTS = os.path.join(config.REPO_ROOT, "scratch", "snapshots", "imagenet")
 
 
 def split_items(name, root, list_path, synsets):

@@ -34,7 +34,7 @@ def main(argv=None):
     parser.add_argument("--jobs", type=cli.positive_int, default=1,
                         help="runs side by side, one core each (default %(default)s)")
     parser.add_argument("--work", help="where runs keep snapshots and logs (default "
-                        "results/runs/<study>, git-ignored)")
+                        "scratch/runs/<study>, git-ignored)")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing; rewrite the report from the finished runs")
     args = parser.parse_args(argv)

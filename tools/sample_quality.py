@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Measure sets of samples against MNIST, with baselines at the same n
-(gencnn/sample_quality.py; issue 14's "Report format").
+(gencnn/sample_quality.py, the report gencnn/reports/sample_quality.py).
 
   python tools/sample_quality.py \\
       --judge-weights results/sample_quality/judge_dg_seed99.caffemodel \\
@@ -30,6 +30,7 @@ import sys
 os.environ.setdefault("GLOG_minloglevel", "2")
 import _init_paths  # noqa: F401,E402
 from gencnn import cli, files, sample_quality  # noqa: E402
+from gencnn.reports import sample_quality as sq_report  # noqa: E402
 
 
 def named_path(text):
@@ -79,8 +80,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     if args.recompute_check:
-        report = sample_quality.recompute_check(args.recompute_check)
-        print(sample_quality.markdown_table(report))
+        report = sq_report.recompute_check(args.recompute_check)
+        print(sq_report.markdown_table(report))
         print("%s reproduced (every number within 1e-6 relative)" % args.recompute_check)
         return 0
     if args.judge_weights is None:
@@ -88,7 +89,7 @@ def main(argv=None):
     if not args.sets:
         raise cli.UserError("give at least one --set NAME=PATH")
     cli.check_writable(args.out, folder=False)
-    report = sample_quality.make_report(
+    report = sq_report.make_report(
         args.judge_model, args.judge_weights, args.train_lmdb, args.test_lmdb, args.sets,
         q_alone=args.q_alone, seed=args.seed, judge_test_error=args.judge_test_error,
         scale=args.scale, white_mean=args.white_mean, white_std=args.white_std,
@@ -96,8 +97,8 @@ def main(argv=None):
     folder = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(folder, exist_ok=True)
     files.write_atomic(args.out, json.dumps(report, indent=1) + "\n")
-    print(sample_quality.markdown_table(report))
-    for note in sample_quality.report_notes(report):
+    print(sq_report.markdown_table(report))
+    for note in sq_report.report_notes(report):
         print(note)
     print("judge test error %.2f %% (%s); wrote %s"
           % (report["judge"]["test_error_pct"], report["judge"]["test_error_source"], args.out))

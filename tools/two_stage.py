@@ -105,21 +105,11 @@ def main(argv=None):
         raise cli.UserError("give --switch-epoch or --switch, not both")
     if args.switch_epoch is not None:
         args.switch = ("epoch", args.switch_epoch)
-    if args.train_lmdb and not os.path.isdir(args.train_lmdb):
-        raise cli.UserError("--train-lmdb %s is not an LMDB folder" % args.train_lmdb)
-    if args.stage2 and not args.switch:
-        raise cli.UserError("--stage2 needs --switch EPOCH or --switch ess:T")
-    if args.switch and not args.stage2:
-        raise cli.UserError("--switch needs --stage2")
-    if args.stop_epoch is not None and args.stage2:
-        raise cli.UserError("--stop-epoch is for one-solver runs (no --stage2)")
-    if args.switch and args.switch[0] == "ess" and len(args.gpus) > 1:
-        raise cli.UserError("--switch ess:T needs one device: with several GPUs the other "
-                            "ranks cannot learn of the switch; use --switch EPOCH")
+    # (the other combinations of options are checked by TwoStageRunner)
     cli.check_writable(args.out)
-    from gencnn import two_stage
+    from gencnn import multi_gpu, two_stage
     import caffe
-    two_stage.check_gpus(args.gpus)
+    multi_gpu.check_gpus(args.gpus)
     if not args.gpus:
         caffe.set_mode_cpu()
     runner = two_stage.TwoStageRunner(

@@ -70,6 +70,9 @@ DIVERGENCE_THRESHOLD = 1000.0
 # pixel has diverged (q's density there is exp(-5e7)); it is not evaluated.
 FAR_FROM_Q = 1e4
 
+# The default leapfrog step size: the paper's LeNet setting (section 4.2).
+STEP_SIZE = 0.1
+
 # Reflections followed within one leapfrog step of one chain (bounds with a
 # full mass matrix); a trajectory needing more is rejected.
 MAX_REFLECTIONS = 200
@@ -209,8 +212,8 @@ def chain_rng(seed, chain_id, *substream):
     draws its initial state, its momenta and its Metropolis uniforms from it
     alone, so its trajectory does not depend on how many chains run, nor on
     how they are split across processes (gencnn.sampling.parallel).
-    (Before issue 15 all chains shared one RandomState(seed): results
-    committed before then came from that stream.)"""
+    (Before chains had streams of their own, all shared one
+    RandomState(seed): results committed before then came from that stream.)"""
     sequence = np.random.SeedSequence(int(seed), spawn_key=(int(chain_id),) + substream)
     return np.random.Generator(np.random.PCG64(sequence))
 
@@ -221,9 +224,9 @@ class DualAveraging(object):
 
     The statistic fed each iteration is the acceptance probability averaged
     over all chains, far less noisy than one chain's, so gamma defaults to
-    0.2 rather than Stan's 0.05: with 0.05 the step kept oscillating by 3x
-    around the answer and the frozen step accepted 95-97 % for a target of
-    0.7 (100-dim Gaussian, 100 chains).
+    0.2 rather than Stan's 0.05, with which the step kept oscillating around
+    the answer and the frozen step accepted far more than the target
+    (docs/measurements.md).
 
     The step frozen for sampling, `final_step`, is the geometric mean of the
     iterates of the second half of the adaptation, not the paper's
@@ -286,7 +289,7 @@ class HMCSampler(object):
              (gencnn/generative_learning.py draws them from a buffer).
     """
 
-    def __init__(self, score, step_size=0.1, leapfrog_steps=50, mass=0.01,
+    def __init__(self, score, step_size=STEP_SIZE, leapfrog_steps=50, mass=0.01,
                  mass_convention="paper", sigma=1.0, ref_mean=0.0, seed=0,
                  temperature=1.0, warn=warnings.warn, reference=None, precondition=False,
                  bounds=None, chain_ids=None, rng=None):

@@ -1,4 +1,4 @@
-"""HMC chains of one node split over worker processes (issue 15).
+"""HMC chains of one node split over worker processes.
 
 Chains are independent given the step size, and each draws from its own
 random stream (hmc.chain_rng(seed, chain id)), so a run split over workers
@@ -43,7 +43,8 @@ class ChainSpec(object):
     (its random stream: a shard of a larger run)."""
 
     def __init__(self, net_param, weights, input_blob, input_shape, blob, chain_units,
-                 position, sampler_options, first_chain=0, logit_bounds=None):
+                 position, sampler_options, first_chain=0, logit_bounds=None,
+                 sampler="hmc", transforms=None, transform_mode="random"):
         self.net_param = net_param.SerializeToString()
         self.weights, self.input_blob = weights, input_blob
         self.input_shape = tuple(input_shape)
@@ -52,6 +53,11 @@ class ChainSpec(object):
         self.sampler_options = dict(sampler_options)
         self.first_chain = int(first_chain)
         self.logit_bounds = logit_bounds      # the logit pixel model (hmc.LogitScore)
+        self.sampler = sampler                # a key of langevin.SAMPLERS
+        # the transformation-averaged score: the set's description (a
+        # TransformSet keeps resampling matrices: rebuilt in the worker)
+        self.transforms = None if transforms is None else transforms.describe()
+        self.transform_mode = transform_mode
 
     @property
     def num_chains(self):
@@ -61,15 +67,19 @@ class ChainSpec(object):
         """A ChainBlock of the chains in `rows` in this process, from their
         own streams' initial states."""
         from caffe.proto import caffe_pb2
+        from gencnn.sampling.langevin import SAMPLERS
+        from gencnn.sampling.transforms import TransformSet, node_score
         net_param = caffe_pb2.NetParameter.FromString(self.net_param)
         net = caffe_utils.load_net(net_param, self.weights, len(rows), self.input_blob,
-                           input_shape=self.input_shape)
-        score = hmc.NodeScore(net, self.blob, self.chain_units[rows], self.position,
-                              self.input_blob)
+                                   input_shape=self.input_shape)
+        chain_ids = self.first_chain + np.asarray(rows)
+        transforms = None if self.transforms is None else TransformSet.parse(self.transforms)
+        score = node_score(net, self.blob, self.chain_units[rows], self.position,
+                           self.input_blob, transforms, self.transform_mode,
+                           self.sampler_options.get("seed", 0), chain_ids)
         if self.logit_bounds is not None:
             score = hmc.LogitScore(score, self.logit_bounds)
-        sampler = hmc.HMCSampler(score, chain_ids=self.first_chain + np.asarray(rows),
-                                 **self.sampler_options)
+        sampler = SAMPLERS[self.sampler](score, chain_ids=chain_ids, **self.sampler_options)
         return hmc.ChainBlock(sampler, sampler.initial_state((len(rows),) + self.input_shape))
 
 

@@ -377,8 +377,7 @@ def fit_spectrum(images, smooth=1, floor=1e-6, decorrelate_colour=False, window=
     spectrum is the average periodogram |F(x - mu)|^2 over the images (the
     maximum-likelihood circulant covariance), then averaged over a
     (2 smooth + 1)^2 periodic window of frequencies (few images give a
-    noisy periodogram: 25 % relative noise per frequency from 16 photos,
-    ~8 % after a 3 x 3 window) and floored at `floor` times its largest
+    noisy periodogram; docs/measurements.md) and floored at `floor` times its largest
     value, so Sigma is invertible. smooth=0 keeps the raw average.
 
     decorrelate_colour: first rotate the channels onto the principal axes

@@ -10,9 +10,10 @@ reaches a wall, phi is reflected in the mass matrix's metric:
 inverse with the momentum turned: volume-preserving and reversible, so the
 Metropolis test stays exact). Every reflection changes every pixel's
 velocity, so the walls are met one event at a time: on MNIST a chain meets
-~80 walls per leapfrog step (the background pixels sit at 0), which a numpy
-loop over events runs at several times the cost of the net's forward and
-backward. This module runs the event loop per chain, compiled by numba.
+dozens of walls per leapfrog step (the background pixels sit at 0), which a
+numpy loop over events runs at several times the cost of the net's forward
+and backward (docs/measurements.md). This module runs the event loop per
+chain, compiled by numba.
 """
 import numpy as np
 from numba import njit

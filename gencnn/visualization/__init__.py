@@ -7,6 +7,9 @@ drawn by the sampler of gencnn/sampling/.
                      receptive-field crop, q's draws outside it), and the
                      samples file
     figures          input units -> pixels, grids, trajectories, PNGs
+    settings         a run's options (a table of Setting rows), the presets
+                     that fill them in (one row each), their checks and q
+    visualize        a run end to end: node, q, samples, summary, figures
 
-tools/hmc_visualize.py is the command line around `node` and `figures`.
+tools/hmc_visualize.py is the command line around `settings` and `visualize`.
 """

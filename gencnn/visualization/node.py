@@ -23,6 +23,8 @@ import numpy as np
 from gencnn import caffe_utils, config, files
 from gencnn.data.lmdb_io import lmdb_images
 from gencnn.sampling import hmc, parallel
+from gencnn.sampling.langevin import SAMPLERS
+from gencnn.sampling.transforms import node_score
 from gencnn.visualization.receptive_field import input_crop, receptive_field
 
 
@@ -101,13 +103,23 @@ class NodeSamples(object):
     fraction of final samples the net scores highest at their own unit)."""
 
 
-def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0.01,
+def sample_node(node, reference, iters, step_size=hmc.STEP_SIZE, leapfrog_steps=50, mass=0.01,
                 mass_convention="paper", temperature=1.0, adapt=0, target_accept=0.7,
                 precondition=False, full_input=False, seed=0, warn=None, callback=None,
                 num_snapshots=8, bounds=None, pixel_model="box", workers=1,
-                threads_per_worker=1, first_chain=0):
+                threads_per_worker=1, first_chain=0, sampler="hmc", sampler_options=None,
+                transforms=None, transform_mode="random"):
     """HMC samples of `node` (from open_node) under q = `reference`
     (gencnn.sampling.reference), `adapt` + `iters` iterations.
+
+    sampler: "hmc", or another key of gencnn.sampling.langevin.SAMPLERS
+    ("langevin": unadjusted Langevin steps of `step_size`;
+    "activation-maximization": the field's regularised gradient ascent),
+    with its own `sampler_options` (e.g. box, decay, blur_every).
+    transforms: a TransformSet (gencnn.sampling.transforms): the node's
+    score averaged over it, enumerated each evaluation (transform_mode
+    "enumerate": exact) or one random member per chain and evaluation
+    ("random").
 
     full_input=False samples a convolutional node on its receptive field
     when that is exact (the field lies inside the image, q factorizes over
@@ -142,28 +154,37 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
         sample_shape = (input_shape[0], cy1 - cy0, cx1 - cx0)
         sampled_reference = reference.crop(crop[0])
         node.net = node.score = None     # the whole-input net, freed first (memory)
+    if sampler != "hmc" and adapt:
+        raise ValueError("step-size adaptation needs a Metropolis test: the %s sampler "
+                         "takes a fixed step (adapt 0)" % sampler)
     options = dict(step_size=step_size, leapfrog_steps=leapfrog_steps, mass=mass,
                    mass_convention=mass_convention, seed=seed, temperature=temperature,
                    reference=sampled_reference, precondition=precondition,
-                   bounds=None if logit else bounds)
+                   bounds=None if logit else bounds, **(sampler_options or {}))
     # This process's sampler: the options for the summary, and the warnings
     # (workers never warn: the loop here does, hmc.run_chains).
-    sampler = hmc.HMCSampler(None, warn=warn or warnings.warn,
-                             chain_ids=first_chain + np.arange(node.num_chains), **options)
+    sampler_kind = sampler
+    sampler = SAMPLERS[sampler_kind](None, warn=warn or warnings.warn,
+                                     chain_ids=first_chain + np.arange(node.num_chains),
+                                     **options)
     total = adapt + iters
     snapshot_iters = np.unique(np.linspace(0, total, num_snapshots).round().astype(int))
     schedule = dict(step_size=step_size, iters=iters, adapt=adapt, target_accept=target_accept,
                     warn=sampler.warn, callback=callback, snapshot_iters=snapshot_iters)
     spec = parallel.ChainSpec(net_param, node.weights, node.input_blob, sample_shape,
                               node.blob, node.chain_units, position, options, first_chain,
-                              logit_bounds=bounds if logit else None)
+                              logit_bounds=bounds if logit else None, sampler=sampler_kind,
+                              transforms=transforms, transform_mode=transform_mode)
     start = time.time()
     if workers > 1 and node.num_chains > 1:
         with parallel.WorkerChains(spec, workers, threads_per_worker) as chains:
             out = hmc.run_chains(chains, **schedule)
     else:
         if crop is None:                  # the node's own net, already loaded
-            sampler.score = hmc.LogitScore(node.score, bounds) if logit else node.score
+            score = node.score if transforms is None else node_score(
+                node.net, node.blob, node.chain_units, position, node.input_blob, transforms,
+                transform_mode, seed, first_chain + np.arange(node.num_chains))
+            sampler.score = hmc.LogitScore(score, bounds) if logit else score
             chains = hmc.ChainBlock(sampler, sampler.initial_state((node.num_chains,)
                                                                    + sample_shape))
         else:
@@ -180,6 +201,10 @@ def sample_node(node, reference, iters, step_size=0.1, leapfrog_steps=50, mass=0
 
     predicted_fraction = None
     if not node.is_conv:             # (never cropped: node.net is the whole net)
+        shape = node.net.blobs[node.input_blob].data.shape
+        if shape[0] != node.num_chains:           # (batched for an enumerated set S)
+            node.net.blobs[node.input_blob].reshape(node.num_chains, *shape[1:])
+            node.net.reshape()
         node.net.blobs[node.input_blob].data[...] = out["samples"]
         node.net.forward(end=node.score.layer)
         scores = node.net.blobs[node.blob].data.reshape(node.num_chains, -1)
