@@ -1,6 +1,5 @@
 """A pytest plugin that measures how close each float comparison of the
-tests comes to its tolerance (issue 26: tolerances stated from measured
-bounds). It wraps numpy.testing.assert_allclose and numpy.allclose, records
+tests comes to its tolerance (tolerances stated from measured bounds). It wraps numpy.testing.assert_allclose and numpy.allclose, records
 for every call site (file:line) the largest |a - b| and the largest
 |a - b| / (atol + rtol |b|) (>= 1 fails), and prints the worst per site at
 the end. Run it on each Caffe, e.g.

@@ -1,11 +1,13 @@
 #!/usr/bin/env python
-"""How much LeNet's float32 outputs move with the batch they are computed in
-(issue 26): Caffe's InnerProduct is one GEMM over the batch, and OpenBLAS
-rounds a row's dot products differently for different batch sizes (its
-kernels block and vectorise by the matrix sizes), so ip1/ip2 of an image
-depend on how many images share its forward pass. The tests that compare
-such results (tests/test_sample_quality.py's judge against one plain
-forward) take their tolerance from this measurement.
+"""How much LeNet's float32 outputs move with the batch they are computed
+in: Caffe's InnerProduct is one GEMM over the batch, and a BLAS may round an
+image's dot products differently for another batch size (its kernels block
+and vectorise by the matrix sizes; with OpenBLAS 0.3.21 on this project's
+machines ip1 moved only for a batch of one image, ip2's 10 outputs for most
+batch sizes), so the outputs of an image depend on how many images share its
+forward pass. The tests that compare such results
+(tests/test_sample_quality.py's judge against one plain forward, the
+committed reports) take their tolerances from this measurement.
 
 For each weight set (the committed judge/sampled nets, and LeNets at their
 random fillers) and each way of cutting N digits into batches, against one
@@ -76,6 +78,7 @@ def report_sensitivity(batch, mnist):
     import subprocess
     import tempfile
     from gencnn import sample_quality as sq
+    from gencnn.reports import sample_quality as sq_report
     lmdbs = tempfile.mkdtemp(prefix="float32_rounding_")
     subprocess.check_call([sys.executable, os.path.join(REPO, "tools", "get_mnist.py"),
                            "--from", mnist, "--out", lmdbs], stdout=subprocess.DEVNULL)
@@ -91,10 +94,11 @@ def report_sensitivity(batch, mnist):
         if not (name.startswith("sample_quality") and name.endswith(".json")):
             continue
         report = json.load(open(os.path.join(REPO, "results", name)))
-        settings = sq.report_settings(report)
+        settings = sq_report.report_settings(report)
         settings.update(train_lmdb=os.path.join(lmdbs, "mnist_train_lmdb"),
                         test_lmdb=os.path.join(lmdbs, "mnist_test_lmdb"))
-        new = json.loads(json.dumps(sq.make_report(log=lambda message: None, **settings)))
+        new = json.loads(json.dumps(sq_report.make_report(log=lambda message: None,
+                                                           **settings)))
         for key in ("train_lmdb", "test_lmdb"):
             new["judge"][key] = report["judge"][key]
         out[name] = largest_relative_change(report, new)

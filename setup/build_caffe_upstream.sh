@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build upstream BVLC Caffe 1.0 for CI's second route (issue 26): CPU-only,
+# Build upstream BVLC Caffe 1.0 for CI's second route: CPU-only,
 # OpenBLAS, upstream's own CMake build with pycaffe and Python layers, from
 # the archive $GENCNN_SHARED/caffe-upstream/caffe-1.0.tar.gz (the tag's
 # `git archive`, sha256 checked) with docs/own_caffe.md's two Debian 12 fixes

@@ -12,7 +12,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")   # quiet pycaffe net constructio
 # Those comparisons across processes (a resumed or copied run against an
 # uninterrupted one) are exact by design: the same Caffe and BLAS, the same
 # batch shapes, one thread. Comparisons across batch sizes or Caffe builds
-# state a measured bound instead (issue 26; bench/float32_batch_rounding.py,
+# state a measured bound instead (bench/float32_batch_rounding.py,
 # bench/allclose_margins.py).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

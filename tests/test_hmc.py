@@ -414,7 +414,7 @@ def test_node_on_its_input_crop_is_the_same_function(tmp_path, lenet_weights):
     f_small, grad_small = hmc.NodeScore(small, "conv2", [5, 17], small_position)(
         x[..., y0:y1, x0:x1])
     # Convolutions over a 14 x 14 vs a 28 x 28 input are GEMMs of other sizes,
-    # rounded differently: measured (bench/allclose_margins.py, issue 26)
+    # rounded differently: measured (bench/allclose_margins.py)
     # |d f| = 1.2e-7 on our build, 6.6e-7 on upstream BVLC 1.0 (4 % of this
     # tolerance); the gradients came out identical on both.
     np.testing.assert_allclose(f_small, f, rtol=1e-5, atol=1e-5)
@@ -468,7 +468,7 @@ def test_a_chain_does_not_depend_on_the_other_chains(lenet_weights):
     5-chain run, run alone as a shard (first_chain 3), follow the same
     trajectories (Caffe convolves image by image, so conv2 of an image does
     not depend on its batch: measured identical on our build and upstream
-    BVLC 1.0, issue 26; the tolerances allow a Caffe that batches them),
+    BVLC 1.0; the tolerances allow a Caffe that batches them),
     q's draws outside the receptive field included."""
     q = reference.DiagonalGaussian(0.1, 0.3)
     outs = []
@@ -525,8 +525,8 @@ def test_workers_give_the_same_chains_as_one_process(lenet_weights, blob, positi
         np.testing.assert_allclose(one.out[key], two.out[key], rtol=0, atol=1e-5)
     # f is Caffe's float32, rounded differently over 3 or 2 images than over
     # 5: H differs by up to ~5e-4 (measured), the acceptance by ~3e-7.
-    # Measured again on our build / upstream BVLC 1.0 (bench/allclose_margins.py,
-    # issue 26): f and H 1.2e-4 / 1.4e-4 (< 1 % of the tolerance), samples,
+    # Measured again with bench/allclose_margins.py, our build / upstream BVLC
+    # 1.0: f and H 1.2e-4 / 1.4e-4 (< 1 % of the tolerance), samples,
     # means and snapshots 3.8e-8 / 4.9e-8, step sizes 2.3e-8 / 2.9e-8 relative,
     # acceptance 2.4e-7 / 2.8e-7 (so a Metropolis decision flips only for a
     # uniform that close to it: the `accepted` arrays are compared exactly).

@@ -190,7 +190,7 @@ def test_centre_crop_matches_caffe_test_phase(ilsvrc, tmp_path):
     assert scores.shape == (SMOKE_BATCH, 5, 1000)
     # The evaluator runs the 5 crops of each image in one batch (10 images),
     # the TEST net the 2 centre crops: fc6-fc8 are GEMMs over other batch
-    # sizes, which a BLAS may round differently (issue 26). Measured
+    # sizes, which a BLAS may round differently. Measured
     # (bench/allclose_margins.py): identical on our build and on upstream BVLC
     # 1.0 with OpenBLAS 0.3.21; the tolerance is about 25x the typical float32
     # rounding of fc6's 9,216-term sums (sqrt(9216) x 2^-24 = 5.7e-6 relative).

@@ -61,8 +61,8 @@ def test_judge_batches_equal_one_plain_pycaffe_forward(judged, short_dg_lenet):
     np.testing.assert_array_equal(probs, sq.softmax(np.concatenate([p["ip2"] for p in parts])))
     # One forward of all 700: InnerProduct is one GEMM over the batch, and a
     # BLAS may round an image's dot products differently in another batch size
-    # (issue 26: on upstream BVLC 1.0, 2 of 350,000 ip1 values moved by 1.3e-6,
-    # past a tolerance tuned on one machine). Bounds from
+    # (on upstream BVLC 1.0 on another machine, 2 of 350,000 ip1 values once
+    # moved by 1.3e-6, past a tolerance tuned on one machine). Bounds from
     # bench/float32_batch_rounding.py (18 LeNets: the committed nets and three
     # at their fillers, 700 digits cut into batches of 1, 7, 100, 200, 256,
     # 500 or 699 against one forward; our build and upstream 1.0, OpenBLAS
@@ -347,7 +347,7 @@ def test_committed_report_is_recomputed_from_its_committed_files(path, full_mnis
     `bench/float32_batch_rounding.py --reports 1` (the judge one image at a
     time, which moves ip1 by the most measured, 2.6e-7 of its size): no
     number of any committed report moves by more than 2.8e-8 relative, 1/35
-    of the tolerance (issue 26)."""
+    of the tolerance."""
     monkeypatch.chdir(REPO)
     report = json.load(open(path))
     settings = sq_report.report_settings(report)
