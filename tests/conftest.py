@@ -26,8 +26,8 @@ from gencnn import caffe_utils, config  # noqa: E402
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "slow: a test of a minute or so on 2 cores (trainings, the committed "
-        "reports recomputed, the demo, the set-up sandbox); make test-fast skips them")
+        "markers", "slow: a test of ~4 s or more on 2 cores (trainings, the committed "
+        "reports recomputed, the demo, HMC command-line runs); make test-fast skips them")
 
 
 @pytest.fixture(scope="session")

@@ -124,6 +124,9 @@ class Judge(object):
                             [:len(rows)].astype(np.float64))
         return np.concatenate(scores), np.concatenate(features)
 
+    def scores(self, x):
+        return self._run(x)[0]
+
     def probabilities(self, x):
         scores, _ = self._run(x)
         scores = scores - scores.max(axis=1, keepdims=True)
