@@ -33,7 +33,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20,
-                        help="steps timed (default %(default)s), extrapolated to %d"
+                        help="steps timed (default %%(default)s), extrapolated to %d"
                              % class_samples.STEPS)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="worker processes = cores used (default %(default)s)")

@@ -9,8 +9,8 @@ per gradient, at several steps, and with S enumerated (the exact gradient,
 so what is left is the discretisation's bias), against HMC with S
 enumerated and Metropolis (exact). Printed: the variance of the final
 states over the target's (1 = unbiased) and the mean absolute error of the
-pixel means in the target's standard deviations, 200 chains, each run
-for 30 / eps^2 steps (~ 15 relaxation times).
+pixel means in the target's standard deviations, 100 chains, each run
+for 20 / eps^2 steps (~ 14 relaxation times).
 
     python bench/langevin_bias.py
 """
@@ -27,7 +27,7 @@ from gencnn.sampling.reference import DiagonalGaussian  # noqa: E402
 from gencnn.sampling.transforms import (QuadraticScore, TransformAveragedScore,  # noqa: E402
                                         TransformSet, gaussian_moments)
 
-SHAPE, CHAINS, TEMPERATURE, SIGMA = (2, 6, 6), 200, 0.5, 1.5
+SHAPE, CHAINS, TEMPERATURE, SIGMA = (2, 6, 6), 100, 0.5, 1.5
 
 
 def errors(x, mean, variance):
@@ -48,7 +48,7 @@ def main():
             rngs = [hmc.chain_rng(7, i, 2) for i in range(CHAINS)] if mode == "random" else None
             score = TransformAveragedScore(QuadraticScore(w, 0.5), transforms, mode, rngs)
             sampler = LangevinSampler(score, step_size=eps, **options)
-            out = sampler.sample(sampler.initial_state((CHAINS,) + SHAPE), int(30 / eps ** 2))
+            out = sampler.sample(sampler.initial_state((CHAINS,) + SHAPE), int(20 / eps ** 2))
             ratio, err = errors(out["samples"], mean, variance)
             print("%-44s %6.2f %10.3f %14.3f" % ("Langevin, S " + ("one random member per "
                                                  "gradient" if mode == "random" else

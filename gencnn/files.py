@@ -122,3 +122,17 @@ def log_line(path, message, bar=None):
         bar.write(line)
     else:
         print(line, flush=True)
+
+
+def die_with_parent():
+    """For subprocess.Popen(preexec_fn=...): on Linux the child gets SIGTERM
+    when the process that started it dies, however it dies (kill -9
+    included), so a tool's workers never outlive it. Elsewhere a no-op."""
+    import ctypes
+    import signal
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    PR_SET_PDEATHSIG = 1
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

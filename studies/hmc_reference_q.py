@@ -78,25 +78,13 @@ def rescale(x, factor):
 
 def radial_slope(images, box=None):
     """Slope of log radially averaged power against log frequency, per image
-    and channel (Hann window); (mean, std) over them."""
+    and channel (Hann window), of the images cropped to `box`; (mean, std)
+    over them (gencnn.visualization.class_measures.power_slope)."""
+    from gencnn.visualization.class_measures import power_slope
     if box is not None:
         y0, y1, x0, x1 = box
         images = images[..., y0:y1, x0:x1]
-    side = min(images.shape[-2:])
-    images = images[..., :side, :side]
-    window = np.outer(np.hanning(side), np.hanning(side))
-    ky = np.fft.fftfreq(side) * side
-    radius = np.sqrt(ky.reshape(-1, 1) ** 2 + ky.reshape(1, -1) ** 2)
-    lo, hi = (4, 90) if side >= 100 else (2, max(3, int(0.4 * side)))
-    bins = np.arange(lo, hi + 1)
-    slopes = []
-    for image in images.reshape(-1, side, side):
-        d = (image - image.mean()) * window
-        power = np.abs(np.fft.fft2(d)) ** 2
-        mean_power = np.array([power[(radius >= b - 0.5) & (radius < b + 0.5)].mean()
-                               for b in bins])
-        slopes.append(np.polyfit(np.log(bins), np.log(mean_power), 1)[0])
-    return float(np.mean(slopes)), float(np.std(slopes))
+    return power_slope(images)
 
 
 class Judge(object):

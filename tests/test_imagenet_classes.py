@@ -75,6 +75,7 @@ def test_held_out_transforms_move_the_image_and_keep_its_pixels():
     assert np.allclose(shifted[..., 30], x[..., 6], atol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isfile(REPORT), reason="no committed report")
 def test_committed_report_recomputes_from_the_committed_samples(squeezenet):
     """Every number of results/imagenet_classes.json from the committed
@@ -117,6 +118,7 @@ def run_visualize(args):
                           capture_output=True, text=True, env=env)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, preset", [("langevin_T0.001", "auto"),
                                           ("activation_maximization", "imagenet-am")])
 def test_hmc_visualize_presets_are_the_studys_settings(squeezenet, tmp_path, name, preset):

@@ -153,3 +153,45 @@ def test_fold_and_image_box_keep_pixels_valid():
     out = am.sample(am.initial_state((2, 3, 5, 5)), 10)
     assert np.all(out["samples"] >= lo) and np.all(out["samples"] <= hi)
     assert np.all(np.diff(out["f"], axis=0) >= -1e-9) or out["f"][-1].min() > out["f"][0].max()
+
+
+def test_workers_die_with_their_coordinator(tmp_path):
+    """kill -9 of hmc_visualize while its workers sample: the workers get
+    SIGTERM from the kernel (files.die_with_parent) instead of running on to
+    the end of their iteration (20,000 leapfrog steps: minutes)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import caffe
+    from gencnn import config
+    model = os.path.join(config.REPO_ROOT, "prototxt", "lenet_deploy.prototxt")
+    weights = str(tmp_path / "lenet.caffemodel")
+    caffe.Net(model, caffe.TEST).save(weights)
+    env = dict(os.environ, GLOG_minloglevel="2", OPENBLAS_NUM_THREADS="1")
+    tool = subprocess.Popen([sys.executable, os.path.join(config.REPO_ROOT, "tools",
+                                                          "hmc_visualize.py"),
+                             "--model", model, "--weights", weights, "--blob", "ip2",
+                             "--unit", "0-9", "--num-chains", "4", "--iters", "1", "--leapfrog-steps", "20000",
+                             "--workers", "2", "--out", str(tmp_path / "run")],
+                            env=env, stderr=subprocess.PIPE)
+    workers = []
+    for _ in range(120):                       # until both workers run
+        time.sleep(0.5)
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(tool.pid)],
+                             capture_output=True, text=True).stdout.split()
+        if len(out) >= 2:
+            workers = [int(p) for p in out]
+            break
+    assert len(workers) == 2, "the workers never started"
+    time.sleep(2)
+    tool.send_signal(signal.SIGKILL)
+    tool.wait()
+    deadline = time.time() + 15
+    alive = workers
+    while alive and time.time() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in workers if os.path.exists("/proc/%d" % p) and
+                 open("/proc/%d/stat" % p).read().split()[2] != "Z"]
+    assert not alive, "workers %s outlived their coordinator" % alive

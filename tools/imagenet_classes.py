@@ -18,7 +18,7 @@ import subprocess
 import sys
 
 import _init_paths  # noqa: F401
-from gencnn import cli, config
+from gencnn import cli, config, files
 
 SQUEEZENET = os.path.join(config.shared_dir(), "models", "squeezenet_v1.0")
 
@@ -77,7 +77,8 @@ def sample_all(args):
             command = [sys.executable, os.path.abspath(__file__), "--only", name,
                        "--model", args.model, "--weights", args.weights, "--blob", args.blob,
                        "--samples-dir", args.samples_dir, "--seed", str(args.seed)]
-            running.append((name, subprocess.Popen(command, env=env)))
+            running.append((name, subprocess.Popen(command, env=env,
+                                                   preexec_fn=files.die_with_parent)))
         name, process = running.pop(0)
         if process.wait() != 0:
             for _, other in running:

@@ -10,6 +10,12 @@ generative visualization (gencnn/visualization/), the section-5 training
                 the images' covariance (EigenGaussian) or the photos' power
                 spectrum (SpectralGaussian); fit_q, the one constructor of a
                 q fitted to images (fit_spectrum for photos, load_images)
+    separable   a smooth q: white noise blurred by a Gaussian, its covariance
+                applied as two small matrix products per axis
+    transforms  the transformation-averaged score f-bar_y (shifts, flips,
+                rescales; the set enumerated, or one random member per gradient)
+    langevin    unadjusted Langevin steps and activation maximisation, through
+                the same loop, streams and workers as HMC
     reflection  reflecting trajectories in a box for a full mass matrix
     parallel    chains split over worker processes (ChainSpec, WorkerChains)
 

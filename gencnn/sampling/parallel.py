@@ -26,7 +26,7 @@ import traceback
 
 import numpy as np
 
-from gencnn import caffe_utils
+from gencnn import caffe_utils, files
 from gencnn.sampling import hmc
 
 # Read by OpenBLAS (and OpenMP builds) when a worker imports numpy and caffe.
@@ -153,7 +153,8 @@ class WorkerChains(object):
         try:
             for chain_ids in self.blocks:
                 worker = subprocess.Popen(command, stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, env=env)
+                                          stdout=subprocess.PIPE, env=env,
+                                          preexec_fn=files.die_with_parent)
                 self.workers.append(worker)
                 self._send(worker, (spec, chain_ids))
             self._gather(range(len(self.workers)))      # every worker has built its chains

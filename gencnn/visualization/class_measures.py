@@ -7,9 +7,11 @@ minus the per-channel mean, chains x 3 x H x W).
   JPEG at quality 75), each applied to the image in pixel space (borders
   reflected, not wrapped), then the probability again: does the picture
   stay its class when moved in a way the sampler never saw?
-- diversity: mean pairwise cosine distance of a mid-layer's spatially
-  averaged features between the chains of one class (a set of near copies
-  scores ~0; the 16 photos of 16 classes are the reference).
+- diversity: mean pairwise cosine distance of a mid-layer's features
+  between the chains of one class (a set of near copies scores ~0; the 16
+  photos of 16 classes are the reference), of its spatially averaged
+  channels ("diversity": what is there) and of its whole maps
+  ("diversity_maps": what is where).
 - power_slope: the slope of the radially averaged power spectrum against
   frequency on log-log axes (photos: about -2.7, white noise: 0).
 - out_of_box: the fraction of pixel values outside 0..255.
@@ -89,8 +91,9 @@ def held_out(x, mean, name):
 
 class Judge(object):
     """The class scores and mid-layer features of a deploy net, in batches:
-    scores(x) -> N x classes softmax probabilities of `score_blob`,
-    features(x) -> N x channels spatial means of `feature_blob`."""
+    probabilities(x) -> N x classes softmax probabilities of `score_blob`,
+    features(x) -> N x channels spatial means of `feature_blob`,
+    maps(x) -> N x (channels x H x W) its whole maps."""
 
     def __init__(self, net, score_blob, feature_blob, batch=8):
         self.net, self.score_blob, self.feature_blob = net, score_blob, feature_blob
@@ -105,7 +108,7 @@ class Judge(object):
                          net.top_names[name])
         self._end = names[self._last]
 
-    def _run(self, x):
+    def _run(self, x, maps=False):
         scores, features = [], []
         for start in range(0, len(x), self.batch):
             rows = x[start:start + self.batch]
@@ -116,9 +119,13 @@ class Judge(object):
             scores.append(self.net.blobs[self.score_blob].data.reshape(self.batch, -1)
                           [:len(rows)].astype(np.float64))
             feature = self.net.blobs[self.feature_blob].data
-            features.append(feature.reshape(self.batch, feature.shape[1], -1).mean(axis=2)
+            feature = feature.reshape(self.batch, feature.shape[1], -1)
+            features.append((feature.reshape(self.batch, -1) if maps else feature.mean(axis=2))
                             [:len(rows)].astype(np.float64))
         return np.concatenate(scores), np.concatenate(features)
+
+    def scores(self, x):
+        return self._run(x)[0]
 
     def probabilities(self, x):
         scores, _ = self._run(x)
@@ -128,6 +135,9 @@ class Judge(object):
 
     def features(self, x):
         return self._run(x)[1]
+
+    def maps(self, x):
+        return self._run(x, maps=True)[1]
 
 
 def target_probability(judge, x, y):
@@ -196,6 +206,7 @@ def measure(judge, x, y, mean):
     result["p_target_held_out_mean"] = float(np.mean(list(held.values())))
     if len(x) > 1 and any((y == c).sum() > 1 for c in np.unique(y)):
         result["diversity"] = diversity(judge.features(x), y)
+        result["diversity_maps"] = diversity(judge.maps(x), y)
     slope = power_slope(x)
     result["power_slope"], result["power_slope_sd"] = slope
     result["out_of_box"] = out_of_box(x, mean)

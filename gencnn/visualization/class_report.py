@@ -59,13 +59,20 @@ def photo_set(photos_dir, input_shape, mean=class_samples.MEAN_BGR):
     return x, np.array([label for _, label in items])
 
 
-def q_draws(y, input_shape, seed=0):
-    """The trivial fake: draws of the recommended q, folded into the box."""
+def q_draws(q, count, input_shape, seed=0):
+    """The trivial fake: draws of q as they are, and folded into the box and
+    rounded to whole pixels as a sample set is."""
     from gencnn.sampling.langevin import fold, image_box
-    q = class_samples.make_reference(class_samples.SETTINGS[class_samples.RECOMMENDED],
-                                     input_shape)
-    x = q.sample(np.random.default_rng(seed), (len(y),) + tuple(input_shape))
-    return class_samples.compact(fold(x, *image_box(class_samples.MEAN_BGR))), y
+    x = q.sample(np.random.default_rng(seed), (count,) + tuple(input_shape))
+    return x, class_samples.compact(fold(x, *image_box(class_samples.MEAN_BGR)))
+
+
+def q_energy_excess(x, q):
+    """Per image, -log q(x) minus its mean over q's own draws (D / 2 nats
+    above q's minimum, D the pixels): how far x lies from q's typical set,
+    in nats (q's draws themselves spread over sd sqrt(D / 2))."""
+    x = np.asarray(x, dtype=np.float64)
+    return q.energy(x) - 0.5 * np.prod(x.shape[1:])
 
 
 def measure_report(samples_dir, model, weights, blob, photos_dir):
@@ -118,9 +125,21 @@ def measure_report(samples_dir, model, weights, blob, photos_dir):
     photos_x, photos_y = photo_set(photos_dir, input_shape)
     photos = class_measures.measure(judge, photos_x, photos_y, mean)
     photos["diversity_across_classes"] = class_measures.diversity(judge.features(photos_x))
-    fake_x, fake_y = q_draws(stored["y"], input_shape)
-    report["references"] = {"photos": photos,
-                            "q_draws": class_measures.measure(judge, fake_x, fake_y, mean)}
+    photos["diversity_maps_across_classes"] = class_measures.diversity(judge.maps(photos_x))
+    # why T = 1 gives q: what f gains on a photo of the class, what q charges
+    # for it, and q's own spread (draws before rounding to pixels)
+    q = class_samples.make_reference(class_samples.SETTINGS[class_samples.RECOMMENDED],
+                                     input_shape)
+    scores = judge.scores(photos_x)[np.arange(len(photos_y)), photos_y]
+    photos["f_target_median"] = float(np.median(scores))
+    photos["q_energy_excess_median"] = float(np.median(q_energy_excess(photos_x, q)))
+    draws, fake_x = q_draws(q, len(stored["y"]), input_shape)
+    fake_y = stored["y"]
+    q_spread = {"q_energy_excess_sd_expected": float(np.sqrt(0.5 * np.prod(input_shape))),
+                "q_energy_excess_sd_of_draws": float(np.std(q_energy_excess(draws, q)))}
+    fakes = class_measures.measure(judge, fake_x, fake_y, mean)
+    fakes.update(q_spread)
+    report["references"] = {"photos": photos, "q_draws": fakes}
     return report
 
 
@@ -170,7 +189,7 @@ def save_figures(report, samples_dir, figure_dir):
             ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
         fig.suptitle("SqueezeNet class samples, chain 0 of classes %s: a row per temperature"
                      % ", ".join(str(c) for c in class_samples.CLASSES), fontsize=9)
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.085, right=0.995, top=0.93, bottom=0.01, hspace=0.1)
         path = os.path.join(figure_dir, "imagenet_classes_ladder.png")
         files.save_figure(fig, path, dpi=100)
         plt.close(fig)

@@ -39,7 +39,7 @@ SAMPLER = dict(sampler="langevin", q="blur", sigma=64.0, blur=1.0, step_size=0.2
                precondition=True, transforms="shift:16", transform_mode="random",
                box="image")
 RECOMMENDED_TEMPERATURE = 1e-3
-LADDER = (1.0, 1e-2, 1e-3, 1e-4)
+LADDER = (1.0, 1e-2, 3e-3, 1e-3, 1e-4)
 BASELINE = dict(sampler="activation-maximization", q="white", sigma=10.0, step_size=1.5,
                 decay=1e-3, blur_every=10, blur_sigma=0.5, precondition=False,
                 transforms="shift:16", transform_mode="random", box="image",
