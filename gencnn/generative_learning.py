@@ -153,8 +153,8 @@ def fit_q(train_lmdb, count, shape, fitted=False, shrinkage=1e-3):
 
 
 def input_shape(deploy):
-    """One image's shape (C, H, W) as a deploy net's Input layer takes it."""
-    return tuple(deploy.layer[0].input_param.shape[0].dim[1:])
+    """One image's shape (C, H, W) as a deploy net declares its input."""
+    return caffe_utils.net_input_shape(deploy)[1:]
 
 
 def solver_text(net_path, opts, max_iter, snapshot_prefix, seed):
