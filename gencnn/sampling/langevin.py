@@ -27,6 +27,16 @@ import numpy as np
 from gencnn.sampling.hmc import HMCSampler
 
 
+def taken(x, f, grad, x1, f1, grad1):
+    """HMCSampler.transition's tuple for a step that is always taken, but
+    where f is not finite: that chain stays where it was, counted divergent."""
+    divergent = ~np.isfinite(f1)
+    moved = ~divergent
+    keep = moved.reshape((-1,) + (1,) * (x.ndim - 1))
+    return (np.where(keep, x1, x), np.where(moved, f1, f), np.where(keep, grad1, grad),
+            moved, moved.astype(float), np.zeros(len(f)), divergent)
+
+
 class LangevinSampler(HMCSampler):
     """HMCSampler's options (step_size = eps, mass, reference q,
     precondition, temperature, seed, chain_ids) and box (lo, hi: per-channel
@@ -55,11 +65,7 @@ class LangevinSampler(HMCSampler):
         phi = self.sample_momentum(x.shape)
         with np.errstate(all="ignore"):
             x1, _, f1, grad1 = self.leapfrog(x, phi, grad, step_size, 1)
-        divergent = ~np.isfinite(f1)
-        moved = ~divergent
-        keep = moved.reshape((-1,) + (1,) * (x.ndim - 1))
-        return (np.where(keep, x1, x), np.where(moved, f1, f), np.where(keep, grad1, grad),
-                moved, moved.astype(float), np.zeros(len(f)), divergent)
+        return taken(x, f, grad, x1, f1, grad1)
 
 
 def check_box(box):
@@ -133,11 +139,7 @@ class ActivationMaximization(HMCSampler):
         if self.box is not None:
             x1 = np.clip(x1, *self.box)
         f1, grad1 = self.evaluate(x1)
-        divergent = ~np.isfinite(f1)
-        moved = ~divergent
-        keep = moved.reshape((-1,) + (1,) * (x.ndim - 1))
-        return (np.where(keep, x1, x), np.where(moved, f1, f), np.where(keep, grad1, grad),
-                moved, moved.astype(float), np.zeros(len(f)), divergent)
+        return taken(x, f, grad, x1, f1, grad1)
 
     def evaluate(self, x):
         self.evaluations += 1

@@ -236,11 +236,6 @@ def rows_per_chain(transforms, mode):
     return len(transforms.enumerate())
 
 
-def describe_mode(mode):
-    return {"enumerate": "exact (S enumerated each step)",
-            "random": "stochastic (one random transform per gradient)"}[mode]
-
-
 
 # The substream of a chain's random stream (hmc.chain_rng(seed, chain, 2))
 # that draws its random transforms: 0 is the sampler's, 1 fills the pixels
