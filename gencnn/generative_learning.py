@@ -16,7 +16,7 @@ step size is adapted during training toward `target_accept`.
 q is white noise fitted to the training images (section 3.4's q, the
 default) or, with `fitted_q` 1, a full-covariance Gaussian on u = logit(x)
 fitted to the dequantized training images: the q of
-studies/lenet_samples_t1.py and hmc_visualize's lenet-fitted preset. Then the
+studies/class_samples_t1.py and hmc_visualize's lenet-fitted preset. Then the
 chains live on u, HMC has the mass matrix Sigma^-1 (unit mass in q's
 whitened coordinates), the solver sees x = sigmoid(u), a valid image, and no
 clamp is needed.
@@ -42,7 +42,8 @@ from gencnn.reports import curves
 from gencnn.sampling import hmc, reference
 from gencnn.cli import UserError
 from gencnn.files import atomic_output, copy_atomic, write_atomic
-from gencnn.data.lmdb_io import lmdb_count, lmdb_fingerprint, lmdb_images, read_lmdb
+from gencnn.data.lmdb_io import lmdb_count, lmdb_fingerprint, read_lmdb
+from gencnn.data.transform import InputTransform
 
 class Option(collections.namedtuple("Option", "name default type range help")):
     """One option of the training: its name, default, type (int or float),
@@ -127,29 +128,43 @@ OPTIONS = (
            "column gets equal pushes up and down); 0: uniform classes"),
 )
 DEFAULTS = {option.name: option.default for option in OPTIONS}
-SCALE = protocols.MNIST_SCALE   # pixels -> input units, as the nets' transform_param
-DEPLOY = "prototxt/lenet_deploy.prototxt"
+
+# The nets section-5 learning trains (gencnn.netgen.NETS entries) and the
+# defaults that differ from DEFAULTS for each. cifar10_quick's are the
+# configuration of the outside trial on CIFAR-10 (docs/cifar10_sec5.md): a
+# 3,072-d image needs the fitted q (white noise gives clouds) and whole HMC
+# trajectories, 2 transitions of 5 leapfrog steps, on 50 synthesized images
+# beside the 100 observed; its weight decay is cifar10_quick's own.
+NETS = ("lenet", "cifar10_quick")
+NET_DEFAULTS = {
+    "lenet": {},
+    "cifar10_quick": {"synthesized": 50, "mcmc_iters": 2, "leapfrog_steps": 5,
+                      "fitted_q": 1, "reference_count": 20000, "shrinkage": 1e-2,
+                      "step_size": 0.1, "max_step": 2.0, "weight_decay": 0.004},
+}
 
 
 # q's dequantization noise: reference.dequantization_seed's rule at seed 0,
-# the samplers' default --seed (studies/lenet_samples_t1.py, hmc_visualize's
+# the samplers' default --seed (studies/class_samples_t1.py, hmc_visualize's
 # lenet-fitted preset), whatever the run's seed: a net learned with
 # fitted_q 1 is sampled there under the q it was trained with.
 Q_SEED = 0
 
 
-def fit_q(train_lmdb, count, shape, fitted=False, shrinkage=1e-3):
-    """q fitted to the first `count` training images: section 3.4's white
-    noise with the images' mean and marginal variance (a DiagonalGaussian of
-    scalars) or, `fitted`, a full-covariance Gaussian on the logits of the
-    dequantized images (an EigenGaussian of u = logit(x))."""
-    images, _ = lmdb_images(train_lmdb, SCALE, count, shape)
+def fit_q(train_lmdb, count, shape, fitted=False, shrinkage=1e-3, transform=None):
+    """q fitted to the first `count` training images (in input units of
+    `transform`, default LeNet's): section 3.4's white noise with the images'
+    mean and marginal variance (a DiagonalGaussian of scalars) or, `fitted`,
+    a full-covariance Gaussian on the logits of the dequantized images (an
+    EigenGaussian of u = logit of the box coordinates)."""
+    transform = transform or InputTransform.of_net(netgen.LENET)
+    images, _ = transform.lmdb_images(train_lmdb, count, shape)
     if len(images) < 2:
         raise UserError("training LMDB %s has fewer than 2 images to fit q to" % train_lmdb)
     if not fitted:
         return reference.fit_q(images, "global")
-    return reference.fit_q(images, "full", shrinkage=shrinkage, logit=(SCALE, (0.0, 1.0)),
-                           seed=Q_SEED)
+    return reference.fit_q(images, "full", shrinkage=shrinkage,
+                           logit=(transform.quantum, transform.bounds), seed=Q_SEED)
 
 
 def input_shape(deploy):
@@ -157,14 +172,16 @@ def input_shape(deploy):
     return caffe_utils.net_input_shape(deploy)[1:]
 
 
-def solver_text(net_path, opts, max_iter, snapshot_prefix, seed):
-    """The pycaffe solver: LeNet's (momentum 0.9, its protocol's inv lr
-    policy), with base_lr, weight decay and clip_gradients from the options."""
+def solver_text(net_path, opts, max_iter, snapshot_prefix, seed, test_iter=100):
+    """The pycaffe solver of a fine-tuning: momentum 0.9, LeNet's protocol's
+    inv lr policy, base_lr, weight decay and clip_gradients from the options
+    (for every net: section 5 starts from a trained net)."""
     fields = {"clip_gradients": opts["clip_gradients"]} if opts["clip_gradients"] > 0 else {}
     if seed is not None:
         fields["random_seed"] = seed
     return str(netgen.solver(
-        net_path, opts["base_lr"], max_iter, protocols.LENET_PROTOCOL.schedule, test_iter=100,
+        net_path, opts["base_lr"], max_iter, protocols.LENET_PROTOCOL.schedule,
+        test_iter=test_iter,
         test_interval=1073741824, test_initialization=False, weight_decay=opts["weight_decay"],
         display=0, snapshot=0, snapshot_after_train=False, snapshot_prefix=snapshot_prefix,
         **fields))
@@ -199,16 +216,22 @@ class ChainBuffer(object):
 
 
 class GenerativeLearner(object):
-    """Train LeNet on MNIST by the synthesized-image gradient (+ DG).
+    """Train a net (NETS: LeNet on MNIST, cifar10_quick on CIFAR-10) by the
+    synthesized-image gradient (+ DG).
 
-    opts: DEFAULTS overridden by the caller. Files in out_dir: net.prototxt,
+    opts: DEFAULTS, then NET_DEFAULTS[net], overridden by the caller. The
+    net's LMDBs (default: its data_args), input transform and class count
+    come from its gencnn.netgen entry; mean_file overrides its mean image. Files in out_dir: net.prototxt,
     solver.prototxt, iterations.tsv, state.json, snapshots/, history.json,
     curves.png, final.caffemodel, chains.npz (the final buffer), train.log.
     """
 
     def __init__(self, out_dir, opts=None, seed=None, weights=None, progress=True,
-                 train_source=None, test_source=None):
-        self.opts = dict(DEFAULTS)
+                 train_source=None, test_source=None, net="lenet", mean_file=None):
+        if net not in NETS:
+            raise UserError("net %r: generative learning trains %s" % (net, ", ".join(NETS)))
+        self.net_name, self.net = net, netgen.NETS[net]
+        self.opts = dict(DEFAULTS, **NET_DEFAULTS[net])
         unknown = set(opts or {}) - set(DEFAULTS)
         if unknown:
             raise ValueError("unknown options: %s" % ", ".join(sorted(unknown)))
@@ -218,13 +241,16 @@ class GenerativeLearner(object):
         self.seed = seed
         self.weights = weights
         self.progress = progress
-        args = netgen.LENET["data_args"]
+        args = self.net["data_args"]
         self.train_source = train_source or args["train_source"]
         self.test_source = test_source or args["test_source"]
+        self.mean_file = mean_file or args.get("mean_file")
         self.batch = args["train_batch"]
+        tool = {"lenet": "tools/get_mnist.py"}.get(net, "tools/cifar10_data.py")
         for path in (self.train_source, self.test_source):
             if not os.path.isdir(path):
-                raise UserError("LMDB %s does not exist (see tools/get_mnist.py)" % path)
+                raise UserError("LMDB %s does not exist (see %s)" % (path, tool))
+        self.transform = InputTransform.of_net(self.net, self._data_overrides())
         if os.path.realpath(self.train_source) == os.path.realpath(self.test_source):
             # Two Data layers on one LMDB deadlock in Caffe's DataReader.
             raise UserError("the test LMDB %s is the training LMDB" % self.test_source)
@@ -241,7 +267,7 @@ class GenerativeLearner(object):
             raise UserError("%g epochs of %d images is less than one iteration"
                             % (self.opts["epochs"], self.train_size))
         self.data_period = run_folder.data_period(self.train_size, self.batch)
-        test_batch = netgen.LENET["data_args"]["test_batch"]
+        test_batch = args["test_batch"]
         self.test_iters = max(1, int(math.ceil(lmdb_count(self.test_source) / float(test_batch))))
 
     def _check_opts(self):
@@ -259,14 +285,24 @@ class GenerativeLearner(object):
     def path(self, *parts):
         return self.folder.path(*parts)
 
+    def _data_overrides(self):
+        """The net's data_args as this run reads them (absolute paths: Caffe
+        resolves them against its working directory)."""
+        args = {"train_source": os.path.abspath(self.train_source),
+                "test_source": os.path.abspath(self.test_source)}
+        if self.mean_file:
+            args["mean_file"] = os.path.abspath(self.mean_file)
+        return args
+
     def describe(self):
-        return {"opts": self.opts, "seed": self.seed, "weights": self.weights,
+        return {"net": self.net_name, "opts": self.opts, "seed": self.seed,
+                "weights": self.weights, "mean_file": self.mean_file,
                 "train_source": self.train_source, "test_source": self.test_source,
                 "batch_observed": self.batch, "epoch_iters": self.epoch_iters,
                 "max_iter": self.max_iter, "inputs": self._inputs}
 
     # The configuration a resume must not change.
-    RESUME_KEYS = {"opts": "options", "seed": "seed", "inputs": "inputs"}
+    RESUME_KEYS = {"net": "net", "opts": "options", "seed": "seed", "inputs": "inputs"}
 
     def inputs(self):
         """Fingerprints of what the run reads (a resume with others is refused)."""
@@ -274,18 +310,21 @@ class GenerativeLearner(object):
                   "test LMDB": lmdb_fingerprint(self.test_source)}
         if self.weights:
             inputs["initial weights"] = run_folder.file_fingerprint(self.weights)
+        if self.mean_file:
+            inputs["mean file"] = run_folder.file_fingerprint(self.mean_file)
         return inputs
 
     def validate(self):
         """What would fail only after the run folder is written: the data's
         shape, the initial weights, the memory the chains and nets need."""
-        deploy = netgen.deploy_net(netgen.LENET)
+        deploy = netgen.deploy_net(self.net)
         shape = input_shape(deploy)
         for path in (self.train_source, self.test_source):
             for image, _ in read_lmdb(path, 1):
                 if tuple(image.shape) != shape:
-                    raise UserError("LMDB %s holds %s images; LeNet takes %s" % (
-                        path, "x".join(map(str, image.shape)), "x".join(map(str, shape))))
+                    raise UserError("LMDB %s holds %s images; %s takes %s" % (
+                        path, "x".join(map(str, image.shape)), self.net["name"],
+                        "x".join(map(str, shape))))
         if self.weights:
             caffe_utils.check_weights(deploy, self.weights)
         o = self.opts
@@ -303,8 +342,8 @@ class GenerativeLearner(object):
     # ---------------------------------------------------------------- nets
     def _fit_q(self):
         return fit_q(self.train_source, self.opts["reference_count"],
-                     input_shape(netgen.deploy_net(netgen.LENET)),
-                     bool(self.opts["fitted_q"]), self.opts["shrinkage"])
+                     input_shape(netgen.deploy_net(self.net)),
+                     bool(self.opts["fitted_q"]), self.opts["shrinkage"], self.transform)
 
     def _q_record(self, q):
         """q as state.json and history.json record it."""
@@ -317,15 +356,14 @@ class GenerativeLearner(object):
     def _build(self):
         o = self.opts
         net_text = str(netgen.synthesis_net(
-            synthesized=o["synthesized"], alpha=o["alpha"], dg_weight=o["dg_weight"],
-            train_source=os.path.abspath(self.train_source),
-            test_source=os.path.abspath(self.test_source)))
+            self.net, synthesized=o["synthesized"], alpha=o["alpha"], dg_weight=o["dg_weight"],
+            **self._data_overrides()))
         write_atomic(self.path("net.prototxt"), net_text)
         write_atomic(self.path("solver.prototxt"), solver_text(
             self.path("net.prototxt"), o, self.max_iter, self.path("snapshots", "iter"),
-            self.seed))
+            self.seed, self.test_iters))
         solver = caffe.get_solver(self.path("solver.prototxt"))
-        deploy = netgen.deploy_net(netgen.LENET)
+        deploy = netgen.deploy_net(self.net)
         sampler_net = caffe_utils.load_net(deploy, num_chains=o["synthesized"])
         sampler_net.share_with(solver.net)       # same weight blobs, no copy
         test_net = solver.test_nets[0]
@@ -375,7 +413,8 @@ class GenerativeLearner(object):
         shape = tuple(sampler_net.blobs["data"].data.shape[1:])
         seed = 0 if self.seed is None else self.seed
         self.rng = np.random.RandomState(seed + 1)
-        self.buffer = ChainBuffer(10, o["buffer_size"], shape, self.q, self.rng)
+        num_classes = sampler_net.blobs[self.net["scores"]].data.shape[1]
+        self.buffer = ChainBuffer(num_classes, o["buffer_size"], shape, self.q, self.rng)
         self.step_size = o["step_size"]
         # two rotating checkpoints (weights, solver state, chains), the final
         # weights and chains, iterations.tsv (~220 bytes a row)
@@ -483,9 +522,9 @@ class GenerativeLearner(object):
         self._wanted = wanted
         labels, slots, x, restarts = self.buffer.draw(o["synthesized"], o["restart_prob"],
                                                       self.rng, wanted)
-        self.sampler.score = hmc.NodeScore(sampler_net, "ip2", labels)
+        self.sampler.score = hmc.NodeScore(sampler_net, self.net["scores"], labels)
         if self.opts["fitted_q"]:
-            self.sampler.score = hmc.LogitScore(self.sampler.score)
+            self.sampler.score = hmc.LogitScore(self.sampler.score, self.transform.bounds)
         f, grad = self.sampler.evaluate(x)
         accept, divergent = [], 0
         for _ in range(o["mcmc_iters"]):
@@ -510,7 +549,8 @@ class GenerativeLearner(object):
     def to_images(self, states):
         """The images (input units) of chain states: x itself, or sigmoid(u)
         for the logit chains of fitted_q."""
-        return hmc.logit_to_pixels(states, (0.0, 1.0)) if self.opts["fitted_q"] else states
+        return hmc.logit_to_pixels(states, self.transform.bounds) if self.opts["fitted_q"] \
+            else states
 
     def _scores(self, state, net, it):
         """[DG loss, synthesis loss, energy gap, f data, f samples] of the
@@ -522,7 +562,7 @@ class GenerativeLearner(object):
                                   self._wanted):
                 raise RuntimeError("iteration %d: the Data layer's labels are not "
                                    "the LMDB's in key order" % it)
-        scores = net.blobs["ip2"].data.reshape(len(net.blobs["label"].data), -1)
+        scores = net.blobs[self.net["scores"]].data.reshape(len(net.blobs["label"].data), -1)
         fy = scores[np.arange(len(scores)), net.blobs["label"].data.astype(int)]
         f_data, f_syn = float(fy[:self.batch].mean()), float(fy[self.batch:].mean())
         dg = float(net.blobs["loss"].data.ravel()[0]) if "loss" in net.outputs \

@@ -346,15 +346,15 @@ def deploy_header(net):
 def synthesis_net(net=None, synthesized=SYNTHESIS_DEFAULTS["synthesized"],
                   alpha=SYNTHESIS_DEFAULTS["alpha"], dg_weight=SYNTHESIS_DEFAULTS["dg_weight"],
                   **data_overrides):
-    """Train/test NetParameter of LeNet for learning with synthesized images:
-    batches of the LMDB's batch size of observed images plus `synthesized`
-    images from an Input blob; SynthesisLossLayer with energy penalty `alpha`
+    """Train/test NetParameter of `net` (a NETS entry with a one-label Data
+    layer; default LeNet) for learning with synthesized images: batches of
+    the LMDB's batch size of observed images plus `synthesized` images (in
+    the net's input units, after the Data layer's transform) from an Input
+    blob; SynthesisLossLayer with energy penalty `alpha`
     on all of them, SoftmaxWithLoss with loss_weight `dg_weight` on the
     observed ones (dg_weight 0 leaves it out). TEST phase: DG's loss and
     accuracy."""
     net = net or LENET
-    if net is not LENET:
-        raise ValueError("synthesis_net is written for LeNet (28 x 28 x 1 inputs)")
     args = dict(net["data_args"], **data_overrides)
     synthesized, observed, scores = int(synthesized), args["train_batch"], net["scores"]
     train = {"include": {"phase": TRAIN}}

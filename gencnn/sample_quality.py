@@ -1,5 +1,6 @@
 """Sample measures, as the field uses them: how much a set of
-samples with target classes looks like MNIST digits of those classes.
+samples with target classes looks like the images of those classes (MNIST
+digits; CIFAR-10 images with a mean_file, in the cifar10_quick's input units).
 
     judge = Judge(model, weights)                 # an independent LeNet (pycaffe)
     reference = load_reference(judge, train_lmdb, test_lmdb)
@@ -18,9 +19,11 @@ project's LeNet), y the target classes. The measures:
   a bare class template (one image per class is judged right and confidently),
   FID is not. It is biased upwards at small n: headline numbers use n >= 1,000;
   compare sets only at the same n;
-- pixels_out_of_range: the fraction of pixels outside [0, 1];
-- background_mean / background_sd: over the pixels where the class mean of
-  the training digits (the sample's target class) is below 0.05;
+- pixels_out_of_range: the fraction of pixels outside the box of valid
+  images, [0, 1] for MNIST, pixel levels 0 .. 256 minus the mean image for
+  CIFAR-10 (gencnn.data.transform);
+- background_mean / background_sd (MNIST only): over the pixels where the
+  class mean of the training digits (the sample's target class) is below 0.05;
 - within_class_corr: mean pairwise Pearson correlation between samples of a
   class, averaged over classes (diversity: a template per class gives 1);
   within_class_corr_chain_mean: the same for the chain means, when given;
@@ -244,7 +247,11 @@ class Reference(object):
     test_median, the median distance of a test digit to its nearest
     training image."""
 
-    def __init__(self, judge, train_images, train_labels, test_images, test_labels):
+    def __init__(self, judge, train_images, train_labels, test_images, test_labels,
+                 bounds=(0.0, 1.0), background=True):
+        # bounds: the box of valid images (input units); background: measure
+        # the background of digits (a dark background is MNIST's)
+        self.bounds, self.background = bounds, background
         self.train_images, self.train_labels = train_images, np.asarray(train_labels)
         self.test_n = len(test_images)
         features, probs = judge.forward(test_images)
@@ -255,11 +262,19 @@ class Reference(object):
         self.test_median = float(np.median(nearest_distances(test_images, train_images)))
 
 
-def load_reference(judge, train_lmdb, test_lmdb, scale=MNIST_SCALE):
-    from gencnn.data.lmdb_io import lmdb_images     # imports caffe
-    train, test = (lmdb_images(path, scale, input_shape=judge.input_shape,
-                               reader="the judge's input") for path in (train_lmdb, test_lmdb))
-    return Reference(judge, train[0], train[1], test[0], test[1])
+def load_reference(judge, train_lmdb, test_lmdb, scale=MNIST_SCALE, mean_file=None):
+    """The Reference of two LMDBs read as the judge's Data layer would:
+    pixels times `scale`, minus the mean image of `mean_file` first if given
+    (then the images are colour photos: no background measure)."""
+    from gencnn.data.transform import InputTransform     # imports caffe
+    from gencnn.evaluation import load_mean_file
+    mean = None if mean_file is None else load_mean_file(mean_file, judge.input_shape[0])
+    transform = InputTransform(scale, mean)
+    train, test = (transform.lmdb_images(path, input_shape=judge.input_shape,
+                                         reader="the judge's input")
+                   for path in (train_lmdb, test_lmdb))
+    return Reference(judge, train[0], train[1], test[0], test[1], transform.bounds,
+                     background=mean is None)
 
 
 def check_labels(y, reference, what="y"):
@@ -275,14 +290,16 @@ def measure_set(judge, reference, x, y, chain_mean=None):
     order (within_class_corr_chain_mean only with chain_mean)."""
     x, y = np.asarray(x), np.asarray(y)
     features, probs = judge.forward(x)
-    background_mean, background_sd = background_stats(x, y, reference.class_means)
+    background_mean = background_sd = None
+    if reference.background:
+        background_mean, background_sd = background_stats(x, y, reference.class_means)
     measures = collections.OrderedDict([
         ("n", int(len(x))),
         ("class_counts", {str(c): int(k) for c, k in zip(*np.unique(y, return_counts=True))}),
         ("judge_accuracy", judge_accuracy(probs, y)),
         ("inception_score", inception_score(probs)),
         ("lenet_fid", lenet_fid(features, reference.feature_fit)),
-        ("pixels_out_of_range", pixels_out_of_range(x)),
+        ("pixels_out_of_range", pixels_out_of_range(x, *reference.bounds)),
         ("background_mean", background_mean),
         ("background_sd", background_sd),
         ("within_class_corr", within_class_corr(x, y)),

@@ -33,9 +33,9 @@ cp "$run/history.json" "$nets/${name}_history.json"
 cp "$run/train.log" "$nets/${name}_train.log"
 out="$samples/${name}_logit$suffix.npz"
 if [ ! -f "$out" ]; then
-  python studies/lenet_samples_t1.py --weights "$nets/$name.caffemodel" \
+  python studies/class_samples_t1.py --weights "$nets/$name.caffemodel" \
       --chains-per-digit "$per_digit" --out "$out" \
       --grid "results/figures/sample_quality_${name}_logit$suffix.png"
 fi
-python studies/lenet_samples_t1.py --chains-from "$run/chains.npz" --chains-per-digit "$per_digit" \
+python studies/class_samples_t1.py --chains-from "$run/chains.npz" --chains-per-digit "$per_digit" \
     --weights "$nets/$name.caffemodel" --out "$samples/${name}_buffer$suffix.npz"

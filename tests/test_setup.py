@@ -17,7 +17,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ["setup/setup.sh", "setup/build_caffe.sh", "setup/build_caffe_upstream.sh", ".ci/run",
-           "studies/sec5_fitted_q.sh"]
+           "studies/sec5_fitted_q.sh", "studies/cifar10_sec5.sh"]
 BASE_PYTHON = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
 
 

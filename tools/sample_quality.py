@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Measure sets of samples against MNIST, with baselines at the same n
-(gencnn/sample_quality.py, the report gencnn/reports/sample_quality.py).
+"""Measure sets of samples against MNIST (or CIFAR-10: --mean-file and a
+cifar10_quick judge), with baselines at the same n (gencnn/sample_quality.py,
+the report gencnn/reports/sample_quality.py).
 
   python tools/sample_quality.py \\
       --judge-weights results/sample_quality/judge_dg_seed99.caffemodel \\
@@ -16,6 +17,11 @@ class template + q noise, and the --q-alone draws) are drawn at the n and
 class counts of the first --set. LeNet-FID is the headline: judge accuracy
 and IS are fooled by a class template. Use n >= 1,000 for headline numbers
 (FID is biased upwards at small n).
+
+  python tools/sample_quality.py --judge-model prototxt/cifar10_quick_deploy.prototxt \
+      --judge-weights results/sample_quality_cifar10/nets/judge_dg_seed99.caffemodel \
+      --train-lmdb data/cifar10/cifar10_train_lmdb --test-lmdb data/cifar10/cifar10_test_lmdb \
+      --scale 1 --mean-file data/cifar10/mean.binaryproto --set NAME=S.npz --out R.json
 
   python tools/sample_quality.py --recompute-check results/sample_quality.json
 
@@ -59,14 +65,21 @@ def main(argv=None):
     add("--scale", type=cli.positive_float, default=sample_quality.MNIST_SCALE,
         help="LMDB pixels -> the judge's input units, as the nets' transform_param "
              "(default %(default)s)")
+    add("--mean-file", default=None,
+        help="the mean image the judge's Data layer subtracts (CIFAR-10's "
+             "data/cifar10/mean.binaryproto; default none: MNIST)")
+    add("--judge-feature", default="ip1",
+        help="the judge's blob FID is computed on (default %(default)s)")
     add("--set", dest="sets", type=named_path, action="append", default=[], metavar="NAME=PATH",
         help="a set of samples (.npz with x, y[, chain_mean, meta]); repeatable, at least one")
     add("--q-alone", type=named_path, default=None, metavar="NAME=PATH",
         help='baseline: draws of the chosen q (.npz with "x", at least the first set\'s n)')
-    add("--white-mean", type=cli.finite_float, default=sample_quality.WHITE_Q_MEAN,
-        help="mean of the white q baseline (default %(default)s)")
-    add("--white-std", type=cli.positive_float, default=sample_quality.WHITE_Q_STD,
-        help="sd of the white q baseline and of the template's noise (default %(default)s)")
+    add("--white-mean", type=cli.finite_float, default=None,
+        help="mean of the white q baseline (default %s without --mean-file, else the "
+             "training images' mean)" % sample_quality.WHITE_Q_MEAN)
+    add("--white-std", type=cli.positive_float, default=None,
+        help="sd of the white q baseline and of the template's noise (default %s without "
+             "--mean-file, else the training images' sd)" % sample_quality.WHITE_Q_STD)
     add("--real-pool", type=cli.positive_int, default=sample_quality.REAL_POOL,
         help="real training digits are drawn from the last this many training images "
              "(default %(default)s)")
@@ -93,7 +106,7 @@ def main(argv=None):
         args.judge_model, args.judge_weights, args.train_lmdb, args.test_lmdb, args.sets,
         q_alone=args.q_alone, seed=args.seed, judge_test_error=args.judge_test_error,
         scale=args.scale, white_mean=args.white_mean, white_std=args.white_std,
-        real_pool=args.real_pool)
+        real_pool=args.real_pool, mean_file=args.mean_file, feature_blob=args.judge_feature)
     folder = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(folder, exist_ok=True)
     files.write_atomic(args.out, json.dumps(report, indent=1) + "\n")

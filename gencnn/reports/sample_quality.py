@@ -13,14 +13,20 @@ from gencnn.sample_quality import (BASELINE_SEED_OFFSETS, MNIST_SCALE, REAL, REA
 
 
 def make_report(judge_model, judge_weights, train_lmdb, test_lmdb, sets, q_alone=None, seed=0,
-                judge_test_error=None, scale=MNIST_SCALE, white_mean=WHITE_Q_MEAN,
-                white_std=WHITE_Q_STD, real_pool=REAL_POOL, log=print):
+                judge_test_error=None, scale=MNIST_SCALE, white_mean=None,
+                white_std=None, real_pool=REAL_POOL, log=print, mean_file=None,
+                feature_blob="ip1"):
     """results/sample_quality.json's content (its format: docs/visualization_results.md):
     {"judge", "sets", "baselines"}. sets: [(name, samples .npz path)], at
     least one; the baselines are drawn like the first set (its n and class
     counts). q_alone: (name, .npz path of q draws, "x" only needed) or None.
     judge_test_error: the judge's stated test error (%), or None to use the
-    one measured on test_lmdb. Every input is checked before any work."""
+    one measured on test_lmdb. mean_file: the mean image the judge's Data
+    layer subtracts (CIFAR-10), None for MNIST. white_mean / white_std: the
+    white q baseline's, default MNIST's q (WHITE_Q_*) without a mean_file,
+    else the training images' mean and marginal sd in input units.
+    feature_blob: the judge's blob FID is computed on. Every input is
+    checked before any work."""
     if not sets:
         raise UserError("no sample set given")
     names = [name for name, _ in sets]
@@ -30,10 +36,11 @@ def make_report(judge_model, judge_weights, train_lmdb, test_lmdb, sets, q_alone
         raise UserError("the q-alone baseline cannot be called %r (a baseline of its own)"
                         % q_alone[0])
     for path, what in ((judge_model, "judge model"), (judge_weights, "judge weights"),
-                       (train_lmdb, "training LMDB"), (test_lmdb, "test LMDB")):
-        if not os.path.exists(path):
+                       (train_lmdb, "training LMDB"), (test_lmdb, "test LMDB"),
+                       (mean_file, "mean file")):
+        if path is not None and not os.path.exists(path):
             raise UserError("%s %s not found" % (what, path))
-    judge = Judge(judge_model, judge_weights)
+    judge = Judge(judge_model, judge_weights, feature_blob=feature_blob)
     loaded = collections.OrderedDict(
         (name, read_sample_set(path, judge.input_shape, judge.num_classes, "set %s" % name))
         for name, path in sets)
@@ -49,9 +56,13 @@ def make_report(judge_model, judge_weights, train_lmdb, test_lmdb, sets, q_alone
                             % (q_alone[0], len(q_set), len(like["y"]), names[0]))
 
     log("reading %s and %s, judging the test digits" % (train_lmdb, test_lmdb))
-    reference = load_reference(judge, train_lmdb, test_lmdb, scale)
+    reference = load_reference(judge, train_lmdb, test_lmdb, scale, mean_file)
     for name, data in loaded.items():
         check_labels(data["y"], reference, "set %s" % name)
+    if white_mean is None:
+        white_mean = WHITE_Q_MEAN if mean_file is None else float(reference.train_images.mean())
+    if white_std is None:
+        white_std = WHITE_Q_STD if mean_file is None else float(reference.train_images.std())
 
     judge_entry = collections.OrderedDict([
         ("model", judge_model), ("weights", judge_weights),
@@ -60,8 +71,11 @@ def make_report(judge_model, judge_weights, train_lmdb, test_lmdb, sets, q_alone
         ("test_error_source", "test LMDB" if judge_test_error is None else "given"),
         ("test_lmdb_error_pct", reference.test_error_pct),
         ("features", "%s as the net leaves it (LeNet: after relu1, which works in place)"
-         % judge.feature_blob),
-        ("train_lmdb", train_lmdb), ("test_lmdb", test_lmdb), ("scale", scale),
+         % judge.feature_blob if mean_file is None and feature_blob == "ip1" else
+         "%s of the judge as the net leaves it" % judge.feature_blob),
+        ("train_lmdb", train_lmdb), ("test_lmdb", test_lmdb), ("scale", scale)]
+        + ([("mean_file", mean_file)] if mean_file is not None else [])
+        + ([("feature_blob", feature_blob)] if feature_blob != "ip1" else []) + [
         ("train_n", int(len(reference.train_images))), ("test_n", int(reference.test_n)),
         ("test_nearest_train_median", reference.test_median)])
     report = collections.OrderedDict([("judge", judge_entry),
@@ -102,7 +116,8 @@ def report_settings(report):
     baselines = report["baselines"]
     settings = {"judge_model": judge["model"], "judge_weights": judge["weights"],
                 "train_lmdb": judge["train_lmdb"], "test_lmdb": judge["test_lmdb"],
-                "scale": judge["scale"],
+                "scale": judge["scale"], "mean_file": judge.get("mean_file"),
+                "feature_blob": judge.get("feature_blob", "ip1"),
                 "judge_test_error": (judge["test_error_pct"]
                                      if judge["test_error_source"] == "given" else None),
                 "sets": [(name, entry["samples"]) for name, entry in report["sets"].items()],
@@ -163,7 +178,7 @@ def recompute_check(path, rtol=1e-6, log=print):
 
 TABLE_COLUMNS = (("n", "n", "%d"), ("judge_accuracy", "judged %", "%.1f"),
                  ("inception_score", "IS", "%.2f"), ("lenet_fid", "LeNet-FID", "%.1f"),
-                 ("pixels_out_of_range", "out of [0, 1] %", "%.1f"),
+                 ("pixels_out_of_range", "out of the box %", "%.1f"),
                  ("within_class_corr", "within-class corr", "%.2f"),
                  ("nearest_train_distance_ratio", "nearest-train ratio", "%.2f"))
 _PERCENT = {"judge_accuracy", "pixels_out_of_range"}

@@ -173,6 +173,13 @@ class NodeScore(object):
         return f, grad
 
 
+def _bound(value):
+    """A box bound: a Python float when it is one number (float32 chains then
+    stay float32), else a float64 array."""
+    value = np.asarray(value, dtype=np.float64)
+    return float(value) if value.ndim == 0 else value
+
+
 def logit_to_pixels(u, bounds):
     """x = lo + (hi - lo) sigmoid(u): the logit pixel model's image of u."""
     lo, hi = bounds
@@ -189,7 +196,9 @@ class LogitScore(object):
     exactly and every sample x(u) is a valid image (no clipping)."""
 
     def __init__(self, score, bounds=(0.0, 1.0)):
-        self.score, (self.lo, self.hi) = score, (float(bounds[0]), float(bounds[1]))
+        # bounds: numbers, or arrays of one image's shape (a box per pixel,
+        # e.g. 0 .. 256 minus a mean image)
+        self.score, (self.lo, self.hi) = score, (_bound(bounds[0]), _bound(bounds[1]))
 
     def to_pixels(self, u):
         return logit_to_pixels(u, (self.lo, self.hi))

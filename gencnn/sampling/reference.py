@@ -278,7 +278,7 @@ def dequantization_seed(seed):
     """The RandomState seed of q's dequantization noise in a run of `seed`:
     seed + 1. One rule for every q of the logit pixel model, so that a net
     learned with it (gencnn/generative_learning.py, fitted_q, seed 0) is
-    sampled by studies/lenet_samples_t1.py and hmc_visualize's lenet-fitted
+    sampled by studies/class_samples_t1.py and hmc_visualize's lenet-fitted
     preset (at their default --seed 0) under the q it was trained with."""
     return int(seed) + 1
 
