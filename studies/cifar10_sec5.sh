@@ -13,6 +13,11 @@
 #   studies/cifar10_sec5.sh buffer SEED       # the final persistent chains of sec5 SEED
 #   studies/cifar10_sec5.sh qalone            # draws of the fitted q alone
 #   studies/cifar10_sec5.sh report            # results/sample_quality_cifar10.json
+#   studies/cifar10_sec5.sh park SEED         # commit-able copy of sec5 SEED's run
+#                                             # (its newest checkpoint), which a
+#                                             # later session's `sec5 SEED` resumes
+#   studies/cifar10_sec5.sh checkpoint SEED   # nets/sec5_seedSEED_iterN: the newest
+#                                             # checkpoint's weights, to sample
 #
 # Nets, histories and sample sets go to results/sample_quality_cifar10/
 # (committed); runs in progress to scratch/runs/cifar10_sec5/.
@@ -52,8 +57,11 @@ case "${1:-}" in
     cp "$run/stage1_final.caffemodel" "$nets/$name.caffemodel"
     cp "$run/history.json" "$nets/${name}_history.json" ;;
   sec5)
-    seed=$2; epochs=${3:-2}; start=${4:-1}; run="$runs/sec5_seed$seed"
+    seed=$2; epochs=${3:-10}; start=${4:-1}; run="$runs/sec5_seed$seed"
     name="sec5_seed$seed"
+    if [ ! -d "$run" ] && [ -d "$out/runs/$name" ]; then   # parked by an earlier session
+      cp -a "$out/runs/$name" "$run"
+    fi
     if [ ! -f "$run/history.json" ]; then
       # shellcheck disable=SC2046
       python tools/generative_learning.py --net cifar10_quick --out "$run" --seed "$seed" \
@@ -79,6 +87,19 @@ case "${1:-}" in
     python studies/class_samples_t1.py --net cifar10_quick \
         --grid-from "$samples/sec5_seed${seed}_buffer.npz" \
         --out "$figures/cifar10_sec5_seed${seed}_buffer.png" ;;
+  park)
+    run="$runs/sec5_seed$2"; parked="$out/runs/sec5_seed$2"
+    rm -rf "$parked.tmp" && mkdir -p "$out/runs"
+    cp -a "$run" "$parked.tmp" && rm -f "$parked.tmp/.lock"
+    rm -rf "$parked" && mv "$parked.tmp" "$parked" ;;
+  checkpoint)
+    run="$runs/sec5_seed$2"
+    it=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['checkpoint']['iter'])" \
+         "$run/state.json")
+    model=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['checkpoint']['caffemodel'])" \
+            "$run/state.json")
+    cp "$run/$model" "$nets/sec5_seed$2_iter$it.caffemodel"
+    echo "sec5_seed$2_iter$it" ;;
   qalone)
     if [ ! -f "$samples/fitted_q_alone.npz" ]; then
       python studies/class_samples_t1.py "${t1[@]}" --no-net --out "$samples/fitted_q_alone.npz"
@@ -102,6 +123,6 @@ case "${1:-}" in
         --out results/sample_quality_cifar10.json ;;
   *)
     echo "usage: $0 data | dg SEED | sec5 SEED [EPOCHS [START]] | samples NAME | buffer SEED |" \
-         "qalone | report" >&2
+         "qalone | report | park SEED | checkpoint SEED" >&2
     exit 2 ;;
 esac
