@@ -51,6 +51,9 @@ BACKGROUND_LEVEL = 0.05          # class mean below this: background pixel
 REAL_POOL = 10000                # real digits come from the last this many training images
 # Rows of the distance matrix per chunk: 500 x 60,000 float64 = 240 MB.
 DISTANCE_CHUNK = 500
+# The fewest images a set or the test digits may have: FID fits a covariance,
+# which one image leaves undefined (NaN, on which scipy's sqrtm crawls).
+MIN_SAMPLES = 2
 
 MEASURES = ("n", "class_counts", "judge_accuracy", "inception_score", "lenet_fid",
             "pixels_out_of_range", "background_mean", "background_sd", "within_class_corr",
@@ -140,9 +143,17 @@ def inception_score(probs):
     return float(np.exp(kl.mean()))
 
 
+def check_count(n, what):
+    """UserError unless `what` holds at least MIN_SAMPLES images."""
+    if n < MIN_SAMPLES:
+        raise UserError("%s holds %d image%s; FID's covariance needs at least %d"
+                        % (what, n, "" if n == 1 else "s", MIN_SAMPLES))
+
+
 def gaussian_fit(features):
     """(mean, covariance) of the rows of `features` (unbiased covariance)."""
     features = np.asarray(features, dtype=np.float64)
+    check_count(len(features), "a set")
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
@@ -256,7 +267,8 @@ class Reference(object):
 
 
 def load_reference(judge, train_lmdb, test_lmdb, scale=MNIST_SCALE):
-    from gencnn.data.lmdb_io import lmdb_images     # imports caffe
+    from gencnn.data.lmdb_io import lmdb_count, lmdb_images     # imports caffe
+    check_count(lmdb_count(test_lmdb), "the test LMDB %s" % test_lmdb)
     train, test = (lmdb_images(path, scale, input_shape=judge.input_shape,
                                reader="the judge's input") for path in (train_lmdb, test_lmdb))
     return Reference(judge, train[0], train[1], test[0], test[1])
@@ -403,6 +415,7 @@ def read_sample_set(path, input_shape, num_classes, what):
     import json
     arrays = npz_arrays(path, what)
     x = image_array(arrays, "x", input_shape, what, "the samples")
+    check_count(len(x), what)
     if "y" not in arrays:
         raise UserError('%s: no "y" (the target classes)' % what)
     y = arrays["y"]
