@@ -231,7 +231,7 @@ def test_a_damaged_checkpoint_recorded_before_checksums_is_still_caught(finished
     """A run folder from before the checksums: the solver state is parsed
     and the weights checked instead."""
     out, args, state = _copy_run(finished_run, tmp_path)
-    del state["checkpoint"]["sha256"]
+    state["checkpoint"].pop("sha256", None)
     (out / "state.json").write_text(json.dumps(state))
     caffemodel = out / state["checkpoint"]["caffemodel"]
     data = caffemodel.read_bytes()
@@ -342,9 +342,68 @@ def test_a_stopped_study_stops_its_training(small_solvers, tmp_path, sig):
         time.sleep(0.2)
     below = _descendants(proc.pid)
     assert below
-    proc.send_signal(sig)
-    proc.communicate(timeout=60)
-    deadline = time.time() + 30
-    while any(_alive(pid) for pid in below) and time.time() < deadline:
-        time.sleep(0.2)
-    assert not [pid for pid in below if _alive(pid)]
+    try:
+        proc.send_signal(sig)
+        proc.communicate(timeout=60)
+        deadline = time.time() + 30
+        while any(_alive(pid) for pid in below) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in below if _alive(pid)]
+    finally:        # a failure leaves no training behind either
+        for pid in [proc.pid] + below:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+# ------------------------------------------------------------ hmc_visualize
+# A rerun into a used --out, killed (SIGKILL, by itself) while writing its
+# figures: after the grids, before the trajectory.
+KILLED_WHILE_WRITING = """
+import os, runpy, signal, sys
+sys.path.insert(0, os.path.join(sys.argv[1], "tools"))
+from gencnn.visualization import figures
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+figures.save_trajectory = killed
+sys.argv = sys.argv[1:]
+sys.argv[0] = os.path.join(sys.argv[0], "tools", "hmc_visualize.py")
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_rerun_leaves_the_previous_outputs_whole(tmp_path):
+    """On main the killed rerun left its grid.png beside the first run's
+    samples and summary; now the folder is replaced as a whole, and the
+    next run clears the killed one's leftovers."""
+    weights = str(tmp_path / "lenet.caffemodel")
+    caffe.Net(LENET, caffe.TEST).save(weights)
+    out = tmp_path / "hmc"
+    args = ["--model", LENET, "--weights", weights, "--blob", "ip2", "--unit", 3,
+            "--iters", 3, "--leapfrog-steps", 2, "--num-chains", 2, "--out", out]
+    tool("hmc_visualize.py", *(args + ["--seed", 1]))
+    first = {name: (out / name).read_bytes() for name in os.listdir(str(out))}
+    assert {"grid.png", "trajectory.png", "samples.npz", "summary.json"} <= set(first)
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_WHILE_WRITING)
+    proc = subprocess.run([sys.executable, str(script), REPO] + list(map(str, args)) +
+                          ["--seed", "2"], env=ENV, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert {name: (out / name).read_bytes() for name in os.listdir(str(out))} == first
+    assert [name for name in os.listdir(str(tmp_path)) if ".tmp" in name]   # the killed run's
+    tool("hmc_visualize.py", *(args + ["--seed", 2]))
+    assert json.load(open(str(out / "summary.json")))["seed"] == 2
+    assert not [name for name in os.listdir(str(tmp_path)) if ".tmp" in name]
+
+
+# ----------------------------------------------------------- sample_quality
+def test_a_test_lmdb_of_one_image_is_refused_before_judging(tmp_path, subset):
+    """FID's reference covariance of one test image is NaN, on which scipy's
+    sqrtm crawled for hours; refused before the judge runs."""
+    from gencnn import sample_quality
+    one = str(tmp_path / "one_lmdb")
+    lmdb_io.write_lmdb(one, digits(subset, 1), map_size=1 << 20)
+    with pytest.raises(cli.UserError, match="the test LMDB .*one_lmdb holds 1 image; FID's "
+                                            "covariance needs at least 2"):
+        sample_quality.load_reference(None, str(subset / "mnist_train_lmdb"), one)

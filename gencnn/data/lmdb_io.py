@@ -243,8 +243,8 @@ def lmdb_images(path, scale=1.0, limit=None, input_shape=None, name=None,
     """The one reader of an LMDB's images: (images, labels) of its first
     `limit` entries (default all) in key order, the images float64
     (n x C x H x W) times `scale`, the labels int64. UserError (one line)
-    if it is empty, or its images differ in shape or (input_shape) are not
-    of that shape; `name` (default "LMDB <path>") names it in that line,
+    if it is empty, its images differ in shape or (input_shape) are not of
+    that shape, or one holds a NaN or infinity; `name` (default "LMDB <path>") names it in that line,
     `reader` the input the images are for."""
     name = name or "LMDB %s" % path
     entries = list(read_lmdb(path, limit))
@@ -258,6 +258,10 @@ def lmdb_images(path, scale=1.0, limit=None, input_shape=None, name=None,
         raise cli.UserError("%s images %s do not match %s %s"
                             % (name, shapes[0], reader, tuple(input_shape)))
     images = np.array([image for image, _ in entries], dtype=np.float64) * scale
+    bad = np.flatnonzero(~np.isfinite(images.reshape(len(images), -1)).all(axis=1))
+    if len(bad):
+        raise cli.UserError("%s: image %d (in key order) holds a non-finite pixel"
+                            % (name, bad[0]))
     return images, np.array([label for _, label in entries], dtype=np.int64)
 
 
