@@ -25,7 +25,11 @@ One resume policy (RunFolder.start):
   run killed while writing them completes them when resumed.
 
 Checkpoints are rotated: a new one removes the previous one's files unless
-that was kept (a stage's end, a kept epoch). Paths in state.json are relative
+that was kept (a stage's end, a kept epoch). Each records the SHA-256 of its
+files, checked before a resume restores it (a damaged one is one line naming
+the file, not Caffe's abort); outputs copied from a checkpoint (a stage's
+final weights) are checked, and copied again, on the resume of a finished
+run. Paths in state.json are relative
 to the folder, and a restore reads the weights of the folder's own snapshot
 (not the absolute path Caffe stores in the .solverstate), so a copied or
 moved run resumes from its own files.

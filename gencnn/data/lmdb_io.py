@@ -1,4 +1,6 @@
 """Caffe Datum LMDBs: written atomically (temporary name, then rename)."""
+import collections
+import hashlib
 import os
 import shutil
 
@@ -117,10 +119,8 @@ def scan_lmdb(path, sample=8):
     `sample` entries (how runs recorded before full hashing identify it,
     kept so that such a run still resumes) and a SHA-256 of every key and
     value, so a rewrite of any entry is a different fingerprint."""
-    import collections
-    import hashlib
-    real = os.path.realpath(path)
     env = _open(path)
+    real = os.path.realpath(path)
     try:
         data = os.stat(os.path.join(real, "data.mdb"))
         stamp = (real, data.st_ino, data.st_size, data.st_mtime_ns)
