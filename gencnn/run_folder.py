@@ -25,14 +25,14 @@ One resume policy (RunFolder.start):
   run killed while writing them completes them when resumed.
 
 Checkpoints are rotated: a new one removes the previous one's files unless
-that was kept (a stage's end, a kept epoch). Each records the SHA-256 of its
-files, checked before a resume restores it (a damaged one is one line naming
-the file, not Caffe's abort); outputs copied from a checkpoint (a stage's
-final weights) are checked, and copied again, on the resume of a finished
-run. Paths in state.json are relative
+that was kept (a stage's end, a kept epoch). Paths in state.json are relative
 to the folder, and a restore reads the weights of the folder's own snapshot
 (not the absolute path Caffe stores in the .solverstate), so a copied or
-moved run resumes from its own files.
+moved run resumes from its own files. Each checkpoint records the SHA-256 of
+its files, checked before a resume restores it (a damaged one is one line
+naming the file, not Caffe's abort); outputs copied from a checkpoint (a
+stage's final weights) are checked, and copied again, when a finished run is
+resumed.
 
 Epochs: epoch e of E iterations ends at iteration ceil(e * E) (a fraction of
 a batch counts as a batch): protocols.epoch_iteration, the one conversion.
@@ -47,7 +47,10 @@ import os
 
 import numpy as np
 
+from google.protobuf.message import DecodeError
+
 from caffe.proto import caffe_pb2
+from gencnn.caffe_utils import check_weights
 from gencnn.cli import UserError
 from gencnn.data.lmdb_io import same_fingerprint
 from gencnn.files import (atomic_output, check_disk, copy_atomic, log_line, write_atomic,
@@ -423,7 +426,6 @@ class RunFolder(object):
                 raise UserError("cannot resume the run in %s: %s of the checkpoint of "
                                 "iteration %d %s" % (self.out_dir, path, checkpoint["iter"], why))
         if not recorded:
-            from google.protobuf.message import DecodeError
             try:
                 with open(self.path(checkpoint["solverstate"]), "rb") as f:
                     caffe_pb2.SolverState().ParseFromString(f.read())
@@ -431,13 +433,12 @@ class RunFolder(object):
                 raise UserError("cannot resume the run in %s: %s does not parse (damaged)"
                                 % (self.out_dir, self.path(checkpoint["solverstate"])))
             if net is not None:
-                from gencnn.caffe_utils import check_weights
                 check_weights(net, self.path(checkpoint["caffemodel"]))
 
     def copy_output(self, state, checkpoint_file, name):
         """Copy a checkpoint's file to the output `name` (a stage's final
-        weights), recording both SHA-256s in state["outputs"] so that
-        check_outputs can tell a damaged copy and write it again."""
+        weights), recording its source and SHA-256 in state["outputs"], so
+        that check_outputs can tell a damaged copy and write it again."""
         copy_atomic(self.path(checkpoint_file), self.path(name))
         state.setdefault("outputs", {})[name] = {
             "from": checkpoint_file, "sha256": file_fingerprint(self.path(name))}
