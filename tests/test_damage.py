@@ -8,6 +8,7 @@ run on silently. Real Caffe, small data."""
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -448,3 +449,53 @@ def test_generative_learning_names_a_truncated_chains_file(tmp_path, subset):
     line = one_line_error(tool("generative_learning.py", *(args + ["--resume"]), check=False,
                                cwd=REPO))
     assert str(chains) in line and "damaged" in line, line
+
+
+def _hmc_with_workers(tmp_path):
+    """hmc_visualize sampling long in 2 workers: (process, worker pids)."""
+    tmp_path.mkdir()
+    weights = str(tmp_path / "lenet.caffemodel")
+    caffe.Net(LENET, caffe.TEST).save(weights)
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "hmc_visualize.py"),
+                             "--model", LENET, "--weights", weights, "--blob", "ip2",
+                             "--unit", "3", "--iters", "50", "--leapfrog-steps", "20000",
+                             "--num-chains", "2", "--workers", "2",
+                             "--out", str(tmp_path / "hmc")],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True)
+    deadline = time.time() + 120
+    while len(_descendants(proc.pid)) < 2:
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(5)       # the workers have built their nets and are sampling
+    return proc, _descendants(proc.pid)
+
+
+@pytest.mark.slow
+def test_hmc_workers_die_with_their_coordinator_and_a_killed_one_is_one_line(tmp_path):
+    proc, workers = _hmc_with_workers(tmp_path / "a")
+    try:
+        proc.kill()
+        proc.wait()
+        deadline = time.time() + 5
+        while any(_alive(pid) for pid in workers) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in workers if _alive(pid)]
+    finally:
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    # one worker killed: the coordinator says so in one line (on main a
+    # RuntimeError traceback), and stops the other
+    proc, workers = _hmc_with_workers(tmp_path / "b")
+    try:
+        os.kill(workers[-1], signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+        # the progress bar's lines end in \r: the last line is the error
+        assert proc.returncode == 2 and "Traceback" not in err, err
+        line = err.strip().splitlines()[-1]
+        assert re.search(r"HMC worker [01] died \(exit status -9\)", line), line
+    finally:
+        for pid in [proc.pid] + workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -244,8 +244,8 @@ def lmdb_images(path, scale=1.0, limit=None, input_shape=None, name=None,
     `limit` entries (default all) in key order, the images float64
     (n x C x H x W) times `scale`, the labels int64. UserError (one line)
     if it is empty, its images differ in shape or (input_shape) are not of
-    that shape, or one holds a NaN or infinity; `name` (default "LMDB <path>") names it in that line,
-    `reader` the input the images are for."""
+    that shape, or one holds a NaN or infinity; `name` (default "LMDB
+    <path>") names it in that line, `reader` the input the images are for."""
     name = name or "LMDB %s" % path
     entries = list(read_lmdb(path, limit))
     if not entries:

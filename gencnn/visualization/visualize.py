@@ -86,17 +86,19 @@ def run(args):
         bar.set_postfix(acc="%.2f" % out["accepted"][:it + 1].mean(),
                         f="%.2f" % out["f"][it].mean(), eps="%.3g" % out["step_size"][it])
 
-    result = sample_node(node, q, iters, step_size=settings["step_size"],
-                         leapfrog_steps=settings["leapfrog_steps"], mass=settings["mass"],
-                         mass_convention=settings["mass_convention"],
-                         temperature=settings["temperature"], adapt=adapt,
-                         target_accept=settings["target_accept"], full_input=args.full_input,
-                         precondition=precondition, bounds=bounds,
-                         pixel_model=args.pixel_model if bounds else None,
-                         seed=args.seed, warn=warn, callback=progress,
-                         workers=args.workers, first_chain=args.chain_offset,
-                         **sampling_kind)
-    bar.close()
+    try:
+        result = sample_node(node, q, iters, step_size=settings["step_size"],
+                             leapfrog_steps=settings["leapfrog_steps"], mass=settings["mass"],
+                             mass_convention=settings["mass_convention"],
+                             temperature=settings["temperature"], adapt=adapt,
+                             target_accept=settings["target_accept"], full_input=args.full_input,
+                             precondition=precondition, bounds=bounds,
+                             pixel_model=args.pixel_model if bounds else None,
+                             seed=args.seed, warn=warn, callback=progress,
+                             workers=args.workers, first_chain=args.chain_offset,
+                             **sampling_kind)
+    finally:        # the error line, if any, comes after the bar
+        bar.close()
     out, sampler, crop, wall = result.out, result.sampler, result.crop, result.wall
     chain_units = node.chain_units
 
