@@ -30,7 +30,8 @@ to the folder, and a restore reads the weights of the folder's own snapshot
 (not the absolute path Caffe stores in the .solverstate), so a copied or
 moved run resumes from its own files. Each checkpoint records the SHA-256 of
 its files, checked before a resume restores it (a damaged one is one line
-naming the file, not Caffe's abort); outputs copied from a checkpoint (a
+naming the file, not Caffe's abort, unless an older kept checkpoint is
+intact: the resume falls back to it); outputs copied from a checkpoint (a
 stage's final weights) are checked, and copied again, when a finished run is
 resumed.
 
@@ -280,7 +281,34 @@ class RunFolder(object):
             raise UserError("%s already holds a run: resume it or use another folder"
                             % self.out_dir)
         self.check_same(state["config"], config, what_changes)
-        return state
+        return self.intact_state(state)
+
+    def intact_state(self, state):
+        """`state`, or when its checkpoint is missing or damaged, the state
+        of the newest kept checkpoint (a stage's end, a kept epoch) whose
+        files are intact: the run resumes from there, as it stood then.
+        Without one, the damaged checkpoint's one-line UserError."""
+        checkpoint = state.get("checkpoint")
+        if state.get("done") or not checkpoint:
+            return state
+        try:
+            self.verify_checkpoint(checkpoint)
+            return state
+        except UserError as damaged:
+            kept = state.get("kept_states", {})
+            for name in reversed(state.get("kept", [])):
+                older = kept.get(name)
+                if older is None or older["checkpoint"]["iter"] == checkpoint["iter"] and \
+                        older["checkpoint"].get("stage") == checkpoint.get("stage"):
+                    continue
+                try:
+                    self.verify_checkpoint(older["checkpoint"])
+                except UserError:
+                    continue
+                self.log("newest checkpoint unusable (%s): resuming from the kept checkpoint "
+                         "of iteration %d" % (damaged, older["checkpoint"]["iter"]))
+                return dict(older, kept=state["kept"], kept_states=kept)
+            raise damaged
 
     def create(self, state):
         """A fresh run: the folder, locked, and its first state.json."""
@@ -380,6 +408,10 @@ class RunFolder(object):
                                    sha256=sha256)
         if keep:
             state.setdefault("kept", []).append(state["checkpoint"]["solverstate"])
+            # The run as it stood here: what a resume falls back to when a
+            # newer checkpoint is damaged (intact_state).
+            state.setdefault("kept_states", {})[state["checkpoint"]["solverstate"]] = \
+                json.loads(json.dumps({k: v for k, v in state.items() if k != "kept_states"}))
         self.write_json("state.json", state)
         if previous and previous["solverstate"] != state["checkpoint"]["solverstate"] \
                 and previous["solverstate"] not in state.get("kept", []):

@@ -479,11 +479,13 @@ class _StageSteps(object):
         self.state["global_iter"] = global_iter
         kept = runner.keep.get(global_iter)
         if due or self.switched or kept is not None:
+            if kept is not None:
+                # recorded with the checkpoint (a resume may start from its
+                # state); kept_weights() looks for the file itself
+                self.state.setdefault("kept_weights", {})[str(global_iter)] = kept
             model = runner.folder.checkpoint(
                 self.solver, self.state, "stage%d" % self.stage.index, stage=self.stage.index,
                 keep=kept is not None or it == self.stage_iters or self.switched)
             if kept is not None:
                 copy_atomic(model, runner.path(kept))
-                self.state.setdefault("kept_weights", {})[str(global_iter)] = kept
-                runner.folder.write_json("state.json", self.state)
         return self.switched

@@ -499,3 +499,30 @@ def test_hmc_workers_die_with_their_coordinator_and_a_killed_one_is_one_line(tmp
         for pid in [proc.pid] + workers:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_falls_back_to_the_newest_kept_one(small_solvers, tmp_path):
+    """A run with a kept epoch whose newest checkpoint is damaged resumes
+    from the kept one, as the run stood then, and ends with the weights and
+    records of an uninterrupted run (on main: Caffe's abort)."""
+    args = ["--stage1", small_solvers["dg"], "--seed", 1, "--stop-epoch", 2,
+            "--keep-epochs", 1, "--checkpoint-every", 10, "--no-progress"]
+    whole, out = tmp_path / "whole", tmp_path / "run"
+    tool("two_stage.py", *(args + ["--out", whole]))
+    shutil.copytree(str(whole), str(out))
+    state = json.load(open(str(out / "state.json")))
+    state["done"] = False           # as if killed after its last checkpoint
+    (out / "state.json").write_text(json.dumps(state))
+    newest = out / state["checkpoint"]["caffemodel"]
+    newest.write_bytes(newest.read_bytes()[:1000])
+    (out / "stage1_final.caffemodel").unlink()
+    tool("two_stage.py", *(args + ["--out", out, "--resume"]))
+    log = open(str(out / "two_stage.log")).read()
+    assert "resuming from the kept checkpoint of iteration 32" in log, log
+    assert (out / "stage1_final.caffemodel").read_bytes() == \
+        (whole / "stage1_final.caffemodel").read_bytes()
+    assert json.load(open(str(out / "history.json")))["stages"] == \
+        json.load(open(str(whole / "history.json")))["stages"]
+    iters = [row[0] for row in run_folder.rows_since(str(out / "iterations_stage1.tsv"), 0)]
+    assert iters == list(range(1, len(iters) + 1))
