@@ -526,3 +526,23 @@ def test_a_damaged_checkpoint_falls_back_to_the_newest_kept_one(small_solvers, t
         json.load(open(str(whole / "history.json")))["stages"]
     iters = [row[0] for row in run_folder.rows_since(str(out / "iterations_stage1.tsv"), 0)]
     assert iters == list(range(1, len(iters) + 1))
+
+
+def test_a_resume_refuses_an_lmdb_rewritten_in_place(small_solvers, subset, tmp_path):
+    """The probe's case: entries 100 to 539 of the training LMDB rewritten in
+    place (labels shifted, pixels inverted) between a run and its resume.
+    On main the fingerprint saw only the first and last 8 entries: rc 0."""
+    train = str(tmp_path / "train_lmdb")
+    lmdb_io.write_lmdb(train, digits(subset, 640), map_size=1 << 26)
+    out = tmp_path / "run"
+    args = ["--stage1", small_solvers["dg"], "--train-lmdb", train, "--seed", 1,
+            "--stop-epoch", 1, "--no-progress", "--out", out]
+    tool("two_stage.py", *args)
+    env = lmdb.open(train, map_size=1 << 26)
+    with env.begin(write=True) as txn:
+        for i, (image, label) in enumerate(digits(subset, 540)[100:], 100):
+            txn.put(b"%08d" % i, lmdb_io.make_datum(255 - image, (label + 1) % 10)
+                    .SerializeToString())
+    env.close()
+    line = one_line_error(tool("two_stage.py", *(args + ["--resume"]), check=False))
+    assert "cannot resume" in line and "training LMDB" in line, line
