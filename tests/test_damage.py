@@ -96,6 +96,7 @@ def _bad_lmdbs(tmp_path, subset):
     return cases
 
 
+@pytest.mark.slow
 def test_lmdbs_that_would_abort_caffe_are_one_line_before_training(tmp_path, subset,
                                                                    small_solvers):
     """two_stage.py (DG and GG) refuses each before its run folder holds a
@@ -113,6 +114,7 @@ def test_lmdbs_that_would_abort_caffe_are_one_line_before_training(tmp_path, sub
                 break       # read by the same scan whatever the loss
 
 
+@pytest.mark.slow
 def test_generative_learning_refuses_bad_labels_and_pixels(tmp_path, subset):
     cases = _bad_lmdbs(tmp_path, subset)
     for name in ("labels", "nan", "mixed"):
@@ -432,6 +434,7 @@ def test_sample_sets_of_fewer_than_two_images_are_refused(tmp_path):
             sample_quality.read_sample_set(path, (1, 28, 28), 10, "set s")
 
 
+@pytest.mark.slow
 def test_generative_learning_names_a_truncated_chains_file(tmp_path, subset):
     """Its checkpoint's own file (the chains) is checked like Caffe's: on main
     a truncated chains .npz was numpy's traceback."""
@@ -528,6 +531,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_newest_kept_one(small_solvers, t
     assert iters == list(range(1, len(iters) + 1))
 
 
+@pytest.mark.slow
 def test_a_resume_refuses_an_lmdb_rewritten_in_place(small_solvers, subset, tmp_path):
     """The probe's case: entries 100 to 539 of the training LMDB rewritten in
     place (labels shifted, pixels inverted) between a run and its resume.
