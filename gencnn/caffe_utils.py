@@ -12,6 +12,8 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
+
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
@@ -84,8 +86,10 @@ def check_weights(net, caffemodel_path):
 
     Caffe copies weights by layer name (Net::CopyTrainedLayersFrom): a layer
     the file lacks silently keeps its random fillers, and a blob of another
-    shape, or a file that does not parse, aborts the process (exit 134).
-    Both become the one line naming the first missing or mismatched layer.
+    shape or with fewer values than its shape, or a file that does not
+    parse, aborts the process (exit 134); a NaN or infinite weight makes
+    every output NaN. Each becomes the one line naming the first missing or
+    bad layer.
     HDF5 weights (*.h5, which Caffe reads by their suffix) are not checked.
     """
     if caffemodel_path.endswith(".h5"):
@@ -106,6 +110,15 @@ def check_weights(net, caffemodel_path):
                 raise UserError("%s: layer %s: blob %d has shape %s, the net expects %s"
                                 % (caffemodel_path, name, i, _fmt(_blob_shape(blob)),
                                    _fmt(shape)))
+            values = _blob_values(blob)
+            count = int(np.prod(shape, dtype=np.int64))
+            if len(values) != count:
+                raise UserError("%s: layer %s: blob %d holds %d values, its shape %s needs %d"
+                                % (caffemodel_path, name, i, len(values), _fmt(shape), count))
+            if not np.all(np.isfinite(values)):
+                raise UserError("%s: layer %s: blob %d holds a non-finite weight (%s)"
+                                % (caffemodel_path, name, i,
+                                   values[~np.isfinite(values)][0]))
 
 
 def load_weights(net, caffemodel_path):
@@ -295,6 +308,13 @@ def load_net(model, weights=None, num_chains=1, input_blob=None, freeze_weights=
     return net
 
 
+def _blob_values(blob):
+    """A BlobProto's weights as Caffe reads them (double_data if any, else
+    data), a float64 array."""
+    return np.asarray(blob.double_data if len(blob.double_data) else blob.data,
+                      dtype=np.float64)
+
+
 def _blob_shape(blob):
     if blob.HasField("shape"):
         return tuple(blob.shape.dim)
@@ -321,6 +341,36 @@ def train_data_layer(net):
         if layer.type == "Data" and (not phases or caffe_pb2.TRAIN in phases):
             return layer
     raise UserError("net %s has no TRAIN-phase Data layer" % net.name)
+
+
+def label_classes(net):
+    """(the scores' layer, its class count) of a train/test NetParameter:
+    the InnerProduct or Convolution whose output a layer compares with the
+    Data layer's labels (the loss, the accuracy); None if there is none."""
+    labels = {layer.top[1] for layer in net.layer if layer.type == "Data" and
+              len(layer.top) > 1}
+    for layer in net.layer:
+        if len(layer.bottom) > 1 and layer.bottom[1] in labels:
+            producers = [l for l in net.layer if layer.bottom[0] in l.top]
+            if producers and producers[-1].type == "InnerProduct":
+                return producers[-1].name, producers[-1].inner_product_param.num_output
+            if producers and producers[-1].type == "Convolution":
+                return producers[-1].name, producers[-1].convolution_param.num_output
+    return None
+
+
+def check_data_labels(net, net_path):
+    """Every label of the LMDBs the Data layers of NetParameter `net` read
+    must be a class of its scores' layer (lmdb_io.check_labels): checked
+    before training, as Caffe's loss would read past the scores."""
+    from gencnn.data.lmdb_io import check_labels
+    found = label_classes(net)
+    if found is None:
+        return
+    name, classes = found
+    for layer in net.layer:
+        if layer.type == "Data" and os.path.isdir(layer.data_param.source):
+            check_labels(layer.data_param.source, classes, "the net %s's %s" % (net_path, name))
 
 
 def learned_layers(net):

@@ -76,9 +76,14 @@ def nonneg_int(text):
     return _number(int, text, lambda v: v >= 0, "an integer >= 0")
 
 
-def seed(text):
-    """numpy's RandomState and Caffe take seeds in [0, 2^32)."""
+def uint32(text):
+    """An integer in [0, 2^32): what numpy's RandomState and Caffe take as a
+    seed, and a range of chain numbers that int64 arithmetic cannot
+    overflow."""
     return _number(int, text, lambda v: 0 <= v < 2 ** 32, "an integer in [0, 2^32)")
+
+
+seed = uint32
 
 
 def positive_float(text):

@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from gencnn import config, protocols, run_folder
+from gencnn import config, files, protocols, run_folder
 from gencnn.cli import UserError
 from gencnn.files import copy_atomic, write_atomic
 from gencnn.reports import study as study_report
@@ -130,10 +130,12 @@ def study(name):
 
 
 # -------------------------------------------------------------------- runs
-def _train(options, resume, out_path):
+def _train(options, resume, out_path, parent):
     """A run in its own process (multiprocessing target): TwoStageRunner with
     `options`, its output appended to `out_path`; exit status as the tools'
     (2 and one line for bad input or data)."""
+    # A study killed however (kill -9 included) takes its training with it.
+    files.die_with_parent(parent)
     fd = os.open(out_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -201,7 +203,7 @@ class Run(object):
         process = multiprocessing.get_context("spawn").Process(
             target=_train, name=self.name,
             args=(self.options(), resume, os.path.join(self.runner.work_dir,
-                                                       self.name + ".out")))
+                                                       self.name + ".out"), os.getpid()))
         # The child reads these when it starts (the parent's OpenBLAS is loaded already).
         saved = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "GLOG_minloglevel")}
         os.environ.update(OPENBLAS_NUM_THREADS="1", GLOG_minloglevel="1")
@@ -344,7 +346,20 @@ class Runner(object):
         return runs
 
     def run(self, poll=5.0):
-        pending, running, failed = self.plan(), {}, []
+        """Every run of the plan, `jobs` at a time; an interrupted study
+        (Ctrl-C, an error) stops its runs before it returns."""
+        running = {}
+        try:
+            self._run(poll, running)
+        finally:
+            for _, proc in running.values():
+                if proc.is_alive():
+                    proc.terminate()
+            for _, proc in running.values():
+                proc.join()
+
+    def _run(self, poll, running):
+        pending, failed = self.plan(), []
         self.log("%s: %d runs to do: %s" % (self.spec.name, len(pending),
                                              ", ".join(r.name for r in pending) or "none"))
         while pending or running:

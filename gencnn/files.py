@@ -26,7 +26,8 @@ def stale_temps(path):
     """Temporaries of `path` left by writers that are no longer running on
     this machine (killed mid-write); a live writer's are not listed."""
     folder, base = os.path.split(os.path.abspath(path.rstrip("/")))
-    pattern = re.compile(re.escape(base) + r"\.(\d+)-[0-9a-f]{8}\.tmp$")
+    # atomic_output's temporaries may end in a suffix of their format (.png)
+    pattern = re.compile(re.escape(base) + r"\.(\d+)-[0-9a-f]{8}\.tmp(\.[A-Za-z0-9]+)?$")
     stale = []
     for name in os.listdir(folder) if os.path.isdir(folder) else ():
         match = pattern.match(name)
@@ -43,12 +44,63 @@ def _running(pid):
     return True
 
 
+def remove_stale_temps(path):
+    """Remove the temporaries of `path` (files or folders) that killed
+    writers left (stale_temps)."""
+    for stale in stale_temps(path):
+        if os.path.isdir(stale):
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(stale)
+
+
+def replace_folder(new, path):
+    """Rename the complete folder `new` to `path`. A folder already there (an
+    older one, or a concurrent writer's just installed) is first renamed
+    aside and then deleted, so `path` never holds a mix of two: a kill
+    between the renames leaves it absent, both complete copies beside it
+    (removed by the next writer, remove_stale_temps)."""
+    while True:
+        try:
+            os.rename(new, path)
+            return
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        old = temp_name(path)
+        try:
+            os.rename(path, old)
+        except FileNotFoundError:      # another writer moved it first: retry
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(path):
+    """atomic_output for a set of files that belong together (one run's
+    outputs): yield a fresh folder beside `path` to write them in; when the
+    block succeeds it replaces `path` as a whole (replace_folder), so
+    `path` holds one run's complete set, never a mix of two runs'."""
+    remove_stale_temps(path)
+    tmp = temp_name(path)
+    os.mkdir(tmp)
+    try:
+        yield tmp
+        replace_folder(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_output(path, suffix=""):
     """The one way gencnn writes a file: yield a fresh temporary name beside
     `path` (ending in `suffix` for writers that pick a format by extension,
     e.g. savefig, np.savez); when the block succeeds it is renamed to `path`,
-    so `path` is complete or absent (never half-written after a kill)."""
+    so `path` is complete or absent (never half-written after a kill).
+    Temporaries of `path` that killed writers left are removed first."""
+    remove_stale_temps(path)
     tmp = temp_name(path) + suffix
     try:
         yield tmp
@@ -124,10 +176,13 @@ def log_line(path, message, bar=None):
         print(line, flush=True)
 
 
-def die_with_parent():
-    """For subprocess.Popen(preexec_fn=...): on Linux the child gets SIGTERM
-    when the process that started it dies, however it dies (kill -9
-    included), so a tool's workers never outlive it. Elsewhere a no-op."""
+def die_with_parent(parent=None):
+    """For subprocess.Popen(preexec_fn=...), or first thing in a child
+    process: on Linux the child gets SIGTERM when the process that started
+    it dies, however it dies (kill -9 included), so a tool's workers never
+    outlive it. `parent`: that process's pid, for a child that calls this
+    later than its start (a multiprocessing target): if the parent is gone
+    by then, the child ends now. Elsewhere a no-op."""
     import ctypes
     import signal
     try:
@@ -136,3 +191,5 @@ def die_with_parent():
         return
     PR_SET_PDEATHSIG = 1
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if parent is not None and os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -327,6 +327,9 @@ class GenerativeLearner(object):
                         "x".join(map(str, shape))))
         if self.weights:
             caffe_utils.check_weights(deploy, self.weights)
+        caffe_utils.check_data_labels(netgen.train_test_net(
+            netgen.LENET, "dg", train_source=self.train_source, test_source=self.test_source),
+            "LeNet")
         o = self.opts
         pixels = int(np.prod(shape))
         # float32 chains, and per image in a net about 25 values per pixel

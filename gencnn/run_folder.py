@@ -28,7 +28,12 @@ Checkpoints are rotated: a new one removes the previous one's files unless
 that was kept (a stage's end, a kept epoch). Paths in state.json are relative
 to the folder, and a restore reads the weights of the folder's own snapshot
 (not the absolute path Caffe stores in the .solverstate), so a copied or
-moved run resumes from its own files.
+moved run resumes from its own files. Each checkpoint records the SHA-256 of
+its files, checked before a resume restores it (a damaged one is one line
+naming the file, not Caffe's abort, unless an older kept checkpoint is
+intact: the resume falls back to it); outputs copied from a checkpoint (a
+stage's final weights) are checked, and copied again, when a finished run is
+resumed.
 
 Epochs: epoch e of E iterations ends at iteration ceil(e * E) (a fraction of
 a batch counts as a batch): protocols.epoch_iteration, the one conversion.
@@ -43,9 +48,14 @@ import os
 
 import numpy as np
 
+from google.protobuf.message import DecodeError
+
 from caffe.proto import caffe_pb2
+from gencnn.caffe_utils import check_weights
 from gencnn.cli import UserError
-from gencnn.files import atomic_output, check_disk, log_line, write_atomic, write_json
+from gencnn.data.lmdb_io import same_fingerprint
+from gencnn.files import (atomic_output, check_disk, copy_atomic, log_line, write_atomic,
+                          write_json)
 from gencnn.protocols import epoch_iteration
 
 
@@ -83,25 +93,45 @@ def test_means(net, iters):
 
 
 # ------------------------------------------------------------------- TSV
+def read_tsv(path):
+    """The per-iteration rows of `path` (lists of floats), in file order.
+
+    Rows are appended and flushed one at a time, so a kill can tear only
+    the last one: a last line without its newline or numbers is dropped
+    (the iteration is repeated by the resume). A bad row before the end is
+    not a torn write: UserError naming the file and line."""
+    rows = []
+    if not os.path.exists(path):
+        return rows
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    # after the final newline: b"" (a complete file) or the torn row
+    for number, line in enumerate(lines[:-1], 1):
+        if not line.strip():
+            continue
+        try:
+            row = [float(v) for v in line.decode("ascii").split("\t")]
+        except (UnicodeDecodeError, ValueError):
+            row = None
+        if row is None or (rows and len(row) != len(rows[0])) or not math.isfinite(row[0]):
+            raise UserError("%s: line %d is not a row of numbers (the file is damaged: "
+                            "remove the run folder to start over)" % (path, number))
+        rows.append(row)
+    return rows
+
+
 def truncate_tsv(path, last_iter):
-    """Drop the per-iteration rows after `last_iter` (a resume repeats them)."""
+    """Drop the per-iteration rows after `last_iter` (a resume repeats them),
+    and a row torn by a kill."""
     if not os.path.exists(path):
         return
-    keep = [line for line in open(path)
-            if line.strip() and float(line.split("\t")[0]) <= last_iter]
-    write_atomic(path, "".join(keep))
+    write_atomic(path, "".join("\t".join("%.17g" % v for v in row) + "\n"
+                               for row in read_tsv(path) if row[0] <= last_iter))
 
 
 def rows_since(path, done):
     """The per-iteration rows (as floats) after iteration `done`."""
-    rows = []
-    if os.path.exists(path):
-        for line in open(path):
-            if line.strip():
-                row = [float(v) for v in line.rstrip("\n").split("\t")]
-                if row[0] > done:
-                    rows.append(row)
-    return rows
+    return [row for row in read_tsv(path) if row[0] > done]
 
 
 def file_fingerprint(path):
@@ -134,6 +164,14 @@ def _upgrade_two_stage(state):
         config["stop_iter"] = None if stop is None else epoch_iteration(stop - start, epoch_iters)
 
 
+def _same(saved, now):
+    """A configuration value as recorded and as asked for now: equal, or
+    (inputs) the same content by their fingerprints."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return set(saved) == set(now) and all(_same(saved[k], now[k]) for k in saved)
+    return saved == now or same_fingerprint(saved, now)
+
+
 # ------------------------------------------------------------ the folder
 # What one checkpoint writes per learned weight: the .caffemodel (the float
 # weights) and the .solverstate (SGD's momentum history, one float each);
@@ -145,6 +183,30 @@ MARGIN_BYTES = 1 << 20          # logs, state.json, protobuf framing
 def weight_bytes(net):
     """Bytes of a pycaffe net's learned weights (float32), one copy."""
     return 4 * sum(blob.data.size for blobs in net.params.values() for blob in blobs)
+
+
+def _check_types(state):
+    """TypeError unless the fields both loops read have their types (a
+    state.json edited or written by something else would fail later, in
+    the middle of a resume)."""
+    def need(value, kinds, what):
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds:
+            raise TypeError("%s is %r" % (what, value))
+    need(state, dict, "the state")
+    need(state["config"], dict, "config")
+    need(state.get("done", False), (bool,), "done")
+    need(state.get("history", {}), (dict, list), "history")
+    ck = state.get("checkpoint")
+    if ck is not None:
+        need(ck, dict, "checkpoint")
+        need(ck["iter"], (int,), "checkpoint iter")
+        for key in ("solverstate", "caffemodel"):
+            need(ck[key], (str,), "checkpoint " + key)
+        need(ck.get("files", []), (list,), "checkpoint files")
+        for name in ck.get("files", []):
+            need(name, (str,), "a checkpoint file")
+        need(ck.get("sha256", {}), (dict,), "checkpoint sha256")
 
 
 class RunFolder(object):
@@ -192,6 +254,7 @@ class RunFolder(object):
             state["config"].items()
             if "solverstate" in state:
                 _upgrade_two_stage(state)
+            _check_types(state)
         except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:
             raise UserError("%s is unreadable (%s): remove the folder to start over"
                             % (state_file, str(err).splitlines()[0] or type(err).__name__))
@@ -218,7 +281,34 @@ class RunFolder(object):
             raise UserError("%s already holds a run: resume it or use another folder"
                             % self.out_dir)
         self.check_same(state["config"], config, what_changes)
-        return state
+        return self.intact_state(state)
+
+    def intact_state(self, state):
+        """`state`, or when its checkpoint is missing or damaged, the state
+        of the newest kept checkpoint (a stage's end, a kept epoch) whose
+        files are intact: the run resumes from there, as it stood then.
+        Without one, the damaged checkpoint's one-line UserError."""
+        checkpoint = state.get("checkpoint")
+        if state.get("done") or not checkpoint:
+            return state
+        try:
+            self.verify_checkpoint(checkpoint)
+            return state
+        except UserError as damaged:
+            kept = state.get("kept_states", {})
+            for name in reversed(state.get("kept", [])):
+                older = kept.get(name)
+                if older is None or older["checkpoint"]["iter"] == checkpoint["iter"] and \
+                        older["checkpoint"].get("stage") == checkpoint.get("stage"):
+                    continue
+                try:
+                    self.verify_checkpoint(older["checkpoint"])
+                except UserError:
+                    continue
+                self.log("newest checkpoint unusable (%s): resuming from the kept checkpoint "
+                         "of iteration %d" % (damaged, older["checkpoint"]["iter"]))
+                return dict(older, kept=state["kept"], kept_states=kept)
+            raise damaged
 
     def create(self, state):
         """A fresh run: the folder, locked, and its first state.json."""
@@ -243,10 +333,11 @@ class RunFolder(object):
         for key, name in what_changes.items():
             if key not in saved:
                 continue        # a run from before the key was recorded
-            if saved.get(key) != mine.get(key):
+            if not _same(saved.get(key), mine.get(key)):
                 old, new = saved.get(key), mine.get(key)
                 if isinstance(old, dict) and isinstance(new, dict):
-                    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                    keys = sorted(k for k in set(old) | set(new) if not _same(old.get(k),
+                                                                               new.get(k)))
                     old = {k: old.get(k) for k in keys}
                     new = {k: new.get(k) for k in keys}
                 raise UserError("cannot resume the run in %s with a different %s (%r, now %r)"
@@ -308,11 +399,19 @@ class RunFolder(object):
         solver.snapshot()
         prefix = os.path.join("snapshots", "%s_iter_%d" % (name, solver.iter))
         previous = state.get("checkpoint")
+        saved = [prefix + ".solverstate", prefix + ".caffemodel"] + list(files)
+        # What a resume verifies its files against (verify_checkpoint).
+        sha256 = {path: file_fingerprint(self.path(path)) for path in saved}
         state["checkpoint"] = dict(fields, iter=solver.iter,
                                    solverstate=prefix + ".solverstate",
-                                   caffemodel=prefix + ".caffemodel", files=list(files))
+                                   caffemodel=prefix + ".caffemodel", files=list(files),
+                                   sha256=sha256)
         if keep:
             state.setdefault("kept", []).append(state["checkpoint"]["solverstate"])
+            # The run as it stood here: what a resume falls back to when a
+            # newer checkpoint is damaged (intact_state).
+            state.setdefault("kept_states", {})[state["checkpoint"]["solverstate"]] = \
+                json.loads(json.dumps({k: v for k, v in state.items() if k != "kept_states"}))
         self.write_json("state.json", state)
         if previous and previous["solverstate"] != state["checkpoint"]["solverstate"] \
                 and previous["solverstate"] not in state.get("kept", []):
@@ -327,6 +426,7 @@ class RunFolder(object):
         own .caffemodel: Caffe's .solverstate names the absolute path of the
         weights it was saved with, which in a copied or moved run is the
         original folder's (gone, or holding another run by now)."""
+        self.verify_checkpoint(checkpoint, solver.net)
         solverstate = self.path(checkpoint["solverstate"])
         saved = caffe_pb2.SolverState()
         with open(solverstate, "rb") as f:
@@ -336,6 +436,62 @@ class RunFolder(object):
             with open(tmp, "wb") as f:
                 f.write(saved.SerializeToString())
             solver.restore(str(tmp))
+
+    def verify_checkpoint(self, checkpoint, net=None):
+        """UserError (one line naming the file) unless every file of
+        `checkpoint` is there as it was written: Caffe aborts on a
+        truncated snapshot, numpy raises on a truncated .npz. Checked by
+        the SHA-256 recorded at the checkpoint; a checkpoint recorded
+        without them is checked by parsing its solver state and (with
+        `net`) its weights."""
+        names = [checkpoint["solverstate"], checkpoint["caffemodel"]] + \
+            list(checkpoint.get("files", ()))
+        recorded = checkpoint.get("sha256", {})
+        for name in names:
+            path = self.path(name)
+            why = None
+            if not os.path.isfile(path):
+                why = "is missing"
+            elif name in recorded and file_fingerprint(path) != recorded[name]:
+                why = "is damaged (its content is not what the checkpoint wrote)"
+            if why:
+                raise UserError("cannot resume the run in %s: %s of the checkpoint of "
+                                "iteration %d %s" % (self.out_dir, path, checkpoint["iter"], why))
+        if not recorded:
+            try:
+                with open(self.path(checkpoint["solverstate"]), "rb") as f:
+                    caffe_pb2.SolverState().ParseFromString(f.read())
+            except DecodeError:
+                raise UserError("cannot resume the run in %s: %s does not parse (damaged)"
+                                % (self.out_dir, self.path(checkpoint["solverstate"])))
+            if net is not None:
+                check_weights(net, self.path(checkpoint["caffemodel"]))
+
+    def copy_output(self, state, checkpoint_file, name):
+        """Copy a checkpoint's file to the output `name` (a stage's final
+        weights), recording its source and SHA-256 in state["outputs"], so
+        that check_outputs can tell a damaged copy and write it again."""
+        copy_atomic(self.path(checkpoint_file), self.path(name))
+        state.setdefault("outputs", {})[name] = {
+            "from": checkpoint_file, "sha256": file_fingerprint(self.path(name))}
+
+    def check_outputs(self, state):
+        """The outputs copy_output recorded, as written: a missing or damaged
+        one is copied again from its checkpoint file when that is intact;
+        otherwise UserError naming it. Returns the names copied again."""
+        repaired = []
+        for name, record in sorted(state.get("outputs", {}).items()):
+            path = self.path(name)
+            if os.path.isfile(path) and file_fingerprint(path) == record["sha256"]:
+                continue
+            source = self.path(record["from"])
+            if not os.path.isfile(source) or file_fingerprint(source) != record["sha256"]:
+                raise UserError("%s is missing or damaged, and so is its checkpoint %s: "
+                                "remove the run folder to train again" % (path, source))
+            copy_atomic(source, path)
+            self.log("%s was missing or damaged: copied again from %s" % (name, record["from"]))
+            repaired.append(name)
+        return repaired
 
     # ------------------------------------------------------ the loop
     def train(self, solver, until, tsv_path, rows, trainer):

@@ -54,6 +54,9 @@ BACKGROUND_LEVEL = 0.05          # class mean below this: background pixel
 REAL_POOL = 10000                # real digits come from the last this many training images
 # Rows of the distance matrix per chunk: 500 x 60,000 float64 = 240 MB.
 DISTANCE_CHUNK = 500
+# The fewest images a set or the test digits may have: FID fits a covariance,
+# which one image leaves undefined (NaN, on which scipy's sqrtm crawls).
+MIN_SAMPLES = 2
 
 MEASURES = ("n", "class_counts", "judge_accuracy", "inception_score", "lenet_fid",
             "pixels_out_of_range", "background_mean", "background_sd", "within_class_corr",
@@ -143,9 +146,17 @@ def inception_score(probs):
     return float(np.exp(kl.mean()))
 
 
+def check_count(n, what):
+    """UserError unless `what` holds at least MIN_SAMPLES images."""
+    if n < MIN_SAMPLES:
+        raise UserError("%s holds %d image%s; FID's covariance needs at least %d"
+                        % (what, n, "" if n == 1 else "s", MIN_SAMPLES))
+
+
 def gaussian_fit(features):
     """(mean, covariance) of the rows of `features` (unbiased covariance)."""
     features = np.asarray(features, dtype=np.float64)
+    check_count(len(features), "a set")
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
@@ -266,8 +277,10 @@ def load_reference(judge, train_lmdb, test_lmdb, scale=MNIST_SCALE, mean_file=No
     """The Reference of two LMDBs read as the judge's Data layer would:
     pixels times `scale`, minus the mean image of `mean_file` first if given
     (then the images are colour photos: no background measure)."""
-    from gencnn.data.transform import InputTransform     # imports caffe
+    from gencnn.data.lmdb_io import lmdb_count     # imports caffe
+    from gencnn.data.transform import InputTransform
     from gencnn.evaluation import load_mean_file
+    check_count(lmdb_count(test_lmdb), "the test LMDB %s" % test_lmdb)
     mean = None if mean_file is None else load_mean_file(mean_file, judge.input_shape[0])
     transform = InputTransform(scale, mean)
     train, test = (transform.lmdb_images(path, input_shape=judge.input_shape,
@@ -420,6 +433,7 @@ def read_sample_set(path, input_shape, num_classes, what):
     import json
     arrays = npz_arrays(path, what)
     x = image_array(arrays, "x", input_shape, what, "the samples")
+    check_count(len(x), what)
     if "y" not in arrays:
         raise UserError('%s: no "y" (the target classes)' % what)
     y = arrays["y"]

@@ -29,7 +29,7 @@ from gencnn import caffe_utils, multi_gpu, protocols, run_folder
 from gencnn.reports import curves
 from gencnn.cli import UserError
 from gencnn.files import copy_atomic, write_atomic
-from gencnn.data.lmdb_io import lmdb_count, lmdb_fingerprint, read_lmdb
+from gencnn.data.lmdb_io import lmdb_fingerprint, scan_lmdb
 
 
 def kept_weights(run_dir, iteration):
@@ -70,7 +70,9 @@ class Stage(object):
         if not os.path.isdir(self.source):
             raise UserError("%s: training LMDB %s does not exist (see tools/get_mnist.py)"
                             % (self.net_path, self.source))
-        self.train_size = lmdb_count(self.source)
+        # Every entry read once, here: an LMDB that would abort Caffe (empty,
+        # an image of another shape, a NaN pixel) is refused before the run.
+        self.train_size = scan_lmdb(self.source).entries
         self.epoch_iters = self.train_size / float(self.batch_size)
         self.data_period = run_folder.data_period(self.train_size, self.batch_size)
         if not self.param.test_iter:
@@ -82,7 +84,7 @@ class Stage(object):
             rule.phase == caffe_pb2.TEST for rule in layer.include)]
         if len(test) == 1 and os.path.isdir(test[0].data_param.source):
             self.test_source = test[0].data_param.source
-            count, batch = lmdb_count(self.test_source), test[0].data_param.batch_size
+            count, batch = scan_lmdb(self.test_source).entries, test[0].data_param.batch_size
             whole = max(1, -(-count // batch))
             if whole != self.test_iters:
                 self.test_note = ("testing the whole test set, %d images: %d batches of %d "
@@ -95,8 +97,7 @@ class Stage(object):
         if self.test_source:
             # Train and test nets share their weights: images of another
             # shape abort Caffe at the first test, after an epoch of training.
-            shapes = {path: image.shape for path in (self.source, self.test_source)
-                      for image, _ in read_lmdb(path, 1)}
+            shapes = {path: scan_lmdb(path).shape for path in (self.source, self.test_source)}
             if len(set(shapes.values())) > 1:
                 raise UserError("the training LMDB %s holds %s images, the test LMDB %s %s"
                                 % (self.source, "x".join(map(str, shapes[self.source])),
@@ -239,6 +240,8 @@ class TwoStageRunner(object):
                                     % (stage.net_path, stage.source))
         if self.weights:
             caffe_utils.check_weights(self.stages[0].net, self.weights)
+        for stage in self.stages:
+            caffe_utils.check_data_labels(stage.net, stage.net_path)
 
     def _stage(self, index, solver_path):
         return Stage(index, solver_path, self.train_lmdb,
@@ -309,6 +312,7 @@ class TwoStageRunner(object):
             self.validate()
             state = self.folder.create(self._fresh_state())
         elif state["done"]:
+            self.folder.check_outputs(state)
             self.folder.log("already finished; nothing to resume")
             return state
         with self.folder.progress(self.progress, self.total_iters, state["global_iter"]):
@@ -346,9 +350,8 @@ class TwoStageRunner(object):
             weights = state["init_weights"] if stage.index == 1 else \
                 self.path(state["switch_weights"])
             if weights:
-                solver.net.copy_from(str(weights))
-                for net in solver.test_nets:
-                    net.copy_from(str(weights))
+                for net in [solver.net] + list(solver.test_nets):
+                    caffe_utils.load_weights(net, str(weights))
             self.folder.log("stage %d: %s (%s), %d iterations%s%s"
                             % (stage.index, stage.solver_path, os.path.basename(stage.net_path),
                                stage_iters, ", from %s" % weights if weights else "",
@@ -376,8 +379,8 @@ class TwoStageRunner(object):
             worker.join()
             if worker.exitcode != 0:
                 raise UserError("GPU worker %s failed (exit %s)" % (worker.name, worker.exitcode))
-        copy_atomic(self.path(state["checkpoint"]["caffemodel"]),
-                    self.path("stage%d_final.caffemodel" % stage.index))
+        self.folder.copy_output(state, state["checkpoint"]["caffemodel"],
+                                "stage%d_final.caffemodel" % stage.index)
         if stage.index == 1 and len(self.stages) == 2:
             state["switch_iter"] = offset + solver.iter
             state["switch_weights"] = "stage1_final.caffemodel"
@@ -476,11 +479,13 @@ class _StageSteps(object):
         self.state["global_iter"] = global_iter
         kept = runner.keep.get(global_iter)
         if due or self.switched or kept is not None:
+            if kept is not None:
+                # recorded with the checkpoint (a resume may start from its
+                # state); kept_weights() looks for the file itself
+                self.state.setdefault("kept_weights", {})[str(global_iter)] = kept
             model = runner.folder.checkpoint(
                 self.solver, self.state, "stage%d" % self.stage.index, stage=self.stage.index,
                 keep=kept is not None or it == self.stage_iters or self.switched)
             if kept is not None:
                 copy_atomic(model, runner.path(kept))
-                self.state.setdefault("kept_weights", {})[str(global_iter)] = kept
-                runner.folder.write_json("state.json", self.state)
         return self.switched

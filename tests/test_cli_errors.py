@@ -53,6 +53,17 @@ def bad(tmp_path_factory):
     model.layer.extend(kept)
     paths["missing_layer"] = str(root / "no_conv2.caffemodel")
     (root / "no_conv2.caffemodel").write_bytes(model.SerializeToString())
+    # the right shapes, but ip2's weights short (100 of 5,000) or one NaN / inf
+    for name in ("short", "nan", "inf"):
+        model = caffe_pb2.NetParameter()
+        model.ParseFromString(data)
+        blob = [layer for layer in model.layer if layer.name == "ip2"][0].blobs[0]
+        if name == "short":
+            del blob.data[100:]
+        else:
+            blob.data[17] = float(name)
+        paths[name + "_weights"] = str(root / (name + ".caffemodel"))
+        (root / (name + ".caffemodel")).write_bytes(model.SerializeToString())
     # LMDBs: garbage in data.mdb; a real LMDB whose values are no Datums;
     # Datums of the wrong size for LeNet.
     os.makedirs(str(root / "corrupt_lmdb"))
@@ -66,6 +77,21 @@ def bad(tmp_path_factory):
     paths["cifar_sized"] = str(root / "cifar_sized_lmdb")
     write_lmdb(paths["cifar_sized"], ((np.zeros((3, 32, 32), np.uint8), i % 10)
                                       for i in range(20)), map_size=1 << 24)
+    # MNIST-sized, but only classes 0 to 2 (hmc() samples unit 3)
+    paths["few_classes"] = str(root / "few_classes_lmdb")
+    write_lmdb(paths["few_classes"], ((np.full((1, 28, 28), 10 * i, np.uint8), i % 3)
+                                      for i in range(12)), map_size=1 << 24)
+    # reference images: all one grey; float images with a NaN pixel
+    paths["constant"] = str(root / "constant_lmdb")
+    write_lmdb(paths["constant"], ((np.full((1, 28, 28), 128, np.uint8), 0)
+                                   for i in range(12)), map_size=1 << 24)
+    nan = [np.full((1, 28, 28), 0.5, np.float32) for i in range(12)]
+    nan[4][0, 5, 5] = np.nan
+    paths["nan_pixel"] = str(root / "nan_pixel_lmdb")
+    write_lmdb(paths["nan_pixel"], ((image, 0) for image in nan), map_size=1 << 24)
+    # a sample set of one image (FID needs a covariance)
+    paths["one_sample"] = str(root / "one_sample.npz")
+    np.savez(paths["one_sample"], x=np.zeros((1, 1, 28, 28), np.float32), y=np.array([3]))
     # an image list with one real image, for evaluate.py
     import cv2
     cv2.imwrite(str(root / "photo.jpg"), np.full((256, 256, 3), 128, np.uint8))
@@ -134,6 +160,8 @@ CASES = [
     ("evaluate.py", evaluate("--weights", "{mismatched}"),
      "layer ip1: blob 0 has shape 400x800, the net expects 500x800"),
     ("evaluate.py", evaluate("--weights", "{missing_layer}"), "layer conv2 missing"),
+    ("evaluate.py", evaluate("--weights", "{inf_weights}"),
+     "layer ip2: blob 0 holds a non-finite weight (inf)"),
     ("evaluate.py", evaluate("--batch", "0"), "--batch must be a positive integer"),
     # a label the net has no class for (it counted as an error)
     ("evaluate.py", evaluate("--images", "{list_label12}"), "has label 12; the net's ip2 has "
@@ -148,6 +176,13 @@ CASES = [
     ("hmc_visualize.py", hmc("--weights", "{missing_layer}"), "layer conv2 missing"),
     ("hmc_visualize.py", hmc("--unit", "all", "--weights", "{missing_layer}"),
      "layer conv2 missing"),
+    ("hmc_visualize.py", hmc("--weights", "{nan_weights}"),
+     "layer ip2: blob 0 holds a non-finite weight (nan)"),
+    ("hmc_visualize.py", hmc("--weights", "{short_weights}"),
+     "layer ip2: blob 0 holds 100 values, its shape 10x500 needs 5000"),
+    ("hmc_visualize.py", hmc("--compare-lmdb", "{few_classes}"),
+     "has no image of class 3"),
+    ("hmc_visualize.py", hmc("--out", "{root}"), "which is not an output of hmc_visualize"),
     ("hmc_visualize.py", hmc("--input-blob", "nope"), "unknown input blob 'nope'"),
     ("hmc_visualize.py", hmc("--compare-lmdb", "{corrupt_lmdb}"), "not a readable LMDB"),
     ("hmc_visualize.py", hmc("--compare-lmdb", "{not_datums}"), "is not a Caffe Datum"),
@@ -158,6 +193,12 @@ CASES = [
     ("hmc_visualize.py", hmc("--out", "{file}/hmc"), "is a file"),
     ("hmc_visualize.py", hmc("--out", "{file}"), "exists and is not a folder"),
     ("hmc_visualize.py", hmc("--seed", "-1"), "--seed must be an integer in [0, 2^32)"),
+    ("hmc_visualize.py", hmc("--chain-offset", str(2 ** 64)),
+     "--chain-offset must be an integer in [0, 2^32)"),
+    ("hmc_visualize.py", hmc("--reference", "fit-global", "--reference-lmdb", "{constant}"),
+     "the 12 images are constant (every pixel 0.5)"),
+    ("hmc_visualize.py", hmc("--reference", "fit-pixel", "--reference-lmdb", "{nan_pixel}"),
+     "image 4 (in key order) holds a non-finite pixel"),
     ("hmc_visualize.py", hmc("--target-accept", "1.5"), "--target-accept must be a number in"),
     ("hmc_visualize.py", hmc("--reference-count", "0"), "--reference-count must be a positive"),
     ("hmc_visualize.py", hmc("--ref-mean", "inf"), "--ref-mean must be a finite number"),
@@ -196,6 +237,16 @@ CASES = [
     ("sample_quality.py", ["--judge-weights", "{text_weights}", "--set", "a={root}/a.npz",
                            "--train-lmdb", "{cifar_sized}", "--test-lmdb", "{cifar_sized}",
                            "--out", "{root}/q.json"], "does not parse"),
+    ("sample_quality.py", ["--judge-weights", "{short_weights}", "--set", "a={one_sample}",
+                           "--train-lmdb", "{cifar_sized}", "--test-lmdb", "{cifar_sized}",
+                           "--out", "{root}/q.json"], "holds 100 values"),
+    ("sample_quality.py", ["--judge-weights", "{nan_weights}", "--set", "a={one_sample}",
+                           "--train-lmdb", "{cifar_sized}", "--test-lmdb", "{cifar_sized}",
+                           "--out", "{root}/q.json"], "holds a non-finite weight (nan)"),
+    ("sample_quality.py", ["--judge-weights", "{good}", "--set", "a={one_sample}",
+                           "--train-lmdb", "{cifar_sized}", "--test-lmdb", "{cifar_sized}",
+                           "--out", "{root}/q.json"],
+     "set a holds 1 image; FID's covariance needs at least 2"),
     ("sample_quality.py", ["--judge-weights", "{good}", "--set", "a"],
      "--set must be NAME=PATH, got 'a'"),
     ("sample_quality.py", ["--judge-weights", "{good}", "--set", "a=b", "--out", "{file}/q.json"],

@@ -16,7 +16,8 @@ report). The baselines (real training digits, white q, class template,
 class template + q noise, and the --q-alone draws) are drawn at the n and
 class counts of the first --set. LeNet-FID is the headline: judge accuracy
 and IS are fooled by a class template. Use n >= 1,000 for headline numbers
-(FID is biased upwards at small n).
+(FID is biased upwards at small n); a set or test LMDB of fewer than 2 images
+is refused (FID fits a covariance).
 
   python tools/sample_quality.py --judge-model prototxt/cifar10_quick_deploy.prototxt \
       --judge-weights results/sample_quality_cifar10/nets/judge_dg_seed99.caffemodel \

@@ -11,8 +11,8 @@ import shutil
 
 from gencnn import caffe_utils
 from gencnn.cli import UserError
-from gencnn.files import temp_name, write_atomic
-from gencnn.data.lmdb_io import install_lmdb, lmdb_count
+from gencnn.files import replace_folder, temp_name, write_atomic
+from gencnn.data.lmdb_io import lmdb_count
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp")
 RESIZE = 256          # convert_imageset warps every image to 256 x 256
@@ -104,7 +104,7 @@ def convert_imageset(root, list_path, lmdb_path, expected, log_path=None):
             raise UserError("convert_imageset stored %d of %d images of %s (unreadable "
                             "images are skipped; see %s)" % (count, expected, list_path,
                                                             log_path or "its log"))
-        install_lmdb(tmp, lmdb_path)
+        replace_folder(tmp, lmdb_path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return count

@@ -1,5 +1,6 @@
 """Caffe Datum LMDBs: written atomically (temporary name, then rename)."""
-import errno
+import collections
+import hashlib
 import os
 import shutil
 
@@ -47,8 +48,7 @@ def write_lmdb(path, examples, map_size=1 << 40, commit_every=1000):
     both finish: each installs its own complete copy, the last one stays.
     Returns the number of entries written.
     """
-    for stale in files.stale_temps(path):      # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
+    files.remove_stale_temps(path)      # left by a killed run
     tmp = files.temp_name(path)
     os.mkdir(tmp)
     env = lmdb.open(tmp, map_size=map_size, subdir=True)
@@ -66,31 +66,12 @@ def write_lmdb(path, examples, map_size=1 << 40, commit_every=1000):
         if stored != count:
             raise cli.UserError("%s: stored %d of %d entries" % (path, stored, count))
         env.close()
-        install_lmdb(tmp, path)
+        files.replace_folder(tmp, path)
     except BaseException:
         env.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return count
-
-
-def install_lmdb(tmp, path):
-    """Rename the finished LMDB `tmp` to `path`. A folder already there (an
-    older LMDB, or a concurrent writer's just installed) is first renamed
-    aside and then deleted, so `path` never holds a mix of two."""
-    while True:
-        try:
-            os.rename(tmp, path)
-            return
-        except OSError as err:
-            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                raise
-        old = files.temp_name(path)
-        try:
-            os.rename(path, old)
-        except FileNotFoundError:      # another writer moved it first: retry
-            continue
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _open(path):
@@ -112,29 +93,133 @@ def lmdb_count(path):
         env.close()
 
 
-def lmdb_fingerprint(path, sample=8):
-    """A cheap identity of an LMDB: its entry count and a SHA-256 of its
-    first and last `sample` entries (keys and values), so a replaced or
-    rewritten LMDB is told apart without reading it all."""
-    import hashlib
+class LmdbContent(object):
+    """What one streamed pass over every entry of an LMDB learns (scan_lmdb):
+    `entries`, the image `shape` (C, H, W) they all share, their `labels`
+    (int64, key order) and `fingerprint`."""
+
+    def __init__(self, path, entries, shape, labels, fingerprint):
+        self.path, self.entries, self.shape = path, entries, shape
+        self.labels, self.fingerprint = labels, fingerprint
+
+
+# Scans by (real path, inode, size and mtime of data.mdb): a run fingerprints its
+# LMDBs and checks their labels, one pass for both.
+_SCANS = {}
+
+
+def scan_lmdb(path, sample=8):
+    """Read every entry of the LMDB at `path` once, streamed (one entry in
+    memory at a time), and check what would otherwise abort Caffe or
+    mislead a run: UserError (one line naming the entry) if it is empty, an
+    entry is not a raw Caffe Datum, an image's shape differs from the first
+    one's, or a float image holds a NaN or infinity.
+
+    Its fingerprint: the entry count, a SHA-256 of the first and last
+    `sample` entries (how runs recorded before full hashing identify it,
+    kept so that such a run still resumes) and a SHA-256 of every key and
+    value, so a rewrite of any entry is a different fingerprint."""
     env = _open(path)
-    digest = hashlib.sha256()
+    real = os.path.realpath(path)
     try:
-        entries = env.stat()["entries"]
+        data = os.stat(os.path.join(real, "data.mdb"))
+        stamp = (real, data.st_ino, data.st_size, data.st_mtime_ns)
+    except OSError:
+        stamp = None
+    if stamp in _SCANS:
+        env.close()
+        return _SCANS[stamp]
+    ends, every = hashlib.sha256(), hashlib.sha256()
+    last = collections.deque(maxlen=sample)
+    labels, shape, first_key = [], None, None
+    try:
         with env.begin() as txn:
-            cursor = txn.cursor()
-            for first in (True, False):
-                found = cursor.first() if first else cursor.last()
-                for _ in range(sample if found else 0):
-                    digest.update(cursor.key())
-                    digest.update(cursor.value())
-                    if not (cursor.next() if first else cursor.prev()):
-                        break
+            for i, (key, value) in enumerate(txn.cursor()):
+                if i < sample:
+                    ends.update(key)
+                    ends.update(value)
+                last.append((key, value))
+                every.update(key)
+                every.update(value)
+                datum = _datum(path, key, value)
+                entry_shape = (datum.channels, datum.height, datum.width)
+                if shape is None:
+                    shape, first_key = entry_shape, key
+                elif entry_shape != shape:
+                    raise cli.UserError("%s: entry %s holds a %s image, the first entry (%s) "
+                                        "a %s one" % (path, _key(key), _fmt(entry_shape),
+                                                      _key(first_key), _fmt(shape)))
+                if not len(datum.data):
+                    pixels = np.asarray(datum.float_data, dtype=np.float32)
+                    if not np.all(np.isfinite(pixels)):
+                        raise cli.UserError("%s: entry %s holds a non-finite pixel (%s)"
+                                            % (path, _key(key), pixels[~np.isfinite(pixels)][0]))
+                labels.append(datum.label)
     except lmdb.Error as err:
         raise cli.UserError("%s is not a readable LMDB: %s" % (path, str(err).splitlines()[0]))
     finally:
         env.close()
-    return "%d entries, sha256 %s" % (entries, digest.hexdigest()[:16])
+    if not labels:
+        raise cli.UserError("LMDB %s is empty" % path)
+    for key, value in reversed(last):
+        ends.update(key)
+        ends.update(value)
+    fingerprint = "%d entries, sha256 %s, every entry sha256 %s" % (
+        len(labels), ends.hexdigest()[:16], every.hexdigest()[:16])
+    content = LmdbContent(path, len(labels), shape, np.array(labels, dtype=np.int64),
+                          fingerprint)
+    if stamp is not None:
+        _SCANS[stamp] = content
+    return content
+
+
+def lmdb_fingerprint(path):
+    """The identity of an LMDB's content, every entry hashed (scan_lmdb,
+    which also refuses an LMDB that would abort Caffe)."""
+    return scan_lmdb(path).fingerprint
+
+
+def same_fingerprint(recorded, now):
+    """Is `now` (a fingerprint of today) the same content as `recorded`?
+    A fingerprint recorded before full hashing is the first part of
+    today's (count and first and last entries), compared as such."""
+    return recorded == now or (isinstance(recorded, str) and isinstance(now, str) and
+                               " entries, sha256 " in recorded and
+                               ", every entry " not in recorded and
+                               now.startswith(recorded + ", every entry "))
+
+
+def check_labels(path, classes, net_name):
+    """UserError (one line) unless every label of the LMDB at `path` is a
+    class 0 .. classes - 1 of the net: Caffe reads a label past them as an
+    index into the scores and corrupts memory (an abort at the end of
+    training, or a wrong loss), so they are checked before training."""
+    labels = scan_lmdb(path).labels
+    bad = np.flatnonzero((labels < 0) | (labels >= classes))
+    if len(bad):
+        raise cli.UserError("%s: entry %s has label %d; %s has %d classes (0 to %d)"
+                            % (path, _key(_key_at(path, bad[0])), labels[bad[0]], net_name,
+                               classes, classes - 1))
+
+
+def _key_at(path, index):
+    env = _open(path)
+    try:
+        with env.begin() as txn:
+            for i, key in enumerate(txn.cursor().iternext(keys=True, values=False)):
+                if i == index:
+                    return key
+    finally:
+        env.close()
+    return b"?"
+
+
+def _key(key):
+    return repr(key.decode("ascii", "replace"))
+
+
+def _fmt(shape):
+    return "x".join(map(str, shape))
 
 
 def read_lmdb(path, limit=None):
@@ -158,9 +243,9 @@ def lmdb_images(path, scale=1.0, limit=None, input_shape=None, name=None,
     """The one reader of an LMDB's images: (images, labels) of its first
     `limit` entries (default all) in key order, the images float64
     (n x C x H x W) times `scale`, the labels int64. UserError (one line)
-    if it is empty, or its images differ in shape or (input_shape) are not
-    of that shape; `name` (default "LMDB <path>") names it in that line,
-    `reader` the input the images are for."""
+    if it is empty, its images differ in shape or (input_shape) are not of
+    that shape, or one holds a NaN or infinity; `name` (default "LMDB
+    <path>") names it in that line, `reader` the input the images are for."""
     name = name or "LMDB %s" % path
     entries = list(read_lmdb(path, limit))
     if not entries:
@@ -173,17 +258,36 @@ def lmdb_images(path, scale=1.0, limit=None, input_shape=None, name=None,
         raise cli.UserError("%s images %s do not match %s %s"
                             % (name, shapes[0], reader, tuple(input_shape)))
     images = np.array([image for image, _ in entries], dtype=np.float64) * scale
+    bad = np.flatnonzero(~np.isfinite(images.reshape(len(images), -1)).all(axis=1))
+    if len(bad):
+        raise cli.UserError("%s: image %d (in key order) holds a non-finite pixel"
+                            % (name, bad[0]))
     return images, np.array([label for _, label in entries], dtype=np.int64)
 
 
-def _parse_datum(path, key, value):
+def _datum(path, key, value):
+    """The Datum of an entry; UserError unless it is a raw (not encoded)
+    Caffe Datum whose data fits its shape."""
     datum = caffe_pb2.Datum()
     try:
         datum.ParseFromString(value)
-        return datum_to_array(datum)
-    except (DecodeError, ValueError) as err:
-        raise cli.UserError("%s: entry %r is not a Caffe Datum (%s)"
-                            % (path, key.decode("ascii", "replace"), err))
+    except DecodeError as err:
+        raise cli.UserError("%s: entry %s is not a Caffe Datum (%s)" % (path, _key(key), err))
+    if datum.encoded:
+        raise cli.UserError("%s: entry %s is an encoded (compressed) image; gencnn reads "
+                            "raw pixel Datums (convert_imageset without --encoded)"
+                            % (path, _key(key)))
+    size = datum.channels * datum.height * datum.width
+    if size == 0 or (len(datum.data) or len(datum.float_data)) != size:
+        raise cli.UserError("%s: entry %s is not a Caffe Datum image (%d values for "
+                            "%dx%dx%d)" % (path, _key(key), len(datum.data) or
+                                           len(datum.float_data), datum.channels,
+                                           datum.height, datum.width))
+    return datum
+
+
+def _parse_datum(path, key, value):
+    return datum_to_array(_datum(path, key, value))
 
 
 def shuffled_copy(source, path, seed):

@@ -27,6 +27,7 @@ import traceback
 import numpy as np
 
 from gencnn import caffe_utils, files
+from gencnn.cli import UserError
 from gencnn.sampling import hmc
 
 # Read by OpenBLAS (and OpenMP builds) when a worker imports numpy and caffe.
@@ -175,15 +176,15 @@ class WorkerChains(object):
 
     def _gather(self, indices):
         """The answers of workers `indices`, in order; RuntimeError with the
-        worker's traceback if one failed or died."""
+        worker's traceback if one failed, UserError if one died."""
         answers = []
         for index in indices:
             worker = self.workers[index]
             try:
                 status, value = pickle.load(worker.stdout)
-            except EOFError:
-                raise RuntimeError("HMC worker %d died (exit status %s)"
-                                   % (index, worker.wait()))
+            except EOFError:        # killed from outside (or by the OOM killer): not a bug
+                raise UserError("HMC worker %d died (exit status %s); the run is lost, rerun it"
+                                % (index, worker.wait()))
             if status == "error":
                 raise RuntimeError("HMC worker %d failed:\n%s" % (index, value))
             answers.append(value)

@@ -367,6 +367,10 @@ def fit_reference(images, per_pixel=False, min_std=1e-2):
     images = np.asarray(images, dtype=np.float64)
     if per_pixel:
         return images.mean(axis=0), np.maximum(images.std(axis=0), min_std)
+    if not images.std() > 0:
+        raise ValueError("the %d images are constant (every pixel %g): a Gaussian fitted "
+                         "to them has no spread; fit to other images, or use --reference "
+                         "fixed" % (len(images), images.ravel()[0]))
     return float(images.mean()), float(images.std())
 
 

@@ -302,7 +302,7 @@ OPTIONS = (
     _setting("seed", 0, cli.seed,
              "random seed; chain i (chains are numbered unit by unit) draws from its own "
              "stream of it, whatever --workers or the chains after it (default %(default)s)"),
-    _setting("chain_offset", 0, cli.nonneg_int,
+    _setting("chain_offset", 0, cli.uint32,
              "this run's chains are chains K, K+1, ... of a larger run (their random "
              "streams): runs over disjoint ranges with a fixed --step-size and --adapt 0 "
              "are shards of one run (docs/scaling.md) (default %(default)s)"),

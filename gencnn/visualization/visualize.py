@@ -11,6 +11,11 @@ from gencnn.visualization import settings as options
 from gencnn.visualization.settings import UsageError
 
 
+# What a run writes to its --out folder.
+OUTPUTS = ("samples.npz", "summary.json", "grid.png", "grid_final.png", "grid_mean.png",
+           "trajectory.png")
+
+
 def run(args):
     """The run of the parsed options `args` (settings.OPTIONS); its summary."""
     units, position, weights, display_mean, bounds, out_dir = options.resolve(args)
@@ -27,6 +32,19 @@ def run(args):
                                node.input_shape) if args.compare_lmdb else None)
     except ValueError as err:       # unknown blob or input blob, unit out of range, bad LMDB
         raise UsageError(str(err))
+    if compare is not None:
+        missing = sorted(set(node.units) - set(compare[0].tolist()))
+        if missing:
+            raise UsageError("--compare-lmdb %s has no image of class %d (unit %d's): "
+                             "compare with an LMDB holding every sampled unit's class"
+                             % (args.compare_lmdb, missing[0], missing[0]))
+    if os.path.isdir(out_dir):
+        # A run's outputs replace the folder as a whole (files.atomic_folder).
+        foreign = sorted(set(os.listdir(out_dir)) - set(OUTPUTS))
+        if foreign:
+            raise UsageError("--out %s holds %s, which is not an output of hmc_visualize: "
+                             "a run replaces its --out folder as a whole, so give a new or "
+                             "empty folder" % (out_dir, foreign[0]))
     units, input_shape, is_conv = node.units, node.input_shape, node.is_conv
     settings = options.preset_settings(args, node.channels, is_conv)
     if settings["display"] == "imagenet" and len(display_mean) < node.channels:
@@ -68,21 +86,22 @@ def run(args):
         bar.set_postfix(acc="%.2f" % out["accepted"][:it + 1].mean(),
                         f="%.2f" % out["f"][it].mean(), eps="%.3g" % out["step_size"][it])
 
-    result = sample_node(node, q, iters, step_size=settings["step_size"],
-                         leapfrog_steps=settings["leapfrog_steps"], mass=settings["mass"],
-                         mass_convention=settings["mass_convention"],
-                         temperature=settings["temperature"], adapt=adapt,
-                         target_accept=settings["target_accept"], full_input=args.full_input,
-                         precondition=precondition, bounds=bounds,
-                         pixel_model=args.pixel_model if bounds else None,
-                         seed=args.seed, warn=warn, callback=progress,
-                         workers=args.workers, first_chain=args.chain_offset,
-                         **sampling_kind)
-    bar.close()
+    try:
+        result = sample_node(node, q, iters, step_size=settings["step_size"],
+                             leapfrog_steps=settings["leapfrog_steps"], mass=settings["mass"],
+                             mass_convention=settings["mass_convention"],
+                             temperature=settings["temperature"], adapt=adapt,
+                             target_accept=settings["target_accept"], full_input=args.full_input,
+                             precondition=precondition, bounds=bounds,
+                             pixel_model=args.pixel_model if bounds else None,
+                             seed=args.seed, warn=warn, callback=progress,
+                             workers=args.workers, first_chain=args.chain_offset,
+                             **sampling_kind)
+    finally:        # the error line, if any, comes after the bar
+        bar.close()
     out, sampler, crop, wall = result.out, result.sampler, result.crop, result.wall
     chain_units = node.chain_units
 
-    os.makedirs(out_dir, exist_ok=True)
     sampling = slice(adapt, None)
     summary = {
         "model": args.model, "weights": weights, "blob": args.blob, "units": units,
@@ -141,19 +160,21 @@ def run(args):
     rows, cols = figures.grid_shape(len(units), args.num_chains)
     other = "mean" if settings["show"] == "final" else "final"
     states = {"final": out["samples"], "mean": out["chain_mean"]}
-    figures.save_grid(os.path.join(out_dir, "grid.png"), states[settings["show"]], pixels,
-                      rows, cols)
-    figures.save_grid(os.path.join(out_dir, "grid_%s.png" % other), states[other], pixels,
-                      rows, cols)
-    figures.save_trajectory(os.path.join(out_dir, "trajectory.png"), out, pixels,
-                            "%s unit %d, chain 0: preset %s, eps %.3g, L %d, mass %g (%s), "
-                            "q = %s, T %g" % (
-                                args.blob, units[0], settings["preset"],
-                                out["final_step_size"], settings["leapfrog_steps"],
-                                settings["mass"], settings["mass_convention"], q.describe(),
-                                settings["temperature"]))
-    save_samples(os.path.join(out_dir, "samples.npz"), out, chain_units)
-    files.write_atomic(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1))
+    # One unit: a kill while writing leaves the previous run's complete set.
+    with files.atomic_folder(out_dir) as folder:
+        figures.save_grid(os.path.join(folder, "grid.png"), states[settings["show"]], pixels,
+                          rows, cols)
+        figures.save_grid(os.path.join(folder, "grid_%s.png" % other), states[other], pixels,
+                          rows, cols)
+        figures.save_trajectory(os.path.join(folder, "trajectory.png"), out, pixels,
+                                "%s unit %d, chain 0: preset %s, eps %.3g, L %d, mass %g "
+                                "(%s), q = %s, T %g" % (
+                                    args.blob, units[0], settings["preset"],
+                                    out["final_step_size"], settings["leapfrog_steps"],
+                                    settings["mass"], settings["mass_convention"],
+                                    q.describe(), settings["temperature"]))
+        save_samples(os.path.join(folder, "samples.npz"), out, chain_units)
+        files.write_atomic(os.path.join(folder, "summary.json"), json.dumps(summary, indent=1))
     print("%s unit %s: acceptance %.3f, divergences %d, f_y %.2f, %.1f s -> %s"
           % (args.blob, args.unit, summary["acceptance_rate"], summary["divergences"],
              summary["f_final_mean"], wall, out_dir))
