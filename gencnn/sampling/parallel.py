@@ -44,7 +44,8 @@ class ChainSpec(object):
 
     def __init__(self, net_param, weights, input_blob, input_shape, blob, chain_units,
                  position, sampler_options, first_chain=0, logit_bounds=None,
-                 sampler="hmc", transforms=None, transform_mode="random"):
+                 sampler="hmc", transforms=None, transform_mode="random",
+                 block=hmc.CHAIN_BLOCK):
         self.net_param = net_param.SerializeToString()
         self.weights, self.input_blob = weights, input_blob
         self.input_shape = tuple(input_shape)
@@ -58,29 +59,44 @@ class ChainSpec(object):
         # TransformSet keeps resampling matrices: rebuilt in the worker)
         self.transforms = None if transforms is None else transforms.describe()
         self.transform_mode = transform_mode
+        self.block = int(block)               # chains per Caffe batch (hmc.chain_blocks)
 
     @property
     def num_chains(self):
         return len(self.chain_units)
 
-    def build(self, rows):
-        """A ChainBlock of the chains in `rows` in this process, from their
-        own streams' initial states."""
+    def build(self, rows, net=None):
+        """The chains in `rows` (contiguous) in this process, from their own
+        streams' initial states: a hmc.ChainGroup of one ChainBlock per
+        block of self.block chains (hmc.chain_blocks), all on one net of
+        that batch (`net`, when given, reshaped to it; else loaded)."""
         from caffe.proto import caffe_pb2
         from gencnn.sampling.langevin import SAMPLERS
         from gencnn.sampling.transforms import TransformSet, node_score
-        net_param = caffe_pb2.NetParameter.FromString(self.net_param)
-        net = caffe_utils.load_net(net_param, self.weights, len(rows), self.input_blob,
-                                   input_shape=self.input_shape)
-        chain_ids = self.first_chain + np.asarray(rows)
+        rows = np.asarray(rows)
+        if net is None:
+            net_param = caffe_pb2.NetParameter.FromString(self.net_param)
+            net = caffe_utils.load_net(net_param, self.weights, self.block, self.input_blob,
+                                       input_shape=self.input_shape)
+        else:
+            blob = net.blobs[self.input_blob]
+            blob.reshape(self.block, *self.input_shape)
+            net.reshape()
         transforms = None if self.transforms is None else TransformSet.parse(self.transforms)
-        score = node_score(net, self.blob, self.chain_units[rows], self.position,
-                           self.input_blob, transforms, self.transform_mode,
-                           self.sampler_options.get("seed", 0), chain_ids)
-        if self.logit_bounds is not None:
-            score = hmc.LogitScore(score, self.logit_bounds)
-        sampler = SAMPLERS[self.sampler](score, chain_ids=chain_ids, **self.sampler_options)
-        return hmc.ChainBlock(sampler, sampler.initial_state((len(rows),) + self.input_shape))
+        blocks = []
+        for chain_ids, real in hmc.chain_blocks(self.first_chain + rows, self.block):
+            # a padding slot takes the unit of its nearest chain of this run
+            # (any unit would do: its rows are computed and dropped)
+            slots = np.clip(chain_ids - self.first_chain, rows[0], rows[-1])
+            score = node_score(net, self.blob, self.chain_units[slots], self.position,
+                               self.input_blob, transforms, self.transform_mode,
+                               self.sampler_options.get("seed", 0), chain_ids)
+            if self.logit_bounds is not None:
+                score = hmc.LogitScore(score, self.logit_bounds)
+            sampler = SAMPLERS[self.sampler](score, chain_ids=chain_ids, **self.sampler_options)
+            blocks.append(hmc.ChainBlock(
+                sampler, sampler.initial_state((self.block,) + self.input_shape), real))
+        return hmc.ChainGroup(blocks)
 
 
 def worker_env(threads):
@@ -90,11 +106,14 @@ def worker_env(threads):
                 **{name: str(threads) for name in THREAD_VARIABLES})
 
 
-def split_chains(num_chains, workers):
-    """Contiguous blocks of chain ids, as even as possible, at most one per
-    chain."""
-    return [block for block in np.array_split(np.arange(num_chains), max(1, workers))
-            if len(block)]
+def split_chains(num_chains, workers, block=hmc.CHAIN_BLOCK, first_chain=0):
+    """The rows (0..num_chains-1) of each worker: contiguous runs of whole
+    blocks of chains (hmc.chain_blocks, chains first_chain + row), as even
+    as possible; fewer workers than asked when there are fewer blocks."""
+    layout = hmc.chain_blocks(first_chain + np.arange(num_chains), block)
+    rows = [ids[real] - first_chain for ids, real in layout]
+    groups = np.array_split(np.arange(len(rows)), max(1, workers))
+    return [np.concatenate([rows[i] for i in group]) for group in groups if len(group)]
 
 
 def serve():
@@ -145,7 +164,7 @@ class WorkerChains(object):
             raise ValueError("sampling in several workers needs a weights file: each "
                              "worker loads its own net, and Caffe's fillers would differ")
         self.num_chains = spec.num_chains
-        self.blocks = split_chains(spec.num_chains, workers)
+        self.blocks = split_chains(spec.num_chains, workers, spec.block, spec.first_chain)
         env = worker_env(threads)
         command = [sys.executable, "-c", "from gencnn.sampling.parallel import serve; "
                    "serve()"]
@@ -197,8 +216,8 @@ class WorkerChains(object):
     def step(self, step_size, accumulate):
         """One HMC iteration in every worker at once; the diagnostics joined
         in chain order."""
-        parts = self._call(range(len(self.workers)), "step", step_size, accumulate)
-        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+        return hmc.join_diagnostics(self._call(range(len(self.workers)), "step", step_size,
+                                               accumulate))
 
     def state(self, chain):
         for index, chain_ids in enumerate(self.blocks):
@@ -207,14 +226,9 @@ class WorkerChains(object):
         raise IndexError("chain %d out of range (%d chains)" % (chain, self.num_chains))
 
     def finish(self):
-        """(final x, chain sums, counters): forward+backward passes of one
-        worker (each ran as many as a single process would), the other
-        counters summed over the workers."""
-        parts = self._call(range(len(self.workers)), "finish")
-        counters = {name: sum(p[2][name] for p in parts) for name in parts[0][2]}
-        counters["evaluations"] = parts[0][2]["evaluations"]
-        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-                counters)
+        """(final x, chain sums, counters) joined over the workers
+        (hmc.join_finished)."""
+        return hmc.join_finished(self._call(range(len(self.workers)), "finish"))
 
     def close(self):
         """Stop the workers: closing its stdin ends one waiting for a call."""

@@ -24,7 +24,6 @@ from gencnn import caffe_utils, config, files
 from gencnn.data.lmdb_io import lmdb_images
 from gencnn.sampling import hmc, parallel
 from gencnn.sampling.langevin import SAMPLERS
-from gencnn.sampling.transforms import node_score
 from gencnn.visualization.receptive_field import input_crop, receptive_field
 
 
@@ -108,7 +107,7 @@ def sample_node(node, reference, iters, step_size=hmc.STEP_SIZE, leapfrog_steps=
                 precondition=False, full_input=False, seed=0, warn=None, callback=None,
                 num_snapshots=8, bounds=None, pixel_model="box", workers=1,
                 threads_per_worker=1, first_chain=0, sampler="hmc", sampler_options=None,
-                transforms=None, transform_mode="random"):
+                transforms=None, transform_mode="random", chain_block=hmc.CHAIN_BLOCK):
     """HMC samples of `node` (from open_node) under q = `reference`
     (gencnn.sampling.reference), `adapt` + `iters` iterations.
 
@@ -132,7 +131,9 @@ def sample_node(node, reference, iters, step_size=hmc.STEP_SIZE, leapfrog_steps=
     chain_mean is then x of each chain's mean u).
     workers > 1 splits the chains over that many processes with
     `threads_per_worker` OpenBLAS threads each (gencnn.sampling.parallel):
-    the same chains as workers=1, which runs in this process.
+    the same chains as workers=1, which runs in this process, bit for bit:
+    every chain is computed in a Caffe batch of `chain_block` chains
+    (hmc.chain_blocks), the same whatever the workers and chains.
     Chain n of the node is chain first_chain + n of a larger run (its random
     stream; docs/scaling.md: one shard of a run split over machines).
     """
@@ -174,21 +175,16 @@ def sample_node(node, reference, iters, step_size=hmc.STEP_SIZE, leapfrog_steps=
     spec = parallel.ChainSpec(net_param, node.weights, node.input_blob, sample_shape,
                               node.blob, node.chain_units, position, options, first_chain,
                               logit_bounds=bounds if logit else None, sampler=sampler_kind,
-                              transforms=transforms, transform_mode=transform_mode)
+                              transforms=transforms, transform_mode=transform_mode,
+                              block=chain_block)
+    worker_rows = parallel.split_chains(node.num_chains, workers, chain_block, first_chain)
     start = time.time()
-    if workers > 1 and node.num_chains > 1:
+    if len(worker_rows) > 1:
         with parallel.WorkerChains(spec, workers, threads_per_worker) as chains:
             out = hmc.run_chains(chains, **schedule)
     else:
-        if crop is None:                  # the node's own net, already loaded
-            score = node.score if transforms is None else node_score(
-                node.net, node.blob, node.chain_units, position, node.input_blob, transforms,
-                transform_mode, seed, first_chain + np.arange(node.num_chains))
-            sampler.score = hmc.LogitScore(score, bounds) if logit else score
-            chains = hmc.ChainBlock(sampler, sampler.initial_state((node.num_chains,)
-                                                                   + sample_shape))
-        else:
-            chains = spec.build(np.arange(node.num_chains))
+        # (the node's own net serves when the whole input is sampled)
+        chains = spec.build(np.arange(node.num_chains), net=node.net if crop is None else None)
         out = hmc.run_chains(chains, **schedule)
     wall = time.time() - start
     for name in hmc.COUNTERS:          # (counted where the chains ran)
@@ -214,7 +210,7 @@ def sample_node(node, reference, iters, step_size=hmc.STEP_SIZE, leapfrog_steps=
     result.out, result.sampler, result.crop = out, sampler, crop
     result.sample_shape, result.wall = sample_shape, wall
     result.predicted_fraction = predicted_fraction
-    result.workers = len(parallel.split_chains(node.num_chains, workers))
+    result.workers = len(worker_rows)
     return result
 
 

@@ -306,6 +306,11 @@ OPTIONS = (
              "this run's chains are chains K, K+1, ... of a larger run (their random "
              "streams): runs over disjoint ranges with a fixed --step-size and --adapt 0 "
              "are shards of one run (docs/scaling.md) (default %(default)s)"),
+    _setting("chain_block", hmc.CHAIN_BLOCK, cli.positive_int,
+             "chains per Caffe batch: every chain is computed in a block of this many "
+             "(padded, the padding dropped), so its arithmetic, and so the chain bit for "
+             "bit, is the same whatever --num-chains, --workers and --chain-offset; "
+             "runs to be compared or merged need the same value (default %(default)s)"),
     _setting("workers", os.cpu_count() or 1, cli.positive_int,
              "processes to split the chains over, one OpenBLAS thread each; 1 samples in "
              "this process with $OPENBLAS_NUM_THREADS threads (default: this machine's "

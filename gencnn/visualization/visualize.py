@@ -77,6 +77,7 @@ def run(args):
                          pixel_model=args.pixel_model if bounds else None,
                          seed=args.seed, warn=warn, callback=progress,
                          workers=args.workers, first_chain=args.chain_offset,
+                         chain_block=args.chain_block,
                          **sampling_kind)
     bar.close()
     out, sampler, crop, wall = result.out, result.sampler, result.crop, result.wall
@@ -119,6 +120,7 @@ def run(args):
                                  if bounds else None),
         "sigma": sampler.reference.std_value, "ref_mean": sampler.reference.mean_value,
         "seed": args.seed, "chain_offset": args.chain_offset, "workers": result.workers,
+        "chain_block": args.chain_block,
         "acceptance_rate": float(out["accepted"][sampling].mean()),
         "acceptance_rate_adapt": float(out["accepted"][:adapt].mean()) if adapt else None,
         "divergences": int(out["divergent"].sum()),
