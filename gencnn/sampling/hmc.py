@@ -653,6 +653,15 @@ DIAGNOSTICS = (("f", float), ("sq_norm", float), ("accept_prob", float), ("delta
                ("accepted", bool), ("divergent", bool))
 
 
+def warn_divergences(divergent, warn, first_iteration=0):
+    """warn() once per iteration of `divergent` (iterations x chains) in
+    which some chain diverged."""
+    for it in np.flatnonzero(divergent.any(axis=1)):
+        warn("HMC iteration %d: %d of %d chains diverged (|dH| > %g or non-finite), "
+             "rejected" % (first_iteration + it + 1, divergent[it].sum(), divergent.shape[1],
+                           DIVERGENCE_THRESHOLD))
+
+
 def run_chains(chains, step_size, iters, adapt=0, target_accept=0.7, warn=warnings.warn,
                callback=None, snapshot_iters=(), snapshot_chain=0):
     """HMCSampler.sample's loop over `chains` (a ChainBlock, or anything
@@ -672,10 +681,7 @@ def run_chains(chains, step_size, iters, adapt=0, target_accept=0.7, warn=warnin
         out["step_size"][it] = step_size
         for key, _ in DIAGNOSTICS:
             out[key][it] = diagnostics[key]
-        divergent = diagnostics["divergent"]
-        if divergent.any():
-            warn("HMC iteration %d: %d of %d chains diverged (|dH| > %g or "
-                 "non-finite), rejected" % (it + 1, divergent.sum(), n, DIVERGENCE_THRESHOLD))
+        warn_divergences(diagnostics["divergent"][None], warn, it)
         if adapter is not None and it < adapt:
             step_size = adapter.update(float(diagnostics["accept_prob"].mean()))
             if it == adapt - 1:

@@ -51,7 +51,11 @@ class ChainSpec(object):
         self.input_shape = tuple(input_shape)
         self.blob, self.chain_units = blob, np.asarray(chain_units)
         self.position = position
-        self.sampler_options = dict(sampler_options)
+        # Pickled here, and unpickled wherever chains are built, this process
+        # included: numpy arrays come back C-contiguous (q's eigenvectors are
+        # a strided view before), and a matrix product over another layout
+        # is another BLAS call, rounded differently.
+        self._sampler_options = pickle.dumps(dict(sampler_options), pickle.HIGHEST_PROTOCOL)
         self.first_chain = int(first_chain)
         self.logit_bounds = logit_bounds      # the logit pixel model (hmc.LogitScore)
         self.sampler = sampler                # a key of langevin.SAMPLERS
@@ -60,6 +64,11 @@ class ChainSpec(object):
         self.transforms = None if transforms is None else transforms.describe()
         self.transform_mode = transform_mode
         self.block = int(block)               # chains per Caffe batch (hmc.chain_blocks)
+
+    @property
+    def sampler_options(self):
+        """HMCSampler's options (a fresh copy)."""
+        return pickle.loads(self._sampler_options)
 
     @property
     def num_chains(self):
@@ -83,6 +92,7 @@ class ChainSpec(object):
             blob.reshape(self.block, *self.input_shape)
             net.reshape()
         transforms = None if self.transforms is None else TransformSet.parse(self.transforms)
+        options = self.sampler_options
         blocks = []
         for chain_ids, real in hmc.chain_blocks(self.first_chain + rows, self.block):
             # a padding slot takes the unit of its nearest chain of this run
@@ -90,10 +100,10 @@ class ChainSpec(object):
             slots = np.clip(chain_ids - self.first_chain, rows[0], rows[-1])
             score = node_score(net, self.blob, self.chain_units[slots], self.position,
                                self.input_blob, transforms, self.transform_mode,
-                               self.sampler_options.get("seed", 0), chain_ids)
+                               options.get("seed", 0), chain_ids)
             if self.logit_bounds is not None:
                 score = hmc.LogitScore(score, self.logit_bounds)
-            sampler = SAMPLERS[self.sampler](score, chain_ids=chain_ids, **self.sampler_options)
+            sampler = SAMPLERS[self.sampler](score, chain_ids=chain_ids, **options)
             blocks.append(hmc.ChainBlock(
                 sampler, sampler.initial_state((self.block,) + self.input_shape), real))
         return hmc.ChainGroup(blocks)

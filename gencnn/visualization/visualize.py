@@ -154,7 +154,7 @@ def run(args):
                                 out["final_step_size"], settings["leapfrog_steps"],
                                 settings["mass"], settings["mass_convention"], q.describe(),
                                 settings["temperature"]))
-    save_samples(os.path.join(out_dir, "samples.npz"), out, chain_units)
+    save_samples(os.path.join(out_dir, "samples.npz"), out, chain_units, result.meta)
     files.write_atomic(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1))
     print("%s unit %s: acceptance %.3f, divergences %d, f_y %.2f, %.1f s -> %s"
           % (args.blob, args.unit, summary["acceptance_rate"], summary["divergences"],
