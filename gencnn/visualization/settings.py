@@ -315,6 +315,17 @@ OPTIONS = (
              "processes to split the chains over, one OpenBLAS thread each; 1 samples in "
              "this process with $OPENBLAS_NUM_THREADS threads (default: this machine's "
              "cores, %(default)s)"),
+    _setting("scheduler", None, str,
+             "sample on Dask: local starts a LocalCluster of --workers processes (one "
+             "thread each); an address (tcp://host:8786) uses a running scheduler, e.g. "
+             "one of dask-jobqueue (docs/scaling.md). Each task samples one shard of "
+             "--shard-chains chains with the fixed --step-size (--adapt 0) and writes "
+             "OUT/shards/chains_FIRST-LAST.npz; the shards are checked and merged into "
+             "the same chains as one process (default: none, this tool's own --workers "
+             "processes)"),
+    _setting("shard_chains", None, cli.positive_int,
+             "chains per Dask task, rounded up to whole --chain-block blocks (default: "
+             "the chains split evenly over the cluster's worker threads)"),
     _setting("out", None, str, "output folder (default: results/hmc/<blob>_unit<unit>)"),
 )
 # The options a preset fills in when they are left out (its q and box:

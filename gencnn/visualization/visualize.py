@@ -52,6 +52,10 @@ def run(args):
             tqdm.write("warning: more divergences; see summary.json", file=sys.stderr)
 
     iters, adapt = settings["iters"], settings["adapt"]
+    if args.scheduler is not None and adapt:
+        raise UsageError("--scheduler runs shards with a fixed step: give --adapt 0 and "
+                         "--step-size (e.g. the final_step_size of a short --adapt run; "
+                         "docs/scaling.md)")
     # samples.npz (final states and chain means, float32; per chain and
     # iteration six float64 traces) and the figures: refused now, not after
     # the sampling, when writing them would fail
@@ -68,6 +72,10 @@ def run(args):
         bar.set_postfix(acc="%.2f" % out["accepted"][:it + 1].mean(),
                         f="%.2f" % out["f"][it].mean(), eps="%.3g" % out["step_size"][it])
 
+    def shard_done(done, total):      # Dask: the bar counts shards
+        bar.total, bar.unit = total, "shard"
+        bar.update(1)
+
     result = sample_node(node, q, iters, step_size=settings["step_size"],
                          leapfrog_steps=settings["leapfrog_steps"], mass=settings["mass"],
                          mass_convention=settings["mass_convention"],
@@ -75,9 +83,12 @@ def run(args):
                          target_accept=settings["target_accept"], full_input=args.full_input,
                          precondition=precondition, bounds=bounds,
                          pixel_model=args.pixel_model if bounds else None,
-                         seed=args.seed, warn=warn, callback=progress,
+                         seed=args.seed, warn=warn,
+                         callback=progress if args.scheduler is None else shard_done,
                          workers=args.workers, first_chain=args.chain_offset,
-                         chain_block=args.chain_block,
+                         chain_block=args.chain_block, scheduler=args.scheduler,
+                         shard_chains=args.shard_chains,
+                         shard_dir=os.path.join(out_dir, "shards"),
                          **sampling_kind)
     bar.close()
     out, sampler, crop, wall = result.out, result.sampler, result.crop, result.wall
@@ -120,7 +131,7 @@ def run(args):
                                  if bounds else None),
         "sigma": sampler.reference.std_value, "ref_mean": sampler.reference.mean_value,
         "seed": args.seed, "chain_offset": args.chain_offset, "workers": result.workers,
-        "chain_block": args.chain_block,
+        "chain_block": args.chain_block, "scheduler": args.scheduler,
         "acceptance_rate": float(out["accepted"][sampling].mean()),
         "acceptance_rate_adapt": float(out["accepted"][:adapt].mean()) if adapt else None,
         "divergences": int(out["divergent"].sum()),
