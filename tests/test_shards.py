@@ -32,10 +32,10 @@ def lenet_weights(tmp_path_factory):
     return path
 
 
-def run_tool(tool, args):
+def run_tool(tool, args, **env):
     return subprocess.run([sys.executable, tool] + args, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, universal_newlines=True, timeout=600,
-                          env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+                          env=dict(os.environ, OPENBLAS_NUM_THREADS="1", **env))
 
 
 def sample_args(weights, out, *extra):
@@ -78,6 +78,7 @@ def test_dask_run_equals_one_process_and_the_merge_checks(tmp_path, lenet_weight
     assert_same_files(reference_set, arrays(tmp_path / "dask" / "samples.npz"))
     summary = json.load(open(str(tmp_path / "dask" / "summary.json")))
     assert summary["scheduler"] == "local" and summary["num_chains"] == 10
+    assert summary["shards"] == 3 and summary["workers"] is None
 
     # the same run as --chain-offset shards (unit 2's chains, then unit 7's)
     for unit, offset in (("2", "0"), ("7", "5")):
@@ -114,7 +115,6 @@ def test_dask_run_equals_one_process_and_the_merge_checks(tmp_path, lenet_weight
 def test_merge_refuses_other_settings(tmp_path, lenet_weights):
     """Shards that differ in a setting (the leapfrog steps) or in q are not
     one run: shards.merge says which and in what."""
-    q = reference.DiagonalGaussian(0.1, 0.3)
     paths = []
     for name, first, steps, sigma in (("a", 0, 3, 0.3), ("b", 2, 4, 0.3), ("c", 2, 3, 0.4)):
         node = node_lib.open_node(LENET, lenet_weights, "ip2", [3], 2)
@@ -127,8 +127,8 @@ def test_merge_refuses_other_settings(tmp_path, lenet_weights):
         shards.merge(paths[:2])
     with pytest.raises(cli.UserError, match="differ in their reference q"):
         shards.merge([paths[0], paths[2]])
-    assert shards.merge([paths[0], paths[1]][:1])[1]["num_chains"] == 2
-    del q
+    merged, meta = shards.merge([paths[0]])          # one shard alone: itself
+    assert meta["num_chains"] == 2 and len(merged["x"]) == 2
 
 
 def test_a_worker_killed_mid_shard_is_rerun(tmp_path, lenet_weights):
@@ -184,3 +184,17 @@ def test_a_worker_killed_mid_shard_is_rerun(tmp_path, lenet_weights):
     for key in ("samples", "chain_mean", "snapshots", "f", "accepted", "accept_prob",
                 "delta_h", "sq_norm", "step_size"):
         assert np.array_equal(out[key], expected[key], equal_nan=True), key
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--scheduler", "local", "--adapt", "5"], "--scheduler runs shards with a fixed step"),
+    (["--shard-chains", "4"], "--shard-chains sizes the tasks of --scheduler"),
+    (["--scheduler", "tcp://127.0.0.1:9"], "cannot reach the Dask scheduler at tcp://127.0.0.1:9"),
+])
+def test_cli_dask_misuse_is_one_line(tmp_path, lenet_weights, args, message):
+    base = sample_args(lenet_weights, tmp_path / "never", "--num-chains", "2", "--workers", "1")
+    # (argparse: the last --adapt wins; dask's connect timeout shortened)
+    proc = run_tool(TOOL, base + args, DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="3s")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and message in lines[0], lines

@@ -1,8 +1,9 @@
 """HMC chains of one node split over worker processes.
 
-Chains are independent given the step size, and each draws from its own
-random stream (hmc.chain_rng(seed, chain id)), so a run split over workers
-gives the same chains as one process, to float32 rounding:
+Chains are independent given the step size, each draws from its own random
+stream (hmc.chain_rng(seed, chain id)) and is computed in a block of
+ChainSpec.block chains (hmc.chain_blocks; a worker holds whole blocks), so
+a run split over workers gives the same chains as one process, bit for bit:
 
     with WorkerChains(spec, workers=4) as chains:          # spec: a ChainSpec
         out = hmc.run_chains(chains, step_size, iters, adapt, ...)
@@ -12,7 +13,9 @@ which needs the mean acceptance over all chains each iteration, the
 divergence warnings and the callback. Each iteration it sends the step size
 to every worker, which runs one HMC iteration (50 leapfrog steps in the
 paper's schedule) on its block of chains and answers with their per-chain
-diagnostics: a few numbers per chain per iteration cross the pipes.
+diagnostics: a few numbers per chain per iteration cross the pipes. (Shards
+with a fixed step need no such lockstep: gencnn.sampling.shards runs them as
+Dask tasks.)
 
 Why processes and not threads: Caffe's CPU convolution runs one small im2col
 + GEMM per image, which a multi-threaded OpenBLAS speeds up little while its

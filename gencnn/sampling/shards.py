@@ -87,6 +87,8 @@ def describe_run(plan):
     options = dict(spec.sampler_options)
     seed = int(options.pop("seed", 0))
     references = (options.pop("reference", None), plan.reference)
+    # (without a weights file every process draws its own fillers: never
+    # merged with a run over a file; sample_on_dask refuses it)
     weights = _file_digest(spec.weights) if spec.weights else "fillers"
     settings = dict(options, blob=spec.blob, position=spec.position,
                     input_blob=spec.input_blob, sampled_shape=spec.input_shape,
@@ -247,7 +249,13 @@ def dask_client(scheduler, workers):
     closed on leaving ("local"), or of the scheduler at address `scheduler`."""
     from distributed import Client, LocalCluster
     if scheduler != "local":
-        with Client(scheduler) as client:
+        try:
+            # (waits dask's distributed.comm.timeouts.connect, 30 s by default)
+            client = Client(scheduler)
+        except (OSError, ValueError) as err:       # refused, timed out, a bad address
+            raise cli.UserError("cannot reach the Dask scheduler at %s: %s"
+                                % (scheduler, err))
+        with client:
             yield client
         return
     env = {name: "1" for name in parallel.THREAD_VARIABLES}
@@ -262,9 +270,13 @@ def sample_on_dask(plan, run, scheduler, workers, shard_chains, shard_dir, callb
     `shard_chains` chains (default: one per worker thread) on the Dask
     cluster of `scheduler` ("local": a LocalCluster of `workers` processes),
     each task writing its file into `shard_dir` (which the workers must
-    see), merged. callback(done, total) after each shard."""
+    see), merged; out["shards"] is their number. callback(done, total)
+    after each shard."""
     from distributed import as_completed
     spec = plan.spec
+    if spec.weights is None:
+        raise ValueError("sampling on Dask needs a weights file: each task loads its own "
+                         "net, and Caffe's fillers would differ")
     os.makedirs(shard_dir, exist_ok=True)
     with dask_client(scheduler, workers) as client:
         if shard_chains is None:
@@ -282,4 +294,6 @@ def sample_on_dask(plan, run, scheduler, workers, shard_chains, shard_dir, callb
             future.result()
             if callback is not None:
                 callback(done, len(futures))
-    return as_out(*merge(paths))
+    out = as_out(*merge(paths))
+    out["shards"] = len(paths)
+    return out

@@ -224,7 +224,8 @@ def sample_node(node, reference, iters, step_size=hmc.STEP_SIZE, leapfrog_steps=
     result.out, result.sampler, result.crop = out, sampler, crop
     result.sample_shape, result.wall = sample_shape, wall
     result.predicted_fraction = predicted_fraction
-    result.workers = len(worker_rows)
+    # (processes of the pool; a Dask run's count is out["shards"])
+    result.workers = None if scheduler is not None else len(worker_rows)
     result.meta = shards.shard_meta(meta, out, first_chain)
     return result
 

@@ -52,6 +52,9 @@ def run(args):
             tqdm.write("warning: more divergences; see summary.json", file=sys.stderr)
 
     iters, adapt = settings["iters"], settings["adapt"]
+    if args.shard_chains is not None and args.scheduler is None:
+        raise UsageError("--shard-chains sizes the tasks of --scheduler: give --scheduler "
+                         "local or an address")
     if args.scheduler is not None and adapt:
         raise UsageError("--scheduler runs shards with a fixed step: give --adapt 0 and "
                          "--step-size (e.g. the final_step_size of a short --adapt run; "
@@ -132,6 +135,7 @@ def run(args):
         "sigma": sampler.reference.std_value, "ref_mean": sampler.reference.mean_value,
         "seed": args.seed, "chain_offset": args.chain_offset, "workers": result.workers,
         "chain_block": args.chain_block, "scheduler": args.scheduler,
+        "shards": out.get("shards"),
         "acceptance_rate": float(out["accepted"][sampling].mean()),
         "acceptance_rate_adapt": float(out["accepted"][:adapt].mean()) if adapt else None,
         "divergences": int(out["divergent"].sum()),
