@@ -661,7 +661,8 @@ def test_cli_small_run_writes_its_outputs(tmp_path, lenet_weights):
     proc = run_tool(["--model", LENET, "--weights", lenet_weights, "--blob", "conv2",
                      "--unit", "3,7", "--position", "2,5", "--num-chains", "3",
                      "--iters", "3", "--adapt", "2", "--leapfrog-steps", "4",
-                     "--mass-convention", "inverse", "--workers", "2", "--out", str(out)])
+                     "--mass-convention", "inverse", "--workers", "2", "--chain-block", "3",
+                     "--out", str(out)])
     assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(str(out))) == ["grid.png", "grid_mean.png", "samples.npz",
                                             "summary.json", "trajectory.png"]
@@ -672,7 +673,7 @@ def test_cli_small_run_writes_its_outputs(tmp_path, lenet_weights):
     summary = json.load(open(str(out / "summary.json")))
     assert summary["preset"] == "lenet" and summary["mass_convention"] == "inverse"
     assert summary["iters"] == 3 and summary["adapt"] == 2 and summary["evaluations"] == 21
-    assert summary["workers"] == 2
+    assert summary["workers"] == 2 and summary["chain_block"] == 3     # 2 blocks of 3
     # the summary's statistics are those of the chains in samples.npz (sampling
     # iterations only for the acceptance)
     assert summary["acceptance_rate"] == pytest.approx(samples["accepted"][2:].mean())

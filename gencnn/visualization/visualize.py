@@ -65,19 +65,27 @@ def run(args):
     files.check_disk(out_dir, 8 * int(np.prod(input_shape)) * node.num_chains +
                      48 * node.num_chains * (adapt + iters) + (16 << 20),
                      "the samples and figures")
-    bar = tqdm(total=adapt + iters, desc="%s %s unit %s" % (
+    description = "%s %s unit %s" % (
         {"hmc": "HMC", "langevin": "Langevin"}.get(settings["sampler"], "act. max."),
-        args.blob, args.unit),
-               file=sys.stderr, unit="it", dynamic_ncols=True)
+        args.blob, args.unit)
+    bars = []
+
+    def bar(total, unit):
+        if not bars:
+            bars.append(tqdm(total=total, desc=description, file=sys.stderr, unit=unit,
+                             dynamic_ncols=True))
+        return bars[0]
 
     def progress(it, out):
-        bar.update(1)
-        bar.set_postfix(acc="%.2f" % out["accepted"][:it + 1].mean(),
-                        f="%.2f" % out["f"][it].mean(), eps="%.3g" % out["step_size"][it])
+        bar(adapt + iters, "it").update(1)
+        bars[0].set_postfix(acc="%.2f" % out["accepted"][:it + 1].mean(),
+                            f="%.2f" % out["f"][it].mean(),
+                            eps="%.3g" % out["step_size"][it])
 
-    def shard_done(done, total):      # Dask: the bar counts shards
-        bar.total, bar.unit = total, "shard"
-        bar.update(1)
+    def shard_done(done, total):
+        # Dask: a bar of shards, from the first one done (a scheduler that
+        # cannot be reached is then one error line, not a bar and a line)
+        bar(total, "shard").update(1)
 
     result = sample_node(node, q, iters, step_size=settings["step_size"],
                          leapfrog_steps=settings["leapfrog_steps"], mass=settings["mass"],
@@ -93,7 +101,8 @@ def run(args):
                          shard_chains=args.shard_chains,
                          shard_dir=os.path.join(out_dir, "shards"),
                          **sampling_kind)
-    bar.close()
+    for started in bars:
+        started.close()
     out, sampler, crop, wall = result.out, result.sampler, result.crop, result.wall
     chain_units = node.chain_units
 
