@@ -114,7 +114,8 @@ def test_dask_run_equals_one_process_and_the_merge_checks(tmp_path, lenet_weight
 
 def test_merge_refuses_other_settings(tmp_path, lenet_weights):
     """Shards that differ in a setting (the leapfrog steps) or in q are not
-    one run: shards.merge says which and in what."""
+    one run: shards.merge says which and in what; a damaged shard or one
+    without a description is named."""
     paths = []
     for name, first, steps, sigma in (("a", 0, 3, 0.3), ("b", 2, 4, 0.3), ("c", 2, 3, 0.4)):
         node = node_lib.open_node(LENET, lenet_weights, "ip2", [3], 2)
@@ -129,6 +130,16 @@ def test_merge_refuses_other_settings(tmp_path, lenet_weights):
         shards.merge([paths[0], paths[2]])
     merged, meta = shards.merge([paths[0]])          # one shard alone: itself
     assert meta["num_chains"] == 2 and len(merged["x"]) == 2
+    # a shard cut short (a copy torn mid-transfer), a file without a description
+    torn = str(tmp_path / "torn.npz")
+    with open(paths[1], "rb") as f, open(torn, "wb") as g:
+        g.write(f.read()[:500])
+    with pytest.raises(cli.UserError, match="torn.npz: not a readable samples file"):
+        shards.merge([paths[0], torn])
+    bare = str(tmp_path / "bare.npz")
+    np.savez(bare, x=np.zeros((2, 1, 28, 28)))
+    with pytest.raises(cli.UserError, match="bare.npz has no description"):
+        shards.merge([paths[0], bare])
 
 
 def test_a_worker_killed_mid_shard_is_rerun(tmp_path, lenet_weights):

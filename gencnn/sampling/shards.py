@@ -50,6 +50,13 @@ ITERATION_ARRAYS = {"trace": "f", "accepted": "accepted", "accept_prob": "accept
                     "delta_h": "delta_h", "divergent": "divergent", "sq_norm": "sq_norm"}
 
 
+# What a samples.npz must hold to be merged: its arrays and its meta's keys.
+ARRAYS = ("x", "y", "chain_mean", "step_size", "snapshots", "snapshot_iters") + \
+    tuple(ITERATION_ARRAYS)
+META_KEYS = ("seed", "net", "q", "settings", "first_chain", "num_chains", "counters",
+             "final_step_size")
+
+
 def _digest(*parts):
     digest = hashlib.sha256()
     for part in parts:
@@ -139,10 +146,17 @@ def load(path):
     except Exception as err:       # zipfile.BadZipFile and the like: a damaged file
         raise cli.UserError("%s: not a readable samples file (%s)"
                             % (path, type(err).__name__))
-    meta = json.loads(str(arrays.pop("meta"))) if "meta" in arrays else {}
-    if "first_chain" not in meta:
+    try:
+        meta = json.loads(str(arrays.pop("meta"))) if "meta" in arrays else {}
+    except ValueError:
+        meta = {}
+    if not isinstance(meta, dict) or any(key not in meta for key in META_KEYS):
         raise cli.UserError("%s has no description of its run and chains (written by an "
-                            "older gencnn): it cannot be merged safely" % path)
+                            "older gencnn, or damaged): it cannot be merged safely" % path)
+    missing = [name for name in ARRAYS if name not in arrays]
+    if missing:
+        raise cli.UserError("%s lacks the arrays %s: not a samples file"
+                            % (path, ", ".join(missing)))
     return arrays, meta
 
 
@@ -194,8 +208,8 @@ def merge(paths):
         merged[name] = np.concatenate([part[name] for part in parts])
     for name in ITERATION_ARRAYS:
         merged[name] = np.concatenate([part[name] for part in parts], axis=1)
-    # (snapshots, step sizes: those of the first shard, whose first chain is
-    # the run's chain 0, as in one process)
+    # (snapshots and step sizes: the first shard's, whose first chain is the
+    # merged set's first, which is the chain one process snapshots)
     metas = [meta for _, _, meta in shards]
     counters = {name: sum(meta["counters"][name] for meta in metas)
                 for name in metas[0]["counters"]}
