@@ -8,10 +8,12 @@ default), through node.sample_node as tools/hmc_visualize.py runs it:
 
 - one process (--workers 1),
 - the project's pool: --workers W processes driven in lockstep
-  (gencnn.sampling.parallel), start-up included,
+  (gencnn.sampling.parallel, engine="pool"; what --adapt runs), start-up
+  included,
 - Dask: a LocalCluster of W processes with one thread each, one shard per
-  worker (gencnn.sampling.shards), cluster start-up, task shipping, shard
-  files and merge included; and the same with the cluster's start-up
+  worker (gencnn.sampling.shards; what --workers W runs with a fixed step),
+  cluster start-up, task shipping, shard files and merge included; and the
+  same with the cluster's start-up
   excluded (a long-lived cluster, given by address),
 
 each the wall time of the sample_node call, --repeats times, interleaved
@@ -96,7 +98,7 @@ def main():
         # interleaved, so that a change of the machine's load hits every engine alike
         for repeat in range(args.repeats):
             run("one process", repeat, workers=1)
-            run("pool, %d workers" % w, repeat, workers=w)
+            run("pool, %d workers" % w, repeat, workers=w, engine="pool")
             run("dask LocalCluster, %d workers, start-up included" % w, repeat, workers=w,
                 scheduler="local", shard_dir=os.path.join(scratch, "shards1"))
             run("dask, a running cluster given by address", repeat, workers=w,

@@ -517,7 +517,7 @@ def same(a, b):
 def test_chains_are_bit_identical_whatever_the_split(lenet_weights, case):
     """A long run (20 iterations of 20 leapfrog steps, 400 gradients): the
     chains of ip2 units 0-7 are the same bit for bit in one process, split
-    over two workers, as the first 3 of a 3-chain run and as the one-chain
+    over two workers (two Dask shards), as the first 3 of a 3-chain run and as the one-chain
     shard --chain-offset 7 (alone, a batch of one: Caffe's InnerProduct
     takes its GEMV path); with step-size adaptation (the acceptance
     averaged over the chains: the same numbers in the same order), one
@@ -543,11 +543,15 @@ def test_chains_are_bit_identical_whatever_the_split(lenet_weights, case):
     keys = ("samples", "chain_mean", "f", "delta_h", "accept_prob", "accepted", "sq_norm")
     first3 = run([0, 1, 2]).out
     shard = run([7], first_chain=7).out
+    split = run(list(range(8)), workers=2)       # a fixed step: shards on a LocalCluster
+    assert split.workers == 2 and split.out["shards"] == 2
     for key in keys:
         per_chain = key in ("samples", "chain_mean")       # chains first, else iterations
-        for part, rows in ((first3, slice(0, 3)), (shard, slice(7, 8))):
+        for part, rows in ((first3, slice(0, 3)), (shard, slice(7, 8)),
+                           (split.out, slice(0, 8))):
             expected = out[key][rows] if per_chain else out[key][:, rows]
             assert same(expected, part[key]), key
+    # adaptation: the lockstep pool
     one, two = run(list(range(8)), adapt=5), run(list(range(8)), workers=2, adapt=5)
     assert two.workers == 2 and one.workers == 1
     assert len(set(one.out["step_size"])) > 2        # the step was adapted

@@ -36,6 +36,7 @@ import logging
 import math
 import os
 import pickle
+import tempfile
 import uuid
 
 import numpy as np
@@ -284,13 +285,18 @@ def sample_on_dask(plan, run, scheduler, workers, shard_chains, shard_dir, callb
     `shard_chains` chains (default: one per worker thread) on the Dask
     cluster of `scheduler` ("local": a LocalCluster of `workers` processes),
     each task writing its file into `shard_dir` (which the workers must
-    see), merged; out["shards"] is their number. callback(done, total)
+    see; None: a temporary folder, removed), merged; out["shards"] is their
+    number. callback(done, total)
     after each shard."""
-    from distributed import as_completed
     spec = plan.spec
     if spec.weights is None:
         raise ValueError("sampling on Dask needs a weights file: each task loads its own "
                          "net, and Caffe's fillers would differ")
+    if shard_dir is None:          # the shards are only a means: removed once merged
+        with tempfile.TemporaryDirectory(prefix="gencnn-shards.") as folder:
+            return sample_on_dask(plan, run, scheduler, workers, shard_chains, folder,
+                                  callback)
+    from distributed import as_completed
     os.makedirs(shard_dir, exist_ok=True)
     with dask_client(scheduler, workers) as client:
         if shard_chains is None:

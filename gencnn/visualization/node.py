@@ -107,7 +107,8 @@ def sample_node(node, reference, iters, step_size=hmc.STEP_SIZE, leapfrog_steps=
                 num_snapshots=8, bounds=None, pixel_model="box", workers=1,
                 threads_per_worker=1, first_chain=0, sampler="hmc", sampler_options=None,
                 transforms=None, transform_mode="random", chain_block=hmc.CHAIN_BLOCK,
-                scheduler=None, shard_chains=None, shard_dir=None):
+                scheduler=None, shard_chains=None, shard_dir=None, engine="auto",
+                shard_callback=None):
     """HMC samples of `node` (from open_node) under q = `reference`
     (gencnn.sampling.reference), `adapt` + `iters` iterations.
 
@@ -129,18 +130,23 @@ def sample_node(node, reference, iters, step_size=hmc.STEP_SIZE, leapfrog_steps=
     (`reference` is a q on u = logit of the box coordinates, the chains move
     in u through hmc.LogitScore, and what is returned is in pixels again;
     chain_mean is then x of each chain's mean u).
-    workers > 1 splits the chains over that many processes with
-    `threads_per_worker` OpenBLAS threads each (gencnn.sampling.parallel):
-    the same chains as workers=1, which runs in this process, bit for bit:
-    every chain is computed in a Caffe batch of `chain_block` chains
-    (hmc.chain_blocks), the same whatever the workers and chains.
+    workers > 1 splits the chains over that many processes: with a fixed step
+    (adapt 0) as shards on a Dask LocalCluster (scheduler "local", below,
+    the shard files in a temporary folder), with step-size adaptation in
+    the project's lockstep pool (gencnn.sampling.parallel, `threads_per_worker`
+    OpenBLAS threads each), which averages the acceptance over all chains
+    every iteration; engine "pool" or "dask" forces one (bench/hmc_engines.py
+    compares them). Either gives the same chains as workers=1, which runs in
+    this process, bit for bit: every chain is computed in a Caffe batch of
+    `chain_block` chains (hmc.chain_blocks), the same whatever the workers
+    and chains.
     Chain n of the node is chain first_chain + n of a larger run (its random
     stream; docs/scaling.md: one shard of a run split over machines).
     scheduler: None samples here (workers as above); "local" on a Dask
     LocalCluster of `workers` processes started here, or the address of a
     running Dask scheduler: shards of `shard_chains` chains as tasks, each
     writing its file into `shard_dir`, merged (gencnn.sampling.shards; a
-    fixed step: adapt 0). callback(done, total) is then called per shard.
+    fixed step: adapt 0); shard_callback(done, total) is called per shard.
     """
     if node.net is None:
         raise ValueError("this node was sampled on its receptive field, which freed its "
@@ -188,10 +194,15 @@ def sample_node(node, reference, iters, step_size=hmc.STEP_SIZE, leapfrog_steps=
                         crop[0] if crop else None, reference, input_shape)
     meta = shards.describe_run(plan)
     worker_rows = parallel.split_chains(node.num_chains, workers, chain_block, first_chain)
+    if scheduler is None and len(worker_rows) > 1 and \
+            (engine == "dask" or (engine == "auto" and not adapt)):
+        # Shards on a local cluster: measured faster than the lockstep pool,
+        # whose every iteration waits for its slowest worker (README)
+        scheduler = "local"
     start = time.time()
     if scheduler is not None:
         out = shards.sample_on_dask(plan, meta, scheduler, workers, shard_chains, shard_dir,
-                                    callback)
+                                    shard_callback)
         hmc.warn_divergences(out["divergent"], sampler.warn)
     else:
         if len(worker_rows) > 1:
@@ -224,8 +235,9 @@ def sample_node(node, reference, iters, step_size=hmc.STEP_SIZE, leapfrog_steps=
     result.out, result.sampler, result.crop = out, sampler, crop
     result.sample_shape, result.wall = sample_shape, wall
     result.predicted_fraction = predicted_fraction
-    # (processes of the pool; a Dask run's count is out["shards"])
-    result.workers = None if scheduler is not None else len(worker_rows)
+    # (processes: of the pool or of a LocalCluster; unknown for a scheduler
+    # given by address; a Dask run's task count is out["shards"])
+    result.workers = {None: len(worker_rows), "local": workers}.get(scheduler)
     result.meta = shards.shard_meta(meta, out, first_chain)
     return result
 

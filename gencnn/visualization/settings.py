@@ -312,7 +312,8 @@ OPTIONS = (
              "bit, is the same whatever --num-chains, --workers and --chain-offset; "
              "runs to be compared or merged need the same value (default %(default)s)"),
     _setting("workers", os.cpu_count() or 1, cli.positive_int,
-             "processes to split the chains over, one OpenBLAS thread each; 1 samples in "
+             "processes to split the chains over (whole --chain-block blocks), one "
+             "OpenBLAS thread each (see --scheduler); 1 samples in "
              "this process with $OPENBLAS_NUM_THREADS threads (default: this machine's "
              "cores, %(default)s)"),
     _setting("scheduler", None, str,
@@ -321,8 +322,10 @@ OPTIONS = (
              "one of dask-jobqueue (docs/scaling.md). Each task samples one shard of "
              "--shard-chains chains with the fixed --step-size (--adapt 0) and writes "
              "OUT/shards/chains_FIRST-LAST.npz; the shards are checked and merged into "
-             "the same chains as one process (default: none, this tool's own --workers "
-             "processes)"),
+             "the same chains as one process (default: none; --workers > 1 then runs "
+             "shards on a LocalCluster too with --adapt 0, the shard files in a temporary "
+             "folder, and with --adapt this tool's lockstep pool, which adapts the step on "
+             "all chains at once)"),
     _setting("shard_chains", None, cli.positive_int,
              "chains per Dask task, rounded up to whole --chain-block blocks (default: "
              "the chains split evenly over the cluster's worker threads)"),

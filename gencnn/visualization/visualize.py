@@ -94,12 +94,12 @@ def run(args):
                          target_accept=settings["target_accept"], full_input=args.full_input,
                          precondition=precondition, bounds=bounds,
                          pixel_model=args.pixel_model if bounds else None,
-                         seed=args.seed, warn=warn,
-                         callback=progress if args.scheduler is None else shard_done,
+                         seed=args.seed, warn=warn, callback=progress,
+                         shard_callback=shard_done,
                          workers=args.workers, first_chain=args.chain_offset,
                          chain_block=args.chain_block, scheduler=args.scheduler,
                          shard_chains=args.shard_chains,
-                         shard_dir=os.path.join(out_dir, "shards"),
+                         shard_dir=os.path.join(out_dir, "shards") if args.scheduler else None,
                          **sampling_kind)
     for started in bars:
         started.close()
