@@ -78,7 +78,7 @@ def test_dask_run_equals_one_process_and_the_merge_checks(tmp_path, lenet_weight
     assert_same_files(reference_set, arrays(tmp_path / "dask" / "samples.npz"))
     summary = json.load(open(str(tmp_path / "dask" / "summary.json")))
     assert summary["scheduler"] == "local" and summary["num_chains"] == 10
-    assert summary["shards"] == 3 and summary["workers"] is None
+    assert summary["shards"] == 3 and summary["workers"] == 2
 
     # the same run as --chain-offset shards (unit 2's chains, then unit 7's)
     for unit, offset in (("2", "0"), ("7", "5")):
