@@ -94,7 +94,7 @@ def main():
     env = {"OPENBLAS_NUM_THREADS": "1"}
     w = args.workers
     with LocalCluster(n_workers=w, threads_per_worker=1, processes=True,
-                      dashboard_address=None, env=env) as cluster, Client(cluster):
+                      dashboard_address=":0", env=env) as cluster, Client(cluster):
         # interleaved, so that a change of the machine's load hits every engine alike
         for repeat in range(args.repeats):
             run("one process", repeat, workers=1)

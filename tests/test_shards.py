@@ -158,7 +158,7 @@ def test_a_worker_killed_mid_shard_is_rerun(tmp_path, lenet_weights):
     expected = node_lib.sample_node(node(), q, **options).out
     env = {"OPENBLAS_NUM_THREADS": "1"}
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None, env=env) as cluster, \
+                      dashboard_address=":0", env=env) as cluster, \
             Client(cluster) as watcher:
         result = {}
 

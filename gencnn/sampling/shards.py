@@ -274,8 +274,10 @@ def dask_client(scheduler, workers):
             yield client
         return
     env = {name: "1" for name in parallel.THREAD_VARIABLES}
+    # (":0": any free port for the scheduler's HTTP server, which runs even
+    # without a dashboard; its default, 8787, warns when another cluster has it)
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR,
+                      dashboard_address=":0", silence_logs=logging.ERROR,
                       env=env) as cluster, Client(cluster) as client:
         yield client
 

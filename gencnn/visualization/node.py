@@ -147,6 +147,9 @@ def sample_node(node, reference, iters, step_size=hmc.STEP_SIZE, leapfrog_steps=
     running Dask scheduler: shards of `shard_chains` chains as tasks, each
     writing its file into `shard_dir`, merged (gencnn.sampling.shards; a
     fixed step: adapt 0); shard_callback(done, total) is called per shard.
+    (A LocalCluster starts its workers by multiprocessing's spawn, which
+    imports the calling script again: a script must call this under
+    `if __name__ == "__main__":`, as the tools do.)
     """
     if node.net is None:
         raise ValueError("this node was sampled on its receptive field, which freed its "
