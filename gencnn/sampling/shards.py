@@ -257,6 +257,10 @@ def run_shard(plan, rows, path, run):
     return path
 
 
+def _same(value):
+    return value
+
+
 @contextlib.contextmanager
 def dask_client(scheduler, workers):
     """A dask.distributed Client: of a LocalCluster of `workers` worker
@@ -298,6 +302,7 @@ def sample_on_dask(plan, run, scheduler, workers, shard_chains, shard_dir, callb
         with tempfile.TemporaryDirectory(prefix="gencnn-shards.") as folder:
             return sample_on_dask(plan, run, scheduler, workers, shard_chains, folder,
                                   callback)
+    import dask
     from distributed import as_completed
     os.makedirs(shard_dir, exist_ok=True)
     with dask_client(scheduler, workers) as client:
@@ -309,7 +314,14 @@ def sample_on_dask(plan, run, scheduler, workers, shard_chains, shard_dir, callb
                                                     spec.first_chain + rows[-1]))
                  for rows in shards]
         tag = uuid.uuid4().hex[:8]          # a fresh key: never another run's result
-        futures = [client.submit(run_shard, plan, rows, path, run, pure=False,
+        # The plan (its q may be megabytes) goes to the cluster once, as a
+        # task's result that every shard depends on: were it lost with a
+        # worker, the scheduler would compute it again, unlike scattered data.
+        # (a fitted full-covariance q of MNIST's 784 pixels is ~14 MB pickled:
+        # sent once, which dask's warning about large graphs need not say)
+        with dask.config.set({"distributed.admin.large-graph-warning-threshold": "256MB"}):
+            plan_future = client.submit(_same, plan, key="gencnn-plan-%s" % tag)
+        futures = [client.submit(run_shard, plan_future, rows, path, run, pure=False,
                                  key="gencnn-shard-%s-%06d" % (tag, spec.first_chain + rows[0]))
                    for rows, path in zip(shards, paths)]
         for done, future in enumerate(as_completed(futures), 1):

@@ -194,7 +194,10 @@ def sample_node(node, reference, iters, step_size=hmc.STEP_SIZE, leapfrog_steps=
                               block=chain_block)
     plan = SamplingPlan(spec, dict(step_size=step_size, iters=iters, adapt=adapt,
                                    target_accept=target_accept, snapshot_iters=snapshot_iters),
-                        crop[0] if crop else None, reference, input_shape)
+                        # (the whole input's q only fills a crop's surroundings: not
+                        # shipped to every task otherwise)
+                        crop[0] if crop else None, reference if crop else None,
+                        input_shape)
     meta = shards.describe_run(plan)
     worker_rows = parallel.split_chains(node.num_chains, workers, chain_block, first_chain)
     if scheduler is None and len(worker_rows) > 1 and \
@@ -250,7 +253,7 @@ class SamplingPlan(object):
     workers): `spec` (parallel.ChainSpec), `schedule` (hmc.run_chains's
     step_size, iters, adapt, target_accept, snapshot_iters), and what turns
     the sampled states into whole inputs (`finish`): the crop `box` sampled
-    (or None), the whole input's `reference` q and `input_shape`."""
+    (or None), the whole input's `reference` q (for a crop) and `input_shape`."""
 
     def __init__(self, spec, schedule, box, reference, input_shape):
         self.spec, self.schedule = spec, schedule
