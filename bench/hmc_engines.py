@@ -52,12 +52,13 @@ def main():
                         help="HMC iterations of 50 leapfrog steps (default %(default)s)")
     parser.add_argument("--workers", type=int, default=2,
                         help="worker processes (default %(default)s)")
+    parser.add_argument("--part", choices=["all", "engines", "blocks"], default="all",
+                        help="what to measure (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs of each configuration, interleaved; the medians are "
                         "compared (default %(default)s)")
     args = parser.parse_args()
     import caffe
-    from distributed import Client, LocalCluster
     from gencnn.sampling import reference
     from gencnn.visualization import node as node_lib
 
@@ -91,6 +92,34 @@ def main():
         print("%d %-50s %8.2f s  load %.1f%s" % (repeat, name, seconds, os.getloadavg()[0],
                                                   same), flush=True)
 
+    if args.part in ("all", "engines"):
+        engines(run, args, scratch)
+    if args.part in ("all", "blocks"):
+        for repeat in range(args.repeats):
+            for block in (8, 16, args.chains):
+                run("one process, blocks of %d chains" % block, repeat, workers=1,
+                    chain_block=block)
+            run("3 chains in a block of 8 (5 padding)", repeat, chains=3, workers=1,
+                chain_block=8)
+            run("3 chains in a block of 3", repeat, chains=3, workers=1, chain_block=3)
+    median = {name: float(np.median(times)) for name, times in results.items()}
+    summary = {"median_s": median, "runs_s": results,
+               "settings": dict(chains=args.chains, iters=args.iters, leapfrog_steps=50,
+                                workers=args.workers, repeats=args.repeats,
+                                cpus=os.cpu_count())}
+    pool = median.get("pool, %d workers" % args.workers)
+    for name, key in (("dask LocalCluster, %d workers, start-up included", "dask_overhead_vs_pool"),
+                      ("dask, a running cluster given by address",
+                       "dask_running_cluster_overhead_vs_pool")):
+        name = name % args.workers if "%d" in name else name
+        if pool and name in median:
+            summary[key] = round(median[name] / pool - 1, 4)
+    print(json.dumps(summary, indent=1))
+
+
+def engines(run, args, scratch):
+    """The engines' runs, interleaved."""
+    from distributed import Client, LocalCluster
     env = {"OPENBLAS_NUM_THREADS": "1"}
     w = args.workers
     with LocalCluster(n_workers=w, threads_per_worker=1, processes=True,
@@ -103,23 +132,6 @@ def main():
                 scheduler="local", shard_dir=os.path.join(scratch, "shards1"))
             run("dask, a running cluster given by address", repeat, workers=w,
                 scheduler=cluster.scheduler_address, shard_dir=os.path.join(scratch, "shards2"))
-    for repeat in range(args.repeats):
-        for block in (8, 16, args.chains):
-            run("one process, blocks of %d chains" % block, repeat, workers=1,
-                chain_block=block)
-        run("3 chains in a block of 8 (5 padding)", repeat, chains=3, workers=1, chain_block=8)
-        run("3 chains in a block of 3", repeat, chains=3, workers=1, chain_block=3)
-    median = {name: float(np.median(times)) for name, times in results.items()}
-    pool = median["pool, %d workers" % w]
-    summary = {
-        "median_s": median, "runs_s": results,
-        "dask_overhead_vs_pool": round(
-            median["dask LocalCluster, %d workers, start-up included" % w] / pool - 1, 4),
-        "dask_running_cluster_overhead_vs_pool": round(
-            median["dask, a running cluster given by address"] / pool - 1, 4),
-        "settings": dict(chains=args.chains, iters=args.iters, leapfrog_steps=50,
-                         workers=w, repeats=args.repeats, cpus=os.cpu_count())}
-    print(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":
