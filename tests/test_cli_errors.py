@@ -168,6 +168,11 @@ CASES = [
                                                             "10 classes (0 to 9)"),
     ("evaluate.py", evaluate("--input-scale", "nan"), "--input-scale must be a positive"),
     ("evaluate.py", evaluate("--out", "{file}/eval.json"), "is a file"),
+    # hmc_merge.py: a shard that is missing or not a samples file (the checks
+    # of shards against each other: tests/test_shards.py)
+    ("hmc_merge.py", ["{root}/no_shard.npz", "--out", "{root}/m"],
+     "shard not found: {root}/no_shard.npz"),
+    ("hmc_merge.py", ["{text_weights}", "--out", "{root}/m"], "not a readable samples file"),
     # hmc_visualize.py: everything checked before sampling
     ("hmc_visualize.py", hmc("--weights", "{text_weights}"), "does not parse"),
     ("hmc_visualize.py", hmc("--weights", "{truncated}"), "truncated.caffemodel"),

@@ -155,10 +155,14 @@ def test_fold_and_image_box_keep_pixels_valid():
     assert np.all(np.diff(out["f"], axis=0) >= -1e-9) or out["f"][-1].min() > out["f"][0].max()
 
 
-def test_workers_die_with_their_coordinator(tmp_path):
-    """kill -9 of hmc_visualize while its workers sample: the workers get
-    SIGTERM from the kernel (files.die_with_parent) instead of running on to
-    the end of their iteration (20,000 leapfrog steps: minutes)."""
+@pytest.mark.parametrize("adapt", ["0", "1"])
+def test_workers_die_with_their_coordinator(tmp_path, adapt):
+    """kill -9 of hmc_visualize while its workers sample: every process it
+    started dies too, instead of running on to the end of its iteration
+    (20,000 leapfrog steps: minutes). With a fixed step (adapt 0) they are a
+    Dask LocalCluster's nannies and workers (each exits when its parent's
+    pipe closes); with --adapt the pool's workers, which get SIGTERM from
+    the kernel (files.die_with_parent)."""
     import os
     import signal
     import subprocess
@@ -174,18 +178,26 @@ def test_workers_die_with_their_coordinator(tmp_path):
                                                           "hmc_visualize.py"),
                              "--model", model, "--weights", weights, "--blob", "ip2",
                              "--unit", "0-9", "--num-chains", "4", "--iters", "1", "--leapfrog-steps", "20000",
-                             "--workers", "2", "--out", str(tmp_path / "run")],
+                             "--adapt", adapt, "--workers", "2", "--out", str(tmp_path / "run")],
                             env=env, stderr=subprocess.PIPE)
+
+    def descendants(pid):
+        children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)],
+                                  capture_output=True, text=True).stdout.split()
+        return [p for c in children for p in [int(c)] + descendants(int(c))]
+
+    def sampling(pid):          # a process busy on a CPU (a worker in its iteration)
+        fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12]) > 100          # > 1 s of CPU
+
     workers = []
-    for _ in range(120):                       # until both workers run
+    for _ in range(240):                       # until two processes sample
         time.sleep(0.5)
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(tool.pid)],
-                             capture_output=True, text=True).stdout.split()
-        if len(out) >= 2:
-            workers = [int(p) for p in out]
+        started = descendants(tool.pid)
+        if sum(1 for p in started if os.path.exists("/proc/%d" % p) and sampling(p)) >= 2:
+            workers = started
             break
-    assert len(workers) == 2, "the workers never started"
-    time.sleep(2)
+    assert workers, "the workers never started"
     tool.send_signal(signal.SIGKILL)
     tool.wait()
     deadline = time.time() + 15

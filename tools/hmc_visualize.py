@@ -5,16 +5,21 @@ p_y(x) ~ exp(f_y(x)) q(x) for a node y of a trained Caffe net.
     python tools/hmc_visualize.py --model DEPLOY --weights W --blob B --unit U \\
         [--position y,x] [--num-chains N] [--iters K] [--step-size E] \\
         [--leapfrog-steps L] [--mass M] [--sigma S] [--seed] [--workers W] \\
+        [--chain-offset K] [--scheduler local|ADDRESS [--shard-chains N]] \\
         [--preset lenet|alexnet] --out DIR
 
 Writes to --out: samples.npz (x: final states, chains x input shape in
 the net's input units; y: each chain's unit; chain_mean; trace: f_y per
 iteration and chain;
-accepted, accept_prob, delta_h, divergent, sq_norm, step_size), summary.json,
+accepted, accept_prob, delta_h, divergent, sq_norm, step_size; meta: the
+run's seed, net, q and settings and its chain ids, as JSON, which
+tools/hmc_merge.py checks), summary.json,
 grid.png (the samples as images, one row per unit when several units are
 given: final states, or chain averages with --show mean), grid_mean.png (or
 grid_final.png: the other of the two) and trajectory.png (chain 0 over the
-iterations, and f_y of every chain). The options and presets are the table of
+iterations, and f_y of every chain); with --scheduler also shards/ (one
+chains_FIRST-LAST.npz per Dask task, merged into samples.npz; see
+tools/hmc_merge.py and docs/scaling.md). The options and presets are the table of
 gencnn/visualization/settings.py, the run gencnn/visualization/visualize.py,
 around the sampler of gencnn/sampling/; the mass convention is described in
 gencnn/sampling/hmc.py and in docs/visualization.md.

@@ -18,6 +18,8 @@ generative visualization (gencnn/visualization/), the section-5 training
                 the same loop, streams and workers as HMC
     reflection  reflecting trajectories in a box for a full mass matrix
     parallel    chains split over worker processes (ChainSpec, WorkerChains)
+    shards      shards of chains as Dask tasks, each writing its file, and the
+                checked merge
 
 The net itself, ready for df/dx, is caffe_utils.load_net.
 """

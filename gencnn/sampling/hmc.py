@@ -326,6 +326,8 @@ class HMCSampler(object):
             self.bounds = (lo, hi)
         self.reflections = 0           # wall reflections followed (bounds)
         self.rejected_reflecting = 0   # chain-steps past MAX_REFLECTIONS
+        # the same two per row (a ChainBlock reports its real rows' only)
+        self.row_counters = {"reflections": 0, "rejected_reflecting": 0}
         self.score = score
         self.step_size = float(step_size)
         self.leapfrog_steps = int(leapfrog_steps)
@@ -388,7 +390,8 @@ class HMCSampler(object):
         folded = np.mod(free, 2 * width)
         turned = folded > width                         # an odd number of reflections
         with np.errstate(invalid="ignore"):
-            self.reflections += int(np.nansum(np.abs(np.floor(free / width))))
+            per_row = np.nansum(np.abs(np.floor(free / width)).reshape(len(x), -1), axis=1)
+        self._count("reflections", per_row.astype(np.int64))
         return (lo + np.where(turned, 2 * width - folded, folded),
                 np.where(turned, -phi, phi))
 
@@ -404,9 +407,14 @@ class HMCSampler(object):
             self.reference.dense_covariance(), self.bounds, self.inv_mass, step_size,
             MAX_REFLECTIONS)
         rejected = events > MAX_REFLECTIONS
-        self.reflections += int(events[~rejected].sum())
-        self.rejected_reflecting += int(rejected.sum())
+        self._count("reflections", np.where(rejected, 0, events).astype(np.int64))
+        self._count("rejected_reflecting", rejected.astype(np.int64))
         return x.reshape(shape), phi.reshape(shape)
+
+    def _count(self, name, per_row):
+        """Add per-row counts to counter `name` and to its per-row tally."""
+        setattr(self, name, getattr(self, name) + int(per_row.sum()))
+        self.row_counters[name] = self.row_counters[name] + per_row
 
     # -- random streams ----------------------------------------------------
     def chain_rngs(self, num_chains):
@@ -523,50 +531,144 @@ class HMCSampler(object):
 # The iteration loop, over chains held here or in worker processes
 # ---------------------------------------------------------------------------
 
+# The rows one Caffe batch holds: every chain is computed in a block of this
+# many rows, padded, whatever the number of chains and their split over
+# processes or machines (see chain_blocks).
+CHAIN_BLOCK = 8
+
+
+def chain_blocks(chain_ids, block=CHAIN_BLOCK):
+    """The blocks that compute the chains `chain_ids` (contiguous ids): a
+    list of (ids, real), `ids` the `block` chain ids of one block, aligned to
+    multiples of `block` (block k holds chains k*block .. k*block+block-1),
+    `real` the mask of those that are in `chain_ids`; the others are padding,
+    computed and dropped.
+
+    Why: Caffe's InnerProduct is one float32 GEMM over the batch, and the BLAS
+    rounds a row's dot products differently for other batch sizes (and the
+    float64 products of a dense q, numpy's GEMMs, likewise), which HMC's
+    trajectories amplify until accept decisions differ. A chain computed in
+    the same slot of a block of the same size gets the same arithmetic in a
+    run of 3 chains or 1,000, in one process or spread over workers,
+    `--chain-offset` shards or Dask tasks (bench/float32_batch_rounding.py
+    measures the rounding; tests/test_hmc.py the identity)."""
+    chain_ids = np.asarray(chain_ids, dtype=np.int64)
+    if not len(chain_ids):
+        return []
+    if np.any(np.diff(chain_ids) != 1):
+        raise ValueError("chain ids must be contiguous")
+    block = int(block)
+    first, last = int(chain_ids[0]), int(chain_ids[-1])
+    layout = []
+    for start in range(first - first % block, last + 1, block):
+        ids = np.arange(start, start + block)
+        layout.append((ids, (ids >= first) & (ids <= last)))
+    return layout
+
+
 class ChainBlock(object):
     """Chains of one HMCSampler held in this process: their state (x, f,
     dU/dx) and the sum of x over the sampling iterations. The loop
     (`run_chains`) drives it, or a pool of them in worker processes
-    (gencnn.sampling.parallel), through `step`, `state` and `finish`."""
+    (gencnn.sampling.parallel), through `step`, `state` and `finish`.
 
-    def __init__(self, sampler, x0):
+    real: a mask of the rows that are chains of the run (default all); the
+    others pad a block (chain_blocks) and are computed but never reported,
+    their diagnostics and counters included."""
+
+    def __init__(self, sampler, x0, real=None):
         self.sampler = sampler
         self.x = np.array(x0, dtype=np.float64)
         if sampler.bounds is not None:
             self.x = np.clip(self.x, *sampler.bounds)     # chains start inside the box
-        self.num_chains = len(self.x)
+        self.real = np.ones(len(self.x), bool) if real is None else np.asarray(real, bool)
+        self.num_chains = int(self.real.sum())
         self.f, self.grad = sampler.evaluate(self.x)
         self.chain_sum = np.zeros_like(self.x)
 
     def step(self, step_size, accumulate):
-        """One HMC iteration of every chain; adds the new x to the chain sums
-        if `accumulate`. Returns the per-chain diagnostics (a dict)."""
+        """One HMC iteration of every row; adds the new x to the chain sums
+        if `accumulate`. Returns the real chains' diagnostics (a dict)."""
         self.x, self.f, self.grad, accepted, accept_prob, delta_h, divergent = \
             self.sampler.transition(self.x, self.f, self.grad, step_size)
         if accumulate:
             self.chain_sum += self.x
-        return {"f": self.f, "sq_norm": self.sampler._sum(self.x ** 2), "accepted": accepted,
-                "accept_prob": accept_prob, "delta_h": delta_h, "divergent": divergent}
+        real = self.real
+        return {"f": self.f[real], "sq_norm": self.sampler._sum(self.x[real] ** 2),
+                "accepted": accepted[real], "accept_prob": accept_prob[real],
+                "delta_h": delta_h[real], "divergent": divergent[real]}
 
     def state(self, chain):
-        """x of chain `chain` (a row of this block) now."""
-        return self.x[chain].copy()
+        """x of chain `chain` (the chain-th real row of this block) now."""
+        return self.x[np.flatnonzero(self.real)[chain]].copy()
 
     def finish(self):
         """(final x, chain sums, the sampler's counters: forward+backward
-        passes, wall reflections, chain-steps rejected past MAX_REFLECTIONS)."""
-        return self.x, self.chain_sum, {name: getattr(self.sampler, name) for name in COUNTERS}
+        passes, wall reflections, chain-steps rejected past MAX_REFLECTIONS),
+        of the real chains."""
+        counters = {"evaluations": self.sampler.evaluations}
+        for name, per_row in self.sampler.row_counters.items():
+            counters[name] = int(np.sum(np.broadcast_to(per_row, self.real.shape)[self.real]))
+        return self.x[self.real], self.chain_sum[self.real], counters
+
+
+class ChainGroup(object):
+    """Several ChainBlocks (or groups of them in other processes) behind one
+    ChainBlock interface, their chains in order: what run_chains drives
+    when the chains are computed in blocks (chain_blocks) or in workers
+    (gencnn.sampling.parallel)."""
+
+    def __init__(self, parts):
+        self.parts = list(parts)
+        self.num_chains = sum(part.num_chains for part in self.parts)
+
+    def step(self, step_size, accumulate):
+        return join_diagnostics([part.step(step_size, accumulate) for part in self.parts])
+
+    def state(self, chain):
+        for part in self.parts:
+            if chain < part.num_chains:
+                return part.state(chain)
+            chain -= part.num_chains
+        raise IndexError("chain out of range (%d chains)" % self.num_chains)
+
+    def finish(self):
+        return join_finished([part.finish() for part in self.parts])
+
+
+def join_diagnostics(parts):
+    """Per-chain diagnostics of consecutive groups of chains, joined."""
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def join_finished(parts):
+    """ChainBlock.finish's results of consecutive groups of chains, joined:
+    forward+backward passes of one group (each ran as many, in turn or at
+    once), the other counters summed."""
+    counters = {name: sum(part[2][name] for part in parts) for name in parts[0][2]}
+    counters["evaluations"] = parts[0][2]["evaluations"]
+    return (np.concatenate([part[0] for part in parts]),
+            np.concatenate([part[1] for part in parts]), counters)
 
 
 # HMCSampler's counters, as ChainBlock.finish reports them: passes (one per
-# leapfrog step, whatever the chains: the same in every worker), and counts
-# over chains (summed over workers).
+# leapfrog step, whatever the chains: the same in every block and worker),
+# and counts over chains (summed over blocks and workers).
 COUNTERS = ("evaluations", "reflections", "rejected_reflecting")
 
 
 # The per-iteration, per-chain diagnostics of run_chains, and their types.
 DIAGNOSTICS = (("f", float), ("sq_norm", float), ("accept_prob", float), ("delta_h", float),
                ("accepted", bool), ("divergent", bool))
+
+
+def warn_divergences(divergent, warn, first_iteration=0):
+    """warn() once per iteration of `divergent` (iterations x chains) in
+    which some chain diverged."""
+    for it in np.flatnonzero(divergent.any(axis=1)):
+        warn("HMC iteration %d: %d of %d chains diverged (|dH| > %g or non-finite), "
+             "rejected" % (first_iteration + it + 1, divergent[it].sum(), divergent.shape[1],
+                           DIVERGENCE_THRESHOLD))
 
 
 def run_chains(chains, step_size, iters, adapt=0, target_accept=0.7, warn=warnings.warn,
@@ -588,10 +690,7 @@ def run_chains(chains, step_size, iters, adapt=0, target_accept=0.7, warn=warnin
         out["step_size"][it] = step_size
         for key, _ in DIAGNOSTICS:
             out[key][it] = diagnostics[key]
-        divergent = diagnostics["divergent"]
-        if divergent.any():
-            warn("HMC iteration %d: %d of %d chains diverged (|dH| > %g or "
-                 "non-finite), rejected" % (it + 1, divergent.sum(), n, DIVERGENCE_THRESHOLD))
+        warn_divergences(diagnostics["divergent"][None], warn, it)
         if adapter is not None and it < adapt:
             step_size = adapter.update(float(diagnostics["accept_prob"].mean()))
             if it == adapt - 1:

@@ -1,8 +1,9 @@
 """HMC chains of one node split over worker processes.
 
-Chains are independent given the step size, and each draws from its own
-random stream (hmc.chain_rng(seed, chain id)), so a run split over workers
-gives the same chains as one process, to float32 rounding:
+Chains are independent given the step size, each draws from its own random
+stream (hmc.chain_rng(seed, chain id)) and is computed in a block of
+ChainSpec.block chains (hmc.chain_blocks; a worker holds whole blocks), so
+a run split over workers gives the same chains as one process, bit for bit:
 
     with WorkerChains(spec, workers=4) as chains:          # spec: a ChainSpec
         out = hmc.run_chains(chains, step_size, iters, adapt, ...)
@@ -12,7 +13,9 @@ which needs the mean acceptance over all chains each iteration, the
 divergence warnings and the callback. Each iteration it sends the step size
 to every worker, which runs one HMC iteration (50 leapfrog steps in the
 paper's schedule) on its block of chains and answers with their per-chain
-diagnostics: a few numbers per chain per iteration cross the pipes.
+diagnostics: a few numbers per chain per iteration cross the pipes. (Shards
+with a fixed step need no such lockstep: gencnn.sampling.shards runs them as
+Dask tasks.)
 
 Why processes and not threads: Caffe's CPU convolution runs one small im2col
 + GEMM per image, which a multi-threaded OpenBLAS speeds up little while its
@@ -45,13 +48,18 @@ class ChainSpec(object):
 
     def __init__(self, net_param, weights, input_blob, input_shape, blob, chain_units,
                  position, sampler_options, first_chain=0, logit_bounds=None,
-                 sampler="hmc", transforms=None, transform_mode="random"):
+                 sampler="hmc", transforms=None, transform_mode="random",
+                 block=hmc.CHAIN_BLOCK):
         self.net_param = net_param.SerializeToString()
         self.weights, self.input_blob = weights, input_blob
         self.input_shape = tuple(input_shape)
         self.blob, self.chain_units = blob, np.asarray(chain_units)
         self.position = position
-        self.sampler_options = dict(sampler_options)
+        # Pickled here, and unpickled wherever chains are built, this process
+        # included: numpy arrays come back C-contiguous (q's eigenvectors are
+        # a strided view before), and a matrix product over another layout
+        # is another BLAS call, rounded differently.
+        self._sampler_options = pickle.dumps(dict(sampler_options), pickle.HIGHEST_PROTOCOL)
         self.first_chain = int(first_chain)
         self.logit_bounds = logit_bounds      # the logit pixel model (hmc.LogitScore)
         self.sampler = sampler                # a key of langevin.SAMPLERS
@@ -59,29 +67,50 @@ class ChainSpec(object):
         # TransformSet keeps resampling matrices: rebuilt in the worker)
         self.transforms = None if transforms is None else transforms.describe()
         self.transform_mode = transform_mode
+        self.block = int(block)               # chains per Caffe batch (hmc.chain_blocks)
+
+    @property
+    def sampler_options(self):
+        """HMCSampler's options (a fresh copy)."""
+        return pickle.loads(self._sampler_options)
 
     @property
     def num_chains(self):
         return len(self.chain_units)
 
-    def build(self, rows):
-        """A ChainBlock of the chains in `rows` in this process, from their
-        own streams' initial states."""
+    def build(self, rows, net=None):
+        """The chains in `rows` (contiguous) in this process, from their own
+        streams' initial states: a hmc.ChainGroup of one ChainBlock per
+        block of self.block chains (hmc.chain_blocks), all on one net of
+        that batch (`net`, when given, reshaped to it; else loaded)."""
         from caffe.proto import caffe_pb2
         from gencnn.sampling.langevin import SAMPLERS
         from gencnn.sampling.transforms import TransformSet, node_score
-        net_param = caffe_pb2.NetParameter.FromString(self.net_param)
-        net = caffe_utils.load_net(net_param, self.weights, len(rows), self.input_blob,
-                                   input_shape=self.input_shape)
-        chain_ids = self.first_chain + np.asarray(rows)
+        rows = np.asarray(rows)
+        if net is None:
+            net_param = caffe_pb2.NetParameter.FromString(self.net_param)
+            net = caffe_utils.load_net(net_param, self.weights, self.block, self.input_blob,
+                                       input_shape=self.input_shape)
+        else:
+            blob = net.blobs[self.input_blob]
+            blob.reshape(self.block, *self.input_shape)
+            net.reshape()
         transforms = None if self.transforms is None else TransformSet.parse(self.transforms)
-        score = node_score(net, self.blob, self.chain_units[rows], self.position,
-                           self.input_blob, transforms, self.transform_mode,
-                           self.sampler_options.get("seed", 0), chain_ids)
-        if self.logit_bounds is not None:
-            score = hmc.LogitScore(score, self.logit_bounds)
-        sampler = SAMPLERS[self.sampler](score, chain_ids=chain_ids, **self.sampler_options)
-        return hmc.ChainBlock(sampler, sampler.initial_state((len(rows),) + self.input_shape))
+        options = self.sampler_options
+        blocks = []
+        for chain_ids, real in hmc.chain_blocks(self.first_chain + rows, self.block):
+            # a padding slot takes the unit of its nearest chain of this run
+            # (any unit would do: its rows are computed and dropped)
+            slots = np.clip(chain_ids - self.first_chain, rows[0], rows[-1])
+            score = node_score(net, self.blob, self.chain_units[slots], self.position,
+                               self.input_blob, transforms, self.transform_mode,
+                               options.get("seed", 0), chain_ids)
+            if self.logit_bounds is not None:
+                score = hmc.LogitScore(score, self.logit_bounds)
+            sampler = SAMPLERS[self.sampler](score, chain_ids=chain_ids, **options)
+            blocks.append(hmc.ChainBlock(
+                sampler, sampler.initial_state((self.block,) + self.input_shape), real))
+        return hmc.ChainGroup(blocks)
 
 
 def worker_env(threads):
@@ -91,11 +120,14 @@ def worker_env(threads):
                 **{name: str(threads) for name in THREAD_VARIABLES})
 
 
-def split_chains(num_chains, workers):
-    """Contiguous blocks of chain ids, as even as possible, at most one per
-    chain."""
-    return [block for block in np.array_split(np.arange(num_chains), max(1, workers))
-            if len(block)]
+def split_chains(num_chains, workers, block=hmc.CHAIN_BLOCK, first_chain=0):
+    """The rows (0..num_chains-1) of each worker: contiguous runs of whole
+    blocks of chains (hmc.chain_blocks, chains first_chain + row), as even
+    as possible; fewer workers than asked when there are fewer blocks."""
+    layout = hmc.chain_blocks(first_chain + np.arange(num_chains), block)
+    rows = [ids[real] - first_chain for ids, real in layout]
+    groups = np.array_split(np.arange(len(rows)), max(1, workers))
+    return [np.concatenate([rows[i] for i in group]) for group in groups if len(group)]
 
 
 def serve():
@@ -146,7 +178,7 @@ class WorkerChains(object):
             raise ValueError("sampling in several workers needs a weights file: each "
                              "worker loads its own net, and Caffe's fillers would differ")
         self.num_chains = spec.num_chains
-        self.blocks = split_chains(spec.num_chains, workers)
+        self.blocks = split_chains(spec.num_chains, workers, spec.block, spec.first_chain)
         env = worker_env(threads)
         command = [sys.executable, "-c", "from gencnn.sampling.parallel import serve; "
                    "serve()"]
@@ -198,8 +230,8 @@ class WorkerChains(object):
     def step(self, step_size, accumulate):
         """One HMC iteration in every worker at once; the diagnostics joined
         in chain order."""
-        parts = self._call(range(len(self.workers)), "step", step_size, accumulate)
-        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+        return hmc.join_diagnostics(self._call(range(len(self.workers)), "step", step_size,
+                                               accumulate))
 
     def state(self, chain):
         for index, chain_ids in enumerate(self.blocks):
@@ -208,14 +240,9 @@ class WorkerChains(object):
         raise IndexError("chain %d out of range (%d chains)" % (chain, self.num_chains))
 
     def finish(self):
-        """(final x, chain sums, counters): forward+backward passes of one
-        worker (each ran as many as a single process would), the other
-        counters summed over the workers."""
-        parts = self._call(range(len(self.workers)), "finish")
-        counters = {name: sum(p[2][name] for p in parts) for name in parts[0][2]}
-        counters["evaluations"] = parts[0][2]["evaluations"]
-        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-                counters)
+        """(final x, chain sums, counters) joined over the workers
+        (hmc.join_finished)."""
+        return hmc.join_finished(self._call(range(len(self.workers)), "finish"))
 
     def close(self):
         """Stop the workers: closing its stdin ends one waiting for a call."""

@@ -14,17 +14,15 @@ back into whole inputs with fresh draws from q outside the field. For a
 fully connected node it also reports which class the net gives the final
 samples.
 """
-import io
 import time
 import warnings
 
 import numpy as np
 
-from gencnn import caffe_utils, config, files
+from gencnn import caffe_utils, config
 from gencnn.data.lmdb_io import lmdb_images
-from gencnn.sampling import hmc, parallel
+from gencnn.sampling import hmc, parallel, shards
 from gencnn.sampling.langevin import SAMPLERS
-from gencnn.sampling.transforms import node_score
 from gencnn.visualization.receptive_field import input_crop, receptive_field
 
 
@@ -108,7 +106,9 @@ def sample_node(node, reference, iters, step_size=hmc.STEP_SIZE, leapfrog_steps=
                 precondition=False, full_input=False, seed=0, warn=None, callback=None,
                 num_snapshots=8, bounds=None, pixel_model="box", workers=1,
                 threads_per_worker=1, first_chain=0, sampler="hmc", sampler_options=None,
-                transforms=None, transform_mode="random"):
+                transforms=None, transform_mode="random", chain_block=hmc.CHAIN_BLOCK,
+                scheduler=None, shard_chains=None, shard_dir=None, engine="auto",
+                shard_callback=None):
     """HMC samples of `node` (from open_node) under q = `reference`
     (gencnn.sampling.reference), `adapt` + `iters` iterations.
 
@@ -130,15 +130,36 @@ def sample_node(node, reference, iters, step_size=hmc.STEP_SIZE, leapfrog_steps=
     (`reference` is a q on u = logit of the box coordinates, the chains move
     in u through hmc.LogitScore, and what is returned is in pixels again;
     chain_mean is then x of each chain's mean u).
-    workers > 1 splits the chains over that many processes with
-    `threads_per_worker` OpenBLAS threads each (gencnn.sampling.parallel):
-    the same chains as workers=1, which runs in this process.
+    workers > 1 splits the chains over that many processes: with a fixed step
+    (adapt 0) as shards on a Dask LocalCluster (scheduler "local", below,
+    the shard files in a temporary folder), with step-size adaptation in
+    the project's lockstep pool (gencnn.sampling.parallel, `threads_per_worker`
+    OpenBLAS threads each), which averages the acceptance over all chains
+    every iteration; engine "pool" or "dask" forces one (bench/hmc_engines.py
+    compares them). Either gives the same chains as workers=1, which runs in
+    this process, bit for bit: every chain is computed in a Caffe batch of
+    `chain_block` chains (hmc.chain_blocks), the same whatever the workers
+    and chains.
     Chain n of the node is chain first_chain + n of a larger run (its random
     stream; docs/scaling.md: one shard of a run split over machines).
+    scheduler: None samples here (workers as above); "local" on a Dask
+    LocalCluster of `workers` processes started here, or the address of a
+    running Dask scheduler: shards of `shard_chains` chains as tasks, each
+    writing its file into `shard_dir`, merged (gencnn.sampling.shards; a
+    fixed step: adapt 0); shard_callback(done, total) is called per shard.
+    (A LocalCluster starts its workers by multiprocessing's spawn, which
+    imports the calling script again: a script must call this under
+    `if __name__ == "__main__":`, as the tools do.)
     """
     if node.net is None:
         raise ValueError("this node was sampled on its receptive field, which freed its "
                          "net: open_node again")
+    if sampler != "hmc" and adapt:
+        raise ValueError("step-size adaptation needs a Metropolis test: the %s sampler "
+                         "takes a fixed step (adapt 0)" % sampler)
+    if scheduler is not None and adapt:
+        raise ValueError("shards run with a fixed step (adapt 0): the adaptation averages "
+                         "the acceptance over all chains every iteration")
     input_shape = node.input_shape
     crop = None
     if node.is_conv and len(input_shape) == 3 and not full_input and reference.factorized \
@@ -154,9 +175,6 @@ def sample_node(node, reference, iters, step_size=hmc.STEP_SIZE, leapfrog_steps=
         sample_shape = (input_shape[0], cy1 - cy0, cx1 - cx0)
         sampled_reference = reference.crop(crop[0])
         node.net = node.score = None     # the whole-input net, freed first (memory)
-    if sampler != "hmc" and adapt:
-        raise ValueError("step-size adaptation needs a Metropolis test: the %s sampler "
-                         "takes a fixed step (adapt 0)" % sampler)
     options = dict(step_size=step_size, leapfrog_steps=leapfrog_steps, mass=mass,
                    mass_convention=mass_convention, seed=seed, temperature=temperature,
                    reference=sampled_reference, precondition=precondition,
@@ -169,35 +187,44 @@ def sample_node(node, reference, iters, step_size=hmc.STEP_SIZE, leapfrog_steps=
                                      **options)
     total = adapt + iters
     snapshot_iters = np.unique(np.linspace(0, total, num_snapshots).round().astype(int))
-    schedule = dict(step_size=step_size, iters=iters, adapt=adapt, target_accept=target_accept,
-                    warn=sampler.warn, callback=callback, snapshot_iters=snapshot_iters)
     spec = parallel.ChainSpec(net_param, node.weights, node.input_blob, sample_shape,
                               node.blob, node.chain_units, position, options, first_chain,
                               logit_bounds=bounds if logit else None, sampler=sampler_kind,
-                              transforms=transforms, transform_mode=transform_mode)
+                              transforms=transforms, transform_mode=transform_mode,
+                              block=chain_block)
+    plan = SamplingPlan(spec, dict(step_size=step_size, iters=iters, adapt=adapt,
+                                   target_accept=target_accept, snapshot_iters=snapshot_iters),
+                        # (the whole input's q only fills a crop's surroundings: not
+                        # shipped to every task otherwise)
+                        crop[0] if crop else None, reference if crop else None,
+                        input_shape)
+    meta = shards.describe_run(plan)
+    worker_rows = parallel.split_chains(node.num_chains, workers, chain_block, first_chain)
+    if scheduler is None and len(worker_rows) > 1 and \
+            (engine == "dask" or (engine == "auto" and not adapt)):
+        # Shards on a local cluster: measured faster than the lockstep pool,
+        # whose every iteration waits for its slowest worker (README)
+        scheduler = "local"
     start = time.time()
-    if workers > 1 and node.num_chains > 1:
-        with parallel.WorkerChains(spec, workers, threads_per_worker) as chains:
-            out = hmc.run_chains(chains, **schedule)
+    if scheduler is not None:
+        out = shards.sample_on_dask(plan, meta, scheduler, workers, shard_chains, shard_dir,
+                                    shard_callback)
+        hmc.warn_divergences(out["divergent"], sampler.warn)
     else:
-        if crop is None:                  # the node's own net, already loaded
-            score = node.score if transforms is None else node_score(
-                node.net, node.blob, node.chain_units, position, node.input_blob, transforms,
-                transform_mode, seed, first_chain + np.arange(node.num_chains))
-            sampler.score = hmc.LogitScore(score, bounds) if logit else score
-            chains = hmc.ChainBlock(sampler, sampler.initial_state((node.num_chains,)
-                                                                   + sample_shape))
+        if len(worker_rows) > 1:
+            with parallel.WorkerChains(spec, workers, threads_per_worker) as chains:
+                out = hmc.run_chains(chains, warn=sampler.warn, callback=callback,
+                                     **plan.schedule)
         else:
-            chains = spec.build(np.arange(node.num_chains))
-        out = hmc.run_chains(chains, **schedule)
+            # (the node's own net serves when the whole input is sampled)
+            chains = spec.build(np.arange(node.num_chains),
+                                net=node.net if crop is None else None)
+            out = hmc.run_chains(chains, warn=sampler.warn, callback=callback,
+                                 **plan.schedule)
+        plan.finish(out, first_chain)
     wall = time.time() - start
     for name in hmc.COUNTERS:          # (counted where the chains ran)
         setattr(sampler, name, out[name])
-    if logit:
-        for key in ("samples", "chain_mean", "snapshots"):
-            out[key] = hmc.logit_to_pixels(out[key], bounds)
-    if crop is not None:
-        _embed(out, crop[0], reference, input_shape, seed, first_chain)
 
     predicted_fraction = None
     if not node.is_conv:             # (never cropped: node.net is the whole net)
@@ -214,25 +241,47 @@ def sample_node(node, reference, iters, step_size=hmc.STEP_SIZE, leapfrog_steps=
     result.out, result.sampler, result.crop = out, sampler, crop
     result.sample_shape, result.wall = sample_shape, wall
     result.predicted_fraction = predicted_fraction
-    result.workers = len(parallel.split_chains(node.num_chains, workers))
+    # (processes: of the pool or of a LocalCluster; unknown for a scheduler
+    # given by address; a Dask run's task count is out["shards"])
+    result.workers = {None: len(worker_rows), "local": workers}.get(scheduler)
+    result.meta = shards.shard_meta(meta, out, first_chain)
     return result
 
 
-def _embed(out, box, reference, input_shape, seed, first_chain):
-    """Crops back to whole inputs: outside the field, samples are fresh draws
-    from q (exact, f ignores those pixels; chain i's from its own second
-    stream, hmc.chain_rng(seed, i, 1)), averages and snapshots q's mean."""
-    cy0, cy1, cx0, cx1 = box
-    full_mean = np.broadcast_to(reference.mean, input_shape)
-    noise = np.array([hmc.chain_rng(seed, first_chain + n, 1).standard_normal(input_shape)
-                      for n in range(len(out["samples"]))])
-    for key, fill in (("samples", full_mean + reference.std * noise),
-                      ("chain_mean", full_mean + 0 * noise),
-                      ("snapshots", np.broadcast_to(full_mean, (len(out["snapshots"]),)
-                                                    + tuple(input_shape)))):
-        full = np.array(fill)
-        full[..., cy0:cy1, cx0:cx1] = out[key]
-        out[key] = full
+class SamplingPlan(object):
+    """What sampling a node's chains needs, anywhere (pickled to Dask
+    workers): `spec` (parallel.ChainSpec), `schedule` (hmc.run_chains's
+    step_size, iters, adapt, target_accept, snapshot_iters), and what turns
+    the sampled states into whole inputs (`finish`): the crop `box` sampled
+    (or None), the whole input's `reference` q (for a crop) and `input_shape`."""
+
+    def __init__(self, spec, schedule, box, reference, input_shape):
+        self.spec, self.schedule = spec, schedule
+        self.box, self.reference, self.input_shape = box, reference, tuple(input_shape)
+
+    def finish(self, out, first_chain):
+        """run_chains's `out` of chains first_chain, ... as whole inputs in
+        pixels: the logit pixel model's u mapped to x; a crop put back into
+        whole inputs, the rest fresh draws from q (exact, f ignores those
+        pixels; chain i's from its own second stream, hmc.chain_rng(seed, i,
+        1)), its averages and snapshots q's mean there."""
+        if self.spec.logit_bounds is not None:
+            for key in ("samples", "chain_mean", "snapshots"):
+                out[key] = hmc.logit_to_pixels(out[key], self.spec.logit_bounds)
+        if self.box is None:
+            return
+        cy0, cy1, cx0, cx1 = self.box
+        seed, shape = self.spec.sampler_options.get("seed", 0), self.input_shape
+        full_mean = np.broadcast_to(self.reference.mean, shape)
+        noise = np.array([hmc.chain_rng(seed, first_chain + n, 1).standard_normal(shape)
+                          for n in range(len(out["samples"]))])
+        for key, fill in (("samples", full_mean + self.reference.std * noise),
+                          ("chain_mean", full_mean + 0 * noise),
+                          ("snapshots", np.broadcast_to(full_mean, (len(out["snapshots"]),)
+                                                        + shape))):
+            full = np.array(fill)
+            full[..., cy0:cy1, cx0:cx1] = out[key]
+            out[key] = full
 
 
 # ---------------------------------------------------------------------------
@@ -264,16 +313,7 @@ def compare_with_classes(states, units, classes, means):
             "closest_class_mean_is_unit": float((classes[corr.argmax(axis=1)] == units).mean())}
 
 
-def save_samples(path, out, units):
-    """samples.npz (see tools/hmc_visualize.py), written atomically."""
-    buffer = io.BytesIO()
-    # "x" and "y" as tools/sample_quality.py reads a set: the file is one.
-    np.savez_compressed(buffer, x=out["samples"].astype(np.float32), y=units,
-                        chain_mean=out["chain_mean"].astype(np.float32),
-                        trace=out["f"], accepted=out["accepted"],
-                        accept_prob=out["accept_prob"], delta_h=out["delta_h"],
-                        divergent=out["divergent"], sq_norm=out["sq_norm"],
-                        step_size=out["step_size"],
-                        snapshots=out["snapshots"].astype(np.float32),
-                        snapshot_iters=out["snapshot_iters"])
-    files.write_atomic(path, buffer.getvalue())
+def save_samples(path, out, units, meta=None):
+    """samples.npz (see tools/hmc_visualize.py), written atomically, with the
+    run's and chains' description `meta` (gencnn.sampling.shards)."""
+    shards.save(path, out, units, meta)

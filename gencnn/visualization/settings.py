@@ -306,10 +306,29 @@ OPTIONS = (
              "this run's chains are chains K, K+1, ... of a larger run (their random "
              "streams): runs over disjoint ranges with a fixed --step-size and --adapt 0 "
              "are shards of one run (docs/scaling.md) (default %(default)s)"),
+    _setting("chain_block", hmc.CHAIN_BLOCK, cli.positive_int,
+             "chains per Caffe batch: every chain is computed in a block of this many "
+             "(padded, the padding dropped), so its arithmetic, and so the chain bit for "
+             "bit, is the same whatever --num-chains, --workers and --chain-offset; "
+             "runs to be compared or merged need the same value (default %(default)s)"),
     _setting("workers", os.cpu_count() or 1, cli.positive_int,
-             "processes to split the chains over, one OpenBLAS thread each; 1 samples in "
+             "processes to split the chains over (whole --chain-block blocks), one "
+             "OpenBLAS thread each (see --scheduler); 1 samples in "
              "this process with $OPENBLAS_NUM_THREADS threads (default: this machine's "
              "cores, %(default)s)"),
+    _setting("scheduler", None, str,
+             "sample on Dask: local starts a LocalCluster of --workers processes (one "
+             "thread each); an address (tcp://host:8786) uses a running scheduler, e.g. "
+             "one of dask-jobqueue (docs/scaling.md). Each task samples one shard of "
+             "--shard-chains chains with the fixed --step-size (--adapt 0) and writes "
+             "OUT/shards/chains_FIRST-LAST.npz; the shards are checked and merged into "
+             "the same chains as one process (default: none; --workers > 1 then runs "
+             "shards on a LocalCluster too with --adapt 0, the shard files in a temporary "
+             "folder, and with --adapt this tool's lockstep pool, which adapts the step on "
+             "all chains at once)"),
+    _setting("shard_chains", None, cli.positive_int,
+             "chains per Dask task, rounded up to whole --chain-block blocks (default: "
+             "the chains split evenly over the cluster's worker threads)"),
     _setting("out", None, str, "output folder (default: results/hmc/<blob>_unit<unit>)"),
 )
 # The options a preset fills in when they are left out (its q and box:

@@ -13,7 +13,7 @@ from gencnn.visualization.settings import UsageError
 
 # What a run writes to its --out folder.
 OUTPUTS = ("samples.npz", "summary.json", "grid.png", "grid_final.png", "grid_mean.png",
-           "trajectory.png")
+           "trajectory.png", "shards")
 
 
 def run(args):
@@ -70,21 +70,40 @@ def run(args):
             tqdm.write("warning: more divergences; see summary.json", file=sys.stderr)
 
     iters, adapt = settings["iters"], settings["adapt"]
+    if args.shard_chains is not None and args.scheduler is None:
+        raise UsageError("--shard-chains sizes the tasks of --scheduler: give --scheduler "
+                         "local or an address")
+    if args.scheduler is not None and adapt:
+        raise UsageError("--scheduler runs shards with a fixed step: give --adapt 0 and "
+                         "--step-size (e.g. the final_step_size of a short --adapt run; "
+                         "docs/scaling.md)")
     # samples.npz (final states and chain means, float32; per chain and
     # iteration six float64 traces) and the figures: refused now, not after
     # the sampling, when writing them would fail
     files.check_disk(out_dir, 8 * int(np.prod(input_shape)) * node.num_chains +
                      48 * node.num_chains * (adapt + iters) + (16 << 20),
                      "the samples and figures")
-    bar = tqdm(total=adapt + iters, desc="%s %s unit %s" % (
+    description = "%s %s unit %s" % (
         {"hmc": "HMC", "langevin": "Langevin"}.get(settings["sampler"], "act. max."),
-        args.blob, args.unit),
-               file=sys.stderr, unit="it", dynamic_ncols=True)
+        args.blob, args.unit)
+    bars = []
+
+    def bar(total, unit):
+        if not bars:
+            bars.append(tqdm(total=total, desc=description, file=sys.stderr, unit=unit,
+                             dynamic_ncols=True))
+        return bars[0]
 
     def progress(it, out):
-        bar.update(1)
-        bar.set_postfix(acc="%.2f" % out["accepted"][:it + 1].mean(),
-                        f="%.2f" % out["f"][it].mean(), eps="%.3g" % out["step_size"][it])
+        bar(adapt + iters, "it").update(1)
+        bars[0].set_postfix(acc="%.2f" % out["accepted"][:it + 1].mean(),
+                            f="%.2f" % out["f"][it].mean(),
+                            eps="%.3g" % out["step_size"][it])
+
+    def shard_done(done, total):
+        # Dask: a bar of shards, from the first one done (a scheduler that
+        # cannot be reached is then one error line, not a bar and a line)
+        bar(total, "shard").update(1)
 
     try:
         result = sample_node(node, q, iters, step_size=settings["step_size"],
@@ -95,10 +114,15 @@ def run(args):
                              precondition=precondition, bounds=bounds,
                              pixel_model=args.pixel_model if bounds else None,
                              seed=args.seed, warn=warn, callback=progress,
+                             shard_callback=shard_done,
                              workers=args.workers, first_chain=args.chain_offset,
+                             chain_block=args.chain_block, scheduler=args.scheduler,
+                             shard_chains=args.shard_chains,
+                             shard_dir=os.path.join(out_dir, "shards") if args.scheduler else None,
                              **sampling_kind)
     finally:        # the error line, if any, comes after the bar
-        bar.close()
+        for started in bars:
+            started.close()
     out, sampler, crop, wall = result.out, result.sampler, result.crop, result.wall
     chain_units = node.chain_units
 
@@ -138,6 +162,8 @@ def run(args):
                                  if bounds else None),
         "sigma": sampler.reference.std_value, "ref_mean": sampler.reference.mean_value,
         "seed": args.seed, "chain_offset": args.chain_offset, "workers": result.workers,
+        "chain_block": args.chain_block, "scheduler": args.scheduler,
+        "shards": out.get("shards"),
         "acceptance_rate": float(out["accepted"][sampling].mean()),
         "acceptance_rate_adapt": float(out["accepted"][:adapt].mean()) if adapt else None,
         "divergences": int(out["divergent"].sum()),
@@ -173,7 +199,10 @@ def run(args):
                                     out["final_step_size"], settings["leapfrog_steps"],
                                     settings["mass"], settings["mass_convention"],
                                     q.describe(), settings["temperature"]))
-        save_samples(os.path.join(folder, "samples.npz"), out, chain_units)
+        save_samples(os.path.join(folder, "samples.npz"), out, chain_units, result.meta)
+        shards = os.path.join(out_dir, "shards")
+        if args.scheduler and os.path.isdir(shards):    # the tasks' files stay with the run
+            os.rename(shards, os.path.join(folder, "shards"))
         files.write_atomic(os.path.join(folder, "summary.json"), json.dumps(summary, indent=1))
     print("%s unit %s: acceptance %.3f, divergences %d, f_y %.2f, %.1f s -> %s"
           % (args.blob, args.unit, summary["acceptance_rate"], summary["divergences"],
