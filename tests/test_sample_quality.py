@@ -333,9 +333,18 @@ def full_mnist(tmp_path_factory, shared_dir):
     return out
 
 
+@pytest.fixture(scope="module")
+def full_cifar10(tmp_path_factory, shared_dir):
+    out = tmp_path_factory.mktemp("full_cifar10")
+    source = os.path.join(shared_dir, "data", "cifar10")
+    run_tool("cifar10_data.py", os.path.join(source, "cifar10-jpeg.tar.gz"), "--sha256sums",
+             os.path.join(source, "SHA256SUMS"), "--out", out, "--snapshots", out / "snap")
+    return out
+
+
 @pytest.mark.parametrize("path", COMMITTED_REPORTS)
 @pytest.mark.slow
-def test_committed_report_is_recomputed_from_its_committed_files(path, full_mnist,
+def test_committed_report_is_recomputed_from_its_committed_files(path, request,
                                                                  monkeypatch):
     """The judge and sampled nets' caffemodels and the sample sets are
     committed: a clone recomputes every number of the report (1e-6 relative),
@@ -350,14 +359,21 @@ def test_committed_report_is_recomputed_from_its_committed_files(path, full_mnis
     of the tolerance."""
     monkeypatch.chdir(REPO)
     report = json.load(open(path))
+    # MNIST's reports, or CIFAR-10's (a judge with a mean image), each with
+    # its data set's LMDBs (and mean) built afresh
+    cifar = report["judge"].get("mean_file") is not None
+    data = request.getfixturevalue("full_cifar10" if cifar else "full_mnist")
+    prefix = "cifar10" if cifar else "mnist"
     settings = sq_report.report_settings(report)
     for name, sample_path in settings["sets"] + ([settings["q_alone"]]
                                                  if settings["q_alone"] else []):
         assert os.path.isfile(sample_path), "%s: %s is not committed" % (name, sample_path)
     assert os.path.isfile(settings["judge_weights"])
-    settings.update(train_lmdb=str(full_mnist / "mnist_train_lmdb"),
-                    test_lmdb=str(full_mnist / "mnist_test_lmdb"))
+    settings.update(train_lmdb=str(data / ("%s_train_lmdb" % prefix)),
+                    test_lmdb=str(data / ("%s_test_lmdb" % prefix)))
+    if cifar:
+        settings["mean_file"] = str(data / "mean.binaryproto")
     new = json.loads(json.dumps(sq_report.make_report(log=lambda message: None, **settings)))
-    for key in ("train_lmdb", "test_lmdb"):
+    for key in ("train_lmdb", "test_lmdb") + (("mean_file",) if cifar else ()):
         new["judge"][key] = report["judge"][key]
     assert sq_report.report_differences(report, new) == []
