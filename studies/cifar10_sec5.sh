@@ -115,6 +115,12 @@ case "${1:-}" in
         sets+=(--set "cifar10_sec5_buffer$suffix=$samples/sec5_seed${seed}_buffer.npz")
       fi
     done
+    # sets of a run's checkpoints (partial runs): cifar10_sec5_seedS_iterN_fitted_q_T1
+    for set_path in "$samples"/sec5_seed*_iter*_fitted_q_T1.npz; do
+      [ -f "$set_path" ] || continue
+      name=$(basename "$set_path" .npz)
+      sets+=(--set "cifar10_$name=$set_path")
+    done
     python tools/sample_quality.py --judge-model prototxt/cifar10_quick_deploy.prototxt \
         --judge-weights "$nets/judge_dg_seed99.caffemodel" \
         --train-lmdb data/cifar10/cifar10_train_lmdb --test-lmdb data/cifar10/cifar10_test_lmdb \
