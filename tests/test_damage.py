@@ -346,10 +346,15 @@ def test_a_stopped_study_stops_its_training(small_solvers, tmp_path, sig):
                                               str(tmp_path / "long.prototxt"), max_iter=100000)
     script = tmp_path / "study.py"
     script.write_text(STUDY)
+    # The study gets SIGINT's default disposition, as under a terminal: a
+    # suite started in the background by a non-interactive shell (CI) runs
+    # with SIGINT ignored, which children inherit, and Python then never
+    # raises KeyboardInterrupt.
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), solver], cwd=REPO,
                             env=dict(ENV, PYTHONPATH=os.pathsep.join([REPO] + sys.path)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            universal_newlines=True)
+                            universal_newlines=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     tsv = tmp_path / "work" / "dg_seed1" / "iterations_stage1.tsv"
     deadline = time.time() + 300
     while not (tsv.exists() and tsv.stat().st_size > 0):
