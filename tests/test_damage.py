@@ -459,16 +459,17 @@ def test_generative_learning_names_a_truncated_chains_file(tmp_path, subset):
     assert str(chains) in line and "damaged" in line, line
 
 
-def _hmc_with_workers(tmp_path):
-    """hmc_visualize sampling long in 2 workers: (process, worker pids)."""
+def _hmc_with_workers(tmp_path, *extra):
+    """hmc_visualize sampling long in 2 workers (16 chains: a block of 8 each):
+    (process, worker pids)."""
     tmp_path.mkdir()
     weights = str(tmp_path / "lenet.caffemodel")
     caffe.Net(LENET, caffe.TEST).save(weights)
     proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "hmc_visualize.py"),
                              "--model", LENET, "--weights", weights, "--blob", "ip2",
                              "--unit", "3", "--iters", "50", "--leapfrog-steps", "20000",
-                             "--num-chains", "2", "--workers", "2",
-                             "--out", str(tmp_path / "hmc")],
+                             "--num-chains", "16", "--workers", "2",
+                             "--out", str(tmp_path / "hmc")] + list(extra),
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             universal_newlines=True)
     deadline = time.time() + 120
@@ -493,9 +494,11 @@ def test_hmc_workers_die_with_their_coordinator_and_a_killed_one_is_one_line(tmp
         for pid in workers:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
-    # one worker killed: the coordinator says so in one line (on main a
-    # RuntimeError traceback), and stops the other
-    proc, workers = _hmc_with_workers(tmp_path / "b")
+    # one worker of the process pool (step adaptation keeps the chains in
+    # lockstep there; a Dask run reruns a killed worker's shard instead:
+    # tests/test_shards.py) killed: the coordinator says so in one line (on
+    # main a RuntimeError traceback), and stops the other
+    proc, workers = _hmc_with_workers(tmp_path / "b", "--adapt", "5")
     try:
         os.kill(workers[-1], signal.SIGKILL)
         out, err = proc.communicate(timeout=120)
