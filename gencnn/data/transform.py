@@ -86,7 +86,3 @@ class InputTransform(object):
             return lmdb_images(path, self.scale, limit, input_shape, **names)
         images, labels = lmdb_images(path, 1.0, limit, input_shape, **names)
         return self(images), labels
-
-    def describe(self):
-        return "x = (pixel%s) x %r" % ("" if self.mean is None else " - mean image",
-                                      self.scale)
