@@ -10,14 +10,16 @@
 #                                             # section-5 learning from the DG net
 #                                             # of seed START (default 1)
 #   studies/cifar10_sec5.sh samples NAME      # T = 1 samples of nets/NAME from q
-#   studies/cifar10_sec5.sh buffer SEED       # the final persistent chains of sec5 SEED
+#   studies/cifar10_sec5.sh buffer SEED       # the persistent chains of sec5 SEED (final,
+#                                             # else its newest checkpoint's)
 #   studies/cifar10_sec5.sh qalone            # draws of the fitted q alone
 #   studies/cifar10_sec5.sh report            # results/sample_quality_cifar10.json
 #   studies/cifar10_sec5.sh park SEED         # commit-able copy of sec5 SEED's run
 #                                             # (its newest checkpoint), which a
 #                                             # later session's `sec5 SEED` resumes
-#   studies/cifar10_sec5.sh checkpoint SEED   # nets/sec5_seedSEED_iterN: the newest
-#                                             # checkpoint's weights, to sample
+#   studies/cifar10_sec5.sh checkpoint SEED   # nets/sec5_seedSEED_iterN*: the newest
+#                                             # checkpoint as a finished run's files
+#                                             # (weights, history, curves), to sample
 #
 # Nets, histories and sample sets go to results/sample_quality_cifar10/
 # (committed); runs in progress to scratch/runs/cifar10_sec5/.
@@ -80,46 +82,57 @@ case "${1:-}" in
           --out "$set_path" --grid "$figures/cifar10_${name}_fitted_q_T1.png"
     fi ;;
   buffer)
-    seed=$2
-    python studies/class_samples_t1.py --net cifar10_quick --chains-from \
-        "$runs/sec5_seed$seed/chains.npz" --chains-per-class 100 \
-        --weights "$nets/sec5_seed$seed.caffemodel" --out "$samples/sec5_seed${seed}_buffer.npz"
+    # The persistent chains as they are, scored under the net they trained:
+    # the finished run's final chains, or its newest checkpoint's (exported
+    # by `checkpoint SEED` first).
+    seed=$2; run="$runs/sec5_seed$seed"
+    if [ -f "$run/history.json" ]; then
+      name="sec5_seed$seed"; chains="$run/chains.npz"
+    else
+      read -r it chains < <(python -c "import json,sys; c = json.load(open(sys.argv[1]))['checkpoint']
+print(c['iter'], c['chains'])" "$run/state.json")
+      name="sec5_seed${seed}_iter$it"; chains="$run/$chains"
+    fi
+    python studies/class_samples_t1.py --net cifar10_quick --chains-from "$chains" \
+        --chains-per-class 100 --weights "$nets/$name.caffemodel" \
+        --out "$samples/${name}_buffer.npz"
     python studies/class_samples_t1.py --net cifar10_quick \
-        --grid-from "$samples/sec5_seed${seed}_buffer.npz" \
-        --out "$figures/cifar10_sec5_seed${seed}_buffer.png" ;;
+        --grid-from "$samples/${name}_buffer.npz" --out "$figures/cifar10_${name}_buffer.png" ;;
   park)
     run="$runs/sec5_seed$2"; parked="$out/runs/sec5_seed$2"
     rm -rf "$parked.tmp" && mkdir -p "$out/runs"
     cp -a "$run" "$parked.tmp" && rm -f "$parked.tmp/.lock"
     rm -rf "$parked" && mv "$parked.tmp" "$parked" ;;
   checkpoint)
-    run="$runs/sec5_seed$2"
-    it=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['checkpoint']['iter'])" \
-         "$run/state.json")
-    model=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['checkpoint']['caffemodel'])" \
-            "$run/state.json")
-    cp "$run/$model" "$nets/sec5_seed$2_iter$it.caffemodel"
-    echo "sec5_seed$2_iter$it" ;;
+    python studies/sec5_checkpoint.py "$runs/sec5_seed$2" --name "sec5_seed$2" --nets "$nets" \
+        --curves "$figures/cifar10_sec5_seed$2_iterN_curves.png" ;;
   qalone)
     if [ ! -f "$samples/fitted_q_alone.npz" ]; then
       python studies/class_samples_t1.py "${t1[@]}" --no-net --out "$samples/fitted_q_alone.npz"
     fi ;;
   report)
     sets=(--set "cifar10_dg_fitted_q_T1=$samples/dg_seed1_fitted_q_T1.npz")
+    # Per seed: the finished run's sets, else those of its newest exported
+    # checkpoint (sec5_seedS_iterN: a run of N iterations, see `checkpoint`).
     for seed in 1 2 3; do
       suffix=$( [ "$seed" = 1 ] && echo "" || echo "_seed$seed" )
+      name=""
       if [ -f "$samples/sec5_seed${seed}_fitted_q_T1.npz" ]; then
-        sets+=(--set "cifar10_sec5_fitted_q_T1$suffix=$samples/sec5_seed${seed}_fitted_q_T1.npz")
+        name="sec5_seed$seed"
+      else
+        for set_path in "$samples/sec5_seed${seed}"_iter*_fitted_q_T1.npz; do
+          [ -f "$set_path" ] || continue
+          candidate=$(basename "$set_path" _fitted_q_T1.npz)
+          if [ -z "$name" ] || [ "${candidate##*_iter}" -gt "${name##*_iter}" ]; then
+            name=$candidate
+          fi
+        done
       fi
-      if [ -f "$samples/sec5_seed${seed}_buffer.npz" ]; then
-        sets+=(--set "cifar10_sec5_buffer$suffix=$samples/sec5_seed${seed}_buffer.npz")
+      [ -n "$name" ] || continue
+      sets+=(--set "cifar10_sec5_fitted_q_T1$suffix=$samples/${name}_fitted_q_T1.npz")
+      if [ -f "$samples/${name}_buffer.npz" ]; then
+        sets+=(--set "cifar10_sec5_buffer$suffix=$samples/${name}_buffer.npz")
       fi
-    done
-    # sets of a run's checkpoints (partial runs): cifar10_sec5_seedS_iterN_fitted_q_T1
-    for set_path in "$samples"/sec5_seed*_iter*_fitted_q_T1.npz; do
-      [ -f "$set_path" ] || continue
-      name=$(basename "$set_path" .npz)
-      sets+=(--set "cifar10_$name=$set_path")
     done
     python tools/sample_quality.py --judge-model prototxt/cifar10_quick_deploy.prototxt \
         --judge-weights "$nets/judge_dg_seed99.caffemodel" \

@@ -122,6 +122,22 @@ def test_cifar10_generative_learning_keeps_images_valid_and_resumes(cifar_small,
     args = small_args(cifar_small, killed, "--epochs", 2, "--seed", 5, "--checkpoint-every", 2)
     state = kill_after_checkpoint(args, 2)
     assert not state["done"]
+    # studies/sec5_checkpoint.py exports the killed run's newest checkpoint as
+    # a finished run's files, cut at its iteration
+    it = state["checkpoint"]["iter"]
+    exported = tmp_path / "exported"
+    proc = run_tool(os.path.join("..", "studies", "sec5_checkpoint.py"), killed, "--name", "s",
+                    "--nets", exported, "--curves", exported / "c_iterN.png")
+    assert proc.stdout.strip() == "s_iter%d" % it
+    assert open(exported / ("s_iter%d.caffemodel" % it), "rb").read() == \
+        open(killed / state["checkpoint"]["caffemodel"], "rb").read()
+    record = json.load(open(exported / ("s_iter%d_history.json" % it)))
+    assert record["checkpoint_iter"] == it and record["config"] == state["config"]
+    assert [r["iter"] for r in record["epochs"]] == [e for e in (3, 6) if e <= it]
+    assert (record["final_test_error_pct"] is None) == (it not in (3, 6))
+    rows = np.loadtxt(exported / ("s_iter%d_iterations.tsv" % it), ndmin=2)
+    assert rows[:, 0].tolist() == list(range(1, it + 1))
+    assert os.path.getsize(exported / ("c_iter%d.png" % it)) > 0
     run_tool("generative_learning.py", *(args + ["--resume"]), cwd=REPO_ROOT)
     assert open(killed / "final.caffemodel", "rb").read() == \
         open(straight / "final.caffemodel", "rb").read()
