@@ -56,15 +56,22 @@ def main(argv=None):
     parser.add_argument("--compare", nargs=2, action="append", default=[],
                         metavar=("ARM_A", "ARM_B"))
     parser.add_argument("--nets", default=NETS, help="(default %(default)s)")
+    parser.add_argument("--fid-title", default="LeNet-FID",
+                        help="the FID column's title (the judge's net; default %(default)s)")
     args = parser.parse_args(argv)
+    measures = [(key, args.fid_title if key == "lenet_fid" else title, fmt)
+                for key, title, fmt in MEASURES]
     report = json.load(open(args.report))
     arms = dict(arm_values(report, spec, args.nets) for spec in args.arm)
-    print("| arm | seeds | " + " | ".join(title for _, title, _ in MEASURES) + " |")
-    print("|---|---|" + "---|" * len(MEASURES))
+    print("| arm | seeds | " + " | ".join(title for _, title, _ in measures) + " |")
+    print("|---|---|" + "---|" * len(measures))
     for label, values in arms.items():
         cells = []
-        for key, _, fmt in MEASURES:
+        for key, _, fmt in measures:
             v = values[key]
+            if len(v) == 1:          # one net: no spread to give
+                cells.append(fmt % v[0])
+                continue
             cells.append((fmt + " ± " + fmt) % (v.mean(), v.std(ddof=1)) + " (" +
                          ", ".join(fmt % x for x in v) + ")")
         print("| %s | %d | %s |" % (label, len(values["lenet_fid"]), " | ".join(cells)))
@@ -73,7 +80,7 @@ def main(argv=None):
         for arm in (a, b):
             if arm not in arms:
                 raise cli.UserError("--compare: no arm %r" % arm)
-        for key, title, fmt in MEASURES:
+        for key, title, fmt in measures:
             t, p = stats.ttest_ind(arms[a][key], arms[b][key], equal_var=False)
             print(("%s vs %s, %s: " + fmt + " vs " + fmt + ", Welch t = %.2f, p = %.2g")
                   % (a, b, title, arms[a][key].mean(), arms[b][key].mean(), t, p))
