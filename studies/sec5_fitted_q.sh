@@ -1,6 +1,6 @@
 #!/bin/bash
 # Section 5 learning with the fitted q, one seed:
-#   studies/sec5_fitted_q.sh SEED [DG_WEIGHT [CHAINS_PER_DIGIT [LEAPFROG_STEPS]]]
+#   studies/sec5_fitted_q.sh SEED [DG_WEIGHT [CHAINS_PER_DIGIT [LEAPFROG_STEPS [BASE_LR]]]]
 # fine-tunes the 25-epoch DG LeNet of that seed (results/sample_quality/nets/
 # dg_seed$SEED.caffemodel) by half an epoch of generative learning under the
 # fitted q, then draws T = 1 samples of the learned net from q (the protocol
@@ -9,11 +9,14 @@
 # Resumable: a finished step is skipped. Run from the repository root after
 # `. ./env.sh`; one core (OPENBLAS_NUM_THREADS=1) per seed.
 set -euo pipefail
-seed=$1; weight=${2:-100}; per_digit=${3:-100}; leapfrog=${4:-5}
+seed=$1; weight=${2:-100}; per_digit=${3:-100}; leapfrog=${4:-5}; base_lr=${5:-3e-4}
 # the training chains' HMC: 10 transitions of LEAPFROG_STEPS leapfrog steps per
 # iteration (1 = Metropolis-adjusted Langevin, the white-q runs' setting)
 name="sec5_w${weight}_seed${seed}"
 if [ "$leapfrog" != 1 ]; then name="sec5_L${leapfrog}_w${weight}_seed${seed}"; fi
+# BASE_LR other than the tool's default 3e-4 (1e-4: the solver control's
+# rate that costs no test error, studies/sec5_solver_control.py)
+if [ "$base_lr" != 3e-4 ]; then name="${name%_seed*}_lr${base_lr}_seed${seed}"; fi
 run="scratch/runs/sec5/$name"
 samples=results/sample_quality/samples
 nets=results/sample_quality/nets
@@ -26,7 +29,7 @@ if [ ! -f "$run/history.json" ]; then
   python tools/generative_learning.py --out "$run" --seed "$seed" \
       --weights "$nets/dg_seed$seed.caffemodel" --fitted-q 1 --reference-count 20000 \
       --epochs 0.5 --dg-weight "$weight" --leapfrog-steps "$leapfrog" --step-size 0.3 \
-      --max-step 2 --no-progress "${resume[@]}"
+      --max-step 2 --base-lr "$base_lr" --no-progress "${resume[@]}"
 fi
 cp "$run/final.caffemodel" "$nets/$name.caffemodel"
 cp "$run/history.json" "$nets/${name}_history.json"
