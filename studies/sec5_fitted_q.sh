@@ -1,8 +1,8 @@
 #!/bin/bash
 # Section 5 learning with the fitted q, one seed:
-#   studies/sec5_fitted_q.sh SEED [DG_WEIGHT [CHAINS_PER_DIGIT [LEAPFROG_STEPS [BASE_LR]]]]
+#   studies/sec5_fitted_q.sh SEED [DG_WEIGHT [CHAINS_PER_DIGIT [LEAPFROG_STEPS [BASE_LR [EPOCHS]]]]]
 # fine-tunes the 25-epoch DG LeNet of that seed (results/sample_quality/nets/
-# dg_seed$SEED.caffemodel) by half an epoch of generative learning under the
+# dg_seed$SEED.caffemodel) by half an epoch (EPOCHS) of generative learning under the
 # fitted q, then draws T = 1 samples of the learned net from q (the protocol
 # of the DG nets' samples: 30 adaptation + 100 iterations of 10 leapfrog
 # steps), and keeps the training's final persistent chains as a second set.
@@ -10,6 +10,7 @@
 # `. ./env.sh`; one core (OPENBLAS_NUM_THREADS=1) per seed.
 set -euo pipefail
 seed=$1; weight=${2:-100}; per_digit=${3:-100}; leapfrog=${4:-5}; base_lr=${5:-3e-4}
+epochs=${6:-0.5}
 # the training chains' HMC: 10 transitions of LEAPFROG_STEPS leapfrog steps per
 # iteration (1 = Metropolis-adjusted Langevin, the white-q runs' setting)
 name="sec5_w${weight}_seed${seed}"
@@ -17,6 +18,7 @@ if [ "$leapfrog" != 1 ]; then name="sec5_L${leapfrog}_w${weight}_seed${seed}"; f
 # BASE_LR other than the tool's default 3e-4 (1e-4: the solver control's
 # rate that costs no test error, studies/sec5_solver_control.py)
 if [ "$base_lr" != 3e-4 ]; then name="${name%_seed*}_lr${base_lr}_seed${seed}"; fi
+if [ "$epochs" != 0.5 ]; then name="${name%_seed*}_ep${epochs}_seed${seed}"; fi
 run="scratch/runs/sec5/$name"
 samples=results/sample_quality/samples
 nets=results/sample_quality/nets
@@ -28,7 +30,7 @@ if [ ! -f "$run/history.json" ]; then
   if [ -f "$run/state.json" ]; then resume=(--resume); fi
   python tools/generative_learning.py --out "$run" --seed "$seed" \
       --weights "$nets/dg_seed$seed.caffemodel" --fitted-q 1 --reference-count 20000 \
-      --epochs 0.5 --dg-weight "$weight" --leapfrog-steps "$leapfrog" --step-size 0.3 \
+      --epochs "$epochs" --dg-weight "$weight" --leapfrog-steps "$leapfrog" --step-size 0.3 \
       --max-step 2 --base-lr "$base_lr" --no-progress "${resume[@]}"
 fi
 cp "$run/final.caffemodel" "$nets/$name.caffemodel"
