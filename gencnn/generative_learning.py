@@ -187,6 +187,18 @@ def solver_text(net_path, opts, max_iter, snapshot_prefix, seed, test_iter=100):
         **fields))
 
 
+def write_chains(path, states, fitted_q, transform):
+    """A run's chains file (chains.npz): "images", the chains as the net sees
+    them (input units), and for fitted_q their "states" (logits, the
+    coordinates the chains move in). A checkpoint keeps only the states, in
+    its own format (for --resume)."""
+    arrays = {"images": hmc.logit_to_pixels(states, transform.bounds) if fitted_q else states}
+    if fitted_q:
+        arrays["states"] = states
+    with atomic_output(path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, **arrays)
+
+
 class ChainBuffer(object):
     """Persistent chains: `size` states per class, initialised from q (a
     reference.py Gaussian of the chains' coordinates)."""
@@ -465,11 +477,8 @@ class GenerativeLearner(object):
         def outputs():
             copy_atomic(self.path(state["checkpoint"]["caffemodel"]),
                         self.path("final.caffemodel"))
-            with atomic_output(self.path("chains.npz"), suffix=".npz") as tmp:
-                # images: the chains as the net sees them (input units)
-                np.savez_compressed(tmp, images=self.to_images(self.buffer.images),
-                                    **({"states": self.buffer.images}
-                                       if self.opts["fitted_q"] else {}))
+            write_chains(self.path("chains.npz"), self.buffer.images, self.opts["fitted_q"],
+                         self.transform)
             self.write_outputs(state)
         self.folder.finish(state, outputs)
         return state

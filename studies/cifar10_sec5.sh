@@ -83,15 +83,15 @@ case "${1:-}" in
     fi ;;
   buffer)
     # The persistent chains as they are, scored under the net they trained:
-    # the finished run's final chains, or its newest checkpoint's (exported
+    # the finished run's final chains, or its newest checkpoint's (written
     # by `checkpoint SEED` first).
     seed=$2; run="$runs/sec5_seed$seed"
     if [ -f "$run/history.json" ]; then
       name="sec5_seed$seed"; chains="$run/chains.npz"
     else
-      read -r it chains < <(python -c "import json,sys; c = json.load(open(sys.argv[1]))['checkpoint']
-print(c['iter'], c['chains'])" "$run/state.json")
-      name="sec5_seed${seed}_iter$it"; chains="$run/$chains"
+      it=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['checkpoint']['iter'])" \
+           "$run/state.json")
+      name="sec5_seed${seed}_iter$it"; chains="$run/chains_iter$it.npz"
     fi
     python studies/class_samples_t1.py --net cifar10_quick --chains-from "$chains" \
         --chains-per-class 100 --weights "$nets/$name.caffemodel" \

@@ -2,7 +2,9 @@
 """The newest checkpoint of a generative_learning run (paper section 5), as
 the artifacts of a finished run: NAME_iterN.caffemodel, NAME_iterN_history.json
 (config, q and the epochs tested up to N), NAME_iterN_iterations.tsv (the rows
-up to N) and curves (energy gap, acceptance, step size, test error). For runs
+up to N), curves (energy gap, acceptance, step size, test error), and in the
+run folder chains_iterN.npz, its persistent chains as a finished run's
+chains.npz holds them (images in input units; states). For runs
 too long for one session: the inv learning-rate policy does not depend on the
 run's length, so iteration N of a longer run is the net a run of N iterations
 ends with. Prints NAME_iterN.
@@ -19,7 +21,10 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 import _init_paths  # noqa: F401,E402
 
-from gencnn import cli, files  # noqa: E402
+import numpy as np  # noqa: E402
+
+from gencnn import cli, files, generative_learning, netgen  # noqa: E402
+from gencnn.data.transform import InputTransform  # noqa: E402
 from gencnn.cli import UserError  # noqa: E402
 from gencnn.reports import curves  # noqa: E402
 
@@ -62,6 +67,15 @@ def main(argv=None):
         lines = [line for line in f if line.strip() and float(line.split("\t")[0]) <= it]
     tsv = out + "_iterations.tsv"
     files.write_atomic(tsv, "".join(lines))
+    # The checkpoint's chains hold the buffer's states (logits for fitted_q)
+    # under "images"; write them as a finished run's chains.npz.
+    config = state["config"]
+    transform = InputTransform.of_net(netgen.NETS[config["net"]], {
+        "mean_file": config["mean_file"]} if config.get("mean_file") else None)
+    with np.load(os.path.join(args.run, checkpoint["chains"])) as npz:
+        states = npz["images"]
+    generative_learning.write_chains(os.path.join(args.run, "chains_iter%d.npz" % it), states,
+                                     config["opts"]["fitted_q"], transform)
     if args.curves:
         curves.generative_learning(tsv, epochs, args.curves.replace("iterN", "iter%d" % it))
     print(name)

@@ -138,6 +138,14 @@ def test_cifar10_generative_learning_keeps_images_valid_and_resumes(cifar_small,
     rows = np.loadtxt(exported / ("s_iter%d_iterations.tsv" % it), ndmin=2)
     assert rows[:, 0].tolist() == list(range(1, it + 1))
     assert os.path.getsize(exported / ("c_iter%d.png" % it)) > 0
+    # its chains as a finished run's chains.npz holds them: the checkpoint's
+    # states (logits), and the images they are, inside the box
+    with np.load(killed / ("chains_iter%d.npz" % it)) as npz, \
+            np.load(killed / state["checkpoint"]["chains"]) as saved:
+        assert sorted(npz.files) == ["images", "states"]
+        np.testing.assert_array_equal(npz["states"], saved["images"])
+        assert (npz["images"] > lo).all() and (npz["images"] < hi).all()
+        assert not np.allclose(npz["images"], npz["states"])
     run_tool("generative_learning.py", *(args + ["--resume"]), cwd=REPO_ROOT)
     assert open(killed / "final.caffemodel", "rb").read() == \
         open(straight / "final.caffemodel", "rb").read()
