@@ -101,7 +101,9 @@ case "${1:-}" in
   park)
     run="$runs/sec5_seed$2"; parked="$out/runs/sec5_seed$2"
     rm -rf "$parked.tmp" && mkdir -p "$out/runs"
-    cp -a "$run" "$parked.tmp" && rm -f "$parked.tmp/.lock"
+    # the lock goes, and the chains `checkpoint` exported (made again from the
+    # checkpoint on demand)
+    cp -a "$run" "$parked.tmp" && rm -f "$parked.tmp/.lock" "$parked.tmp"/chains_iter*.npz
     rm -rf "$parked" && mv "$parked.tmp" "$parked" ;;
   checkpoint)
     python studies/sec5_checkpoint.py "$runs/sec5_seed$2" --name "sec5_seed$2" --nets "$nets" \
