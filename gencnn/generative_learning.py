@@ -187,12 +187,18 @@ def solver_text(net_path, opts, max_iter, snapshot_prefix, seed, test_iter=100):
         **fields))
 
 
+def chain_images(states, fitted_q, transform):
+    """The images (input units) of chain states: the states themselves, or
+    the pixels of the logit chains of fitted_q."""
+    return hmc.logit_to_pixels(states, transform.bounds) if fitted_q else states
+
+
 def write_chains(path, states, fitted_q, transform):
     """A run's chains file (chains.npz): "images", the chains as the net sees
     them (input units), and for fitted_q their "states" (logits, the
     coordinates the chains move in). A checkpoint keeps only the states, in
     its own format (for --resume)."""
-    arrays = {"images": hmc.logit_to_pixels(states, transform.bounds) if fitted_q else states}
+    arrays = {"images": chain_images(states, fitted_q, transform)}
     if fitted_q:
         arrays["states"] = states
     with atomic_output(path, suffix=".npz") as tmp:
@@ -559,10 +565,7 @@ class GenerativeLearner(object):
         return labels, self.to_images(x), [accept, self.step_size, divergent, restarts]
 
     def to_images(self, states):
-        """The images (input units) of chain states: x itself, or sigmoid(u)
-        for the logit chains of fitted_q."""
-        return hmc.logit_to_pixels(states, self.transform.bounds) if self.opts["fitted_q"] \
-            else states
+        return chain_images(states, self.opts["fitted_q"], self.transform)
 
     def _scores(self, state, net, it):
         """[DG loss, synthesis loss, energy gap, f data, f samples] of the
