@@ -286,7 +286,7 @@ class GenerativeLearner(object):
                             % (self.opts["epochs"], self.train_size))
         self.data_period = run_folder.data_period(self.train_size, self.batch)
         test_batch = args["test_batch"]
-        self.test_iters = max(1, int(math.ceil(lmdb_count(self.test_source) / float(test_batch))))
+        self.test_iters = run_folder.whole_test_iters(self.test_source, test_batch)
 
     def _check_opts(self):
         o = self.opts

@@ -53,7 +53,7 @@ from google.protobuf.message import DecodeError
 from caffe.proto import caffe_pb2
 from gencnn.caffe_utils import check_weights
 from gencnn.cli import UserError
-from gencnn.data.lmdb_io import same_fingerprint
+from gencnn.data.lmdb_io import lmdb_count, same_fingerprint
 from gencnn.files import (atomic_output, check_disk, copy_atomic, log_line, write_atomic,
                           write_json)
 from gencnn.protocols import epoch_iteration
@@ -80,6 +80,12 @@ def skip_batches(net, count):
     for _ in range(count):
         for name in names:
             net.forward(start=name, end=name)
+
+
+def whole_test_iters(test_lmdb, test_batch):
+    """Test iterations that cover every image of `test_lmdb` (runs test on
+    the whole test set; the last batch wraps around)."""
+    return max(1, int(math.ceil(lmdb_count(test_lmdb) / float(test_batch))))
 
 
 def test_means(net, iters):

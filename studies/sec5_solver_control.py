@@ -12,7 +12,6 @@ section 5. Prints one line per run and writes --out (JSON).
 """
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
@@ -22,7 +21,6 @@ import _init_paths  # noqa: F401,E402
 import caffe  # noqa: E402
 
 from gencnn import cli, files, generative_learning, netgen, run_folder  # noqa: E402
-from gencnn.data.lmdb_io import lmdb_count  # noqa: E402
 
 NETS = os.path.join("results", "sample_quality", "nets")
 
@@ -43,9 +41,8 @@ def control(seed, base_lr, args):
     for layer in net.layer:
         if layer.name == "loss":               # the section-5 net's DG weight
             layer.loss_weight[:] = [opts["dg_weight"]]
-    # the whole test LMDB, as the runs test
-    test_iters = int(math.ceil(lmdb_count(args.test_lmdb) /
-                               float(netgen.LENET["data_args"]["test_batch"])))
+    test_iters = run_folder.whole_test_iters(args.test_lmdb,
+                                             netgen.LENET["data_args"]["test_batch"])
     with tempfile.TemporaryDirectory(prefix="sec5_control_") as tmp:
         net_path = os.path.join(tmp, "net.prototxt")
         files.write_atomic(net_path, str(net))
